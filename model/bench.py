@@ -1,0 +1,175 @@
+"""Benchmark: the hoisted time loop against the naive per-step loop, IS-40 cost, sampling speed.
+
+    python -m model.bench [--device auto|cpu|cuda] [--batch 32 128] [--repeats 7] [--quick]
+
+Prints one JSON object. Both training steps (forward, backward, Adam) run in this process,
+alternately, on the same model and data, so machine noise hits both alike; ratios are
+reference time / our time (above 1: we are faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from . import defaults
+from .config import ModelConfig
+from .reference import reference_forward
+from .runtime import tune_malloc
+from .vrnn import VRNN, build_model
+
+# The issue's benchmark setting: paper-like speech frames, a mid-sized VRNN-Gauss.
+BENCH_CONFIG = dict(family="vrnn", output="gauss", x_dim=200, z_dim=64, h_dim=512, mlp_layers=1, mlp_width=512)
+QUICK_CONFIG = dict(family="vrnn", output="gauss", x_dim=40, z_dim=8, h_dim=32, mlp_layers=1, mlp_width=32)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Callable[[], object], device: torch.device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def matmul_rate(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
+    """This machine's float32 matrix-multiply rate in FLOP/s (best of `repeats` n x n products)."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    a @ b  # warm-up
+    best = min(_timed(lambda: a @ b, device) for _ in range(repeats))
+    return 2 * n**3 / best
+
+
+def train_step_fn(model: VRNN, x: torch.Tensor, reference: bool) -> Callable[[], None]:
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        out = reference_forward(model, x) if reference else model(x)
+        out.loss.backward()
+        opt.step()
+
+    return step
+
+
+def step_flops(model: VRNN, x: torch.Tensor) -> int:
+    """FLOPs of one forward + backward (matrix products, as counted by PyTorch)."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(x).loss.backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def bench_training(cfg: ModelConfig, batch: int, steps: int, repeats: int, device: torch.device, peak: float) -> dict:
+    torch.manual_seed(0)
+    model = build_model(cfg).to(device)
+    x = torch.randn(batch, steps, cfg.x_dim, device=device)
+    ours, ref = train_step_fn(model, x, False), train_step_fn(model, x, True)
+    ours()
+    ref()  # warm-up both
+    t_ours, t_ref = [], []
+    for _ in range(repeats):  # alternate so that drifts in machine speed hit both alike
+        t_ours.append(_timed(ours, device))
+        t_ref.append(_timed(ref, device))
+    flops = step_flops(model, x)
+    s_ours, s_ref = statistics.median(t_ours), statistics.median(t_ref)
+    return {
+        "batch": batch,
+        "steps": steps,
+        "seconds_per_step": {"hoisted": s_ours, "reference": s_ref},
+        "speedup_vs_reference": s_ref / s_ours,
+        "flops_per_step": flops,
+        "fraction_of_matmul_rate": {"hoisted": flops / s_ours / peak, "reference": flops / s_ref / peak},
+    }
+
+
+@torch.no_grad()
+def bench_is(cfg: ModelConfig, batch: int, steps: int, repeats: int, device: torch.device, k: int) -> dict:
+    torch.manual_seed(0)
+    model = build_model(cfg).to(device).eval()
+    x = torch.randn(batch, steps, cfg.x_dim, device=device)
+    model(x)
+    model.log_likelihood(x, num_samples=k)
+    t_elbo = statistics.median(_timed(lambda: model(x), device) for _ in range(repeats))
+    t_is = statistics.median(_timed(lambda: model.log_likelihood(x, num_samples=k), device) for _ in range(repeats))
+    return {
+        "batch": batch,
+        "num_samples": k,
+        "seconds": {"elbo": t_elbo, "importance_sampled": t_is},
+        "is_over_elbo": t_is / t_elbo,
+    }
+
+
+@torch.no_grad()
+def bench_sampling(cfg: ModelConfig, seconds: float, repeats: int, device: torch.device) -> dict:
+    model = build_model(cfg).to(device).eval()
+    steps = round(seconds * defaults.SAMPLE_RATE / cfg.x_dim)
+    model.sample(1, 2)
+    t = statistics.median(
+        _timed(lambda: model.sample(1, steps, generator=None), device) for _ in range(max(1, repeats // 2))
+    )
+    return {
+        "audio_seconds": steps * cfg.x_dim / defaults.SAMPLE_RATE,
+        "steps": steps,
+        "seconds": t,
+        "real_time_factor": t / (steps * cfg.x_dim / defaults.SAMPLE_RATE),
+    }
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda asked for, but PyTorch sees no CUDA device")
+    return torch.device(name)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m model.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--batch", type=int, nargs="+", default=[32, 128], help="batch sizes (default: 32 128)")
+    parser.add_argument("--steps", type=int, default=40, help="time steps per sequence (default: 40)")
+    parser.add_argument("--repeats", type=int, default=7, help="timed repeats of each measurement (default: 7)")
+    parser.add_argument("--num-samples", type=int, default=defaults.NUM_IS_SAMPLES, help="K of the IS estimate")
+    parser.add_argument("--quick", action="store_true", help="a tiny model and few repeats (a smoke test)")
+    args = parser.parse_args(argv)
+    if min(args.batch) < 1 or args.steps < 1 or args.repeats < 1 or args.num_samples < 1:
+        parser.error("--batch, --steps, --repeats and --num-samples must be positive")
+    device = pick_device(args.device)
+    malloc_tuned = tune_malloc()
+    cfg = ModelConfig(**(QUICK_CONFIG if args.quick else BENCH_CONFIG))
+    repeats = 2 if args.quick else args.repeats
+    peak = matmul_rate(device, n=256 if args.quick else 2048)
+    result = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "malloc_tuned": malloc_tuned,
+        "config": cfg.to_dict(),
+        "params": sum(p.numel() for p in build_model(cfg).parameters()),
+        "matmul_flops_per_second": peak,
+        "training": [bench_training(cfg, b, args.steps, repeats, device, peak) for b in args.batch],
+        "log_likelihood": bench_is(cfg, args.batch[0], args.steps, repeats, device, args.num_samples),
+        "sampling": bench_sampling(cfg, 2.0, repeats, device),
+    }
+    json.dump(result, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()

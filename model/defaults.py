@@ -1,0 +1,36 @@
+"""Every default of the model library in one place, each with the reason it has that value."""
+
+# Speech: the paper models raw 16 kHz audio as frames of 200 consecutive samples (Section 4).
+SAMPLE_RATE = 16_000
+FRAME_SIZE = 200
+
+# Handwriting: x_t = (dx, dy, pen), pen = 1 on the last point of each stroke (Graves 2013).
+HANDWRITING_DIM = 3
+
+# Mixture outputs use 20 components in the paper (Section 4, "Models").
+N_COMPONENTS = 20
+
+# Importance samples for the marginal log-likelihood estimate (Section 5, following Rezende et al.).
+NUM_IS_SAMPLES = 40
+
+# Standard deviations are softplus(a) + STD_FLOOR: without a floor a std can reach zero and the
+# log-density becomes infinite (a known source of NaN losses in public VRNN code).
+STD_FLOOR = 1e-3
+
+# Bias of every std head, so that softplus(0.6) ~= 1.04: a freshly built model predicts unit
+# scale, which matches data normalised to unit variance (the original Theano code used 0.6).
+STD_BIAS_INIT = 0.6
+
+# Output heads start with small uniform weights so that a new model predicts (close to) the
+# bias values whatever its input: the first losses are finite and of a sensible size.
+HEAD_INIT_RANGE = 0.01
+
+# Correlations of the bivariate Gaussian are tanh(a) * RHO_LIMIT, keeping 1 - rho^2 away from 0.
+RHO_LIMIT = 1.0 - 1e-4
+
+# LSTM forget-gate bias: 1 lets gradients flow through time from the first update.
+FORGET_BIAS_INIT = 1.0
+
+# The IS estimate runs K copies of each sequence as one batch; above this many rows the batch of
+# sequences is split into chunks so that memory stays bounded (K samples of a sequence stay together).
+MAX_IS_BATCH = 4096

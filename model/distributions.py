@@ -1,0 +1,141 @@
+"""Densities, KL divergences and samplers, all in log space.
+
+Pure functions on tensors: the networks in `networks.py` produce the parameters, these functions
+turn them into nats. Shapes use N for any number of rows (batch x time, flattened), K for mixture
+components and D for the data dimension. Every log-density is in nats.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+class DiagonalMixture(NamedTuple):
+    """A mixture of K diagonal Gaussians over R^D (K = 1 and logits None: one Gaussian)."""
+
+    logits: Tensor | None  # (N, K) unnormalised mixture weights
+    mu: Tensor  # (N, K, D)
+    std: Tensor  # (N, K, D)
+
+
+class BivariateMixture(NamedTuple):
+    """Handwriting: a mixture of K correlated bivariate Gaussians over (dx, dy) times a Bernoulli pen bit."""
+
+    logits: Tensor | None  # (N, K)
+    mu: Tensor  # (N, K, 2)
+    std: Tensor  # (N, K, 2)
+    rho: Tensor  # (N, K) correlation in (-1, 1)
+    pen_logit: Tensor  # (N,) logit of P(pen = 1)
+
+
+def gaussian_log_prob(x: Tensor, mu: Tensor, std: Tensor) -> Tensor:
+    """Elementwise log N(x; mu, std^2)."""
+    return -0.5 * ((x - mu) / std) ** 2 - torch.log(std) - 0.5 * LOG_2PI
+
+
+def gaussian_kl(mu_q: Tensor, std_q: Tensor, mu_p: Tensor, std_p: Tensor) -> Tensor:
+    """Elementwise KL(N(mu_q, std_q^2) || N(mu_p, std_p^2)) in nats."""
+    var_ratio = (std_q / std_p) ** 2
+    return 0.5 * (var_ratio + ((mu_q - mu_p) / std_p) ** 2 - 1.0 - torch.log(var_ratio))
+
+
+def standard_normal_kl(mu_q: Tensor, std_q: Tensor) -> Tensor:
+    """Elementwise KL(N(mu_q, std_q^2) || N(0, 1)) (the VRNN-I prior)."""
+    return 0.5 * (std_q**2 + mu_q**2 - 1.0) - torch.log(std_q)
+
+
+def _mix(component_log_prob: Tensor, logits: Tensor | None) -> Tensor:
+    """log sum_k pi_k p_k(x) from (N, K) component log-densities, in log space."""
+    if logits is None:
+        return component_log_prob.squeeze(-1)
+    return torch.logsumexp(F.log_softmax(logits, dim=-1) + component_log_prob, dim=-1)
+
+
+def diagonal_mixture_log_prob(x: Tensor, p: DiagonalMixture) -> Tensor:
+    """log p(x) for x (N, D) -> (N,)."""
+    component = gaussian_log_prob(x.unsqueeze(1), p.mu, p.std).sum(-1)  # (N, K)
+    return _mix(component, p.logits)
+
+
+def bivariate_log_prob(xy: Tensor, mu: Tensor, std: Tensor, rho: Tensor) -> Tensor:
+    """log N((x1, x2); mu, Sigma) with Sigma from std (.., 2) and correlation rho (..,).
+
+    xy broadcasts against mu. Includes the -0.5 log(1 - rho^2) term that is easy to forget.
+    """
+    z = (xy - mu) / std
+    z1, z2 = z[..., 0], z[..., 1]
+    one_minus_rho2 = 1.0 - rho**2
+    quad = (z1**2 + z2**2 - 2.0 * rho * z1 * z2) / one_minus_rho2
+    return -LOG_2PI - torch.log(std).sum(-1) - 0.5 * torch.log(one_minus_rho2) - 0.5 * quad
+
+
+def bivariate_mixture_log_prob(x: Tensor, p: BivariateMixture) -> Tensor:
+    """log p(dx, dy, pen) for x (N, 3) with pen in {0, 1} -> (N,)."""
+    xy_log_prob = _mix(bivariate_log_prob(x[:, None, :2], p.mu, p.std, p.rho), p.logits)
+    pen_log_prob = -F.binary_cross_entropy_with_logits(p.pen_logit, x[:, 2], reduction="none")
+    return xy_log_prob + pen_log_prob
+
+
+def sharpen(logits: Tensor | None, std: Tensor, temperature: float, bias: float) -> tuple[Tensor | None, Tensor]:
+    """Sampling controls: temperature scales stds and flattens mixture weights (logits / T); Graves'
+    bias b >= 0 sharpens (logits * (1 + b), std * exp(-b))."""
+    std = std * (temperature * math.exp(-bias))
+    if logits is not None:
+        logits = logits * ((1.0 + bias) / temperature)
+    return logits, std
+
+
+def _pick_component(logits: Tensor | None, generator: torch.Generator | None) -> Tensor | None:
+    """Index (N,) of one mixture component per row, drawn with its weight."""
+    if logits is None:
+        return None
+    return torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator).squeeze(-1)
+
+
+def _take(values: Tensor, index: Tensor | None) -> Tensor:
+    """values (N, K, ...) -> (N, ...) at component index (N,) (the only one when index is None)."""
+    if index is None:
+        return values[:, 0]
+    return values[torch.arange(values.shape[0], device=values.device), index]
+
+
+def sample_diagonal_mixture(p: DiagonalMixture, generator: torch.Generator | None = None) -> Tensor:
+    """One draw per row -> (N, D)."""
+    k = _pick_component(p.logits, generator)
+    mu, std = _take(p.mu, k), _take(p.std, k)
+    eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+    return mu + std * eps
+
+
+def diagonal_mixture_mean(p: DiagonalMixture) -> Tensor:
+    """E[x] -> (N, D)."""
+    if p.logits is None:
+        return p.mu[:, 0]
+    return (F.softmax(p.logits, dim=-1).unsqueeze(-1) * p.mu).sum(1)
+
+
+def sample_bivariate_mixture(p: BivariateMixture, generator: torch.Generator | None = None) -> Tensor:
+    """One draw of (dx, dy, pen) per row -> (N, 3)."""
+    k = _pick_component(p.logits, generator)
+    mu, std, rho = _take(p.mu, k), _take(p.std, k), _take(p.rho, k)
+    eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+    # Correlate two standard normals: x2 = rho * e1 + sqrt(1 - rho^2) * e2.
+    e1 = eps[:, 0]
+    e2 = rho * e1 + torch.sqrt(1.0 - rho**2) * eps[:, 1]
+    xy = mu + std * torch.stack([e1, e2], dim=-1)
+    pen = torch.bernoulli(torch.sigmoid(p.pen_logit), generator=generator)
+    return torch.cat([xy, pen.unsqueeze(-1)], dim=-1)
+
+
+def bivariate_mixture_mean(p: BivariateMixture) -> Tensor:
+    """E[dx, dy] and the more likely pen state (a pen bit must stay 0 or 1) -> (N, 3)."""
+    xy = p.mu[:, 0] if p.logits is None else (F.softmax(p.logits, dim=-1).unsqueeze(-1) * p.mu).sum(1)
+    pen = (p.pen_logit > 0).to(xy.dtype)
+    return torch.cat([xy, pen.unsqueeze(-1)], dim=-1)

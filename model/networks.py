@@ -1,0 +1,244 @@
+"""The networks of the VRNN, one small module per phi of the paper's Eqs. 5-9.
+
+    phi_x:     x_t -> features                         (feature extractor of x)
+    phi_z:     z_t -> features                         (feature extractor of z)
+    Prior:     h_{t-1} -> (mu_0,t, sigma_0,t)          Eq. 5, p(z_t | x_<t, z_<t)
+    Encoder:   [phi_x(x_t), h_{t-1}] -> (mu_z,t, sigma_z,t)   Eq. 9, q(z_t | x_<=t, z_<t)
+    Decoder:   [phi_z(z_t), h_{t-1}] -> output parameters      Eq. 6, p(x_t | z_<=t, x_<t)
+               (the RNN family: h_{t-1} only, Eq. 2)
+    LSTM:      [phi_x(x_t), phi_z(z_t)], h_{t-1} -> h_t        Eq. 7
+
+Every MLP has `mlp_layers` ReLU layers of width `mlp_width`; prior, encoder and decoder end in
+linear heads for their distribution's parameters. Standard deviations are softplus(a) + floor.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import defaults
+from .distributions import (
+    BivariateMixture,
+    DiagonalMixture,
+    bivariate_mixture_log_prob,
+    bivariate_mixture_mean,
+    diagonal_mixture_log_prob,
+    diagonal_mixture_mean,
+    sample_bivariate_mixture,
+    sample_diagonal_mixture,
+    sharpen,
+)
+
+
+class MLP(nn.Module):
+    """`layers` Linear+ReLU layers of width `width`; the first reads the concatenation of inputs
+    of sizes `in_dims` (kept as one Linear so the parameter count is the paper's)."""
+
+    def __init__(self, in_dims: Sequence[int], width: int, layers: int):
+        super().__init__()
+        self.in_dims = tuple(in_dims)
+        sizes = [sum(self.in_dims)] + [width] * layers
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
+
+    def forward(self, *inputs: Tensor) -> Tensor:
+        x = inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=-1)
+        for layer in self.layers:
+            x = F.relu(layer(x))
+        return x
+
+    def first_layer_blocks(self) -> list[Tensor]:
+        """The first layer's weight split by input block: W [a, b] = [W_a, W_b], so that
+        W [a; b] = W_a a + W_b b can be computed piecewise (used to hoist work out of the loop)."""
+        return list(torch.split(self.layers[0].weight, self.in_dims, dim=1))
+
+    def forward_after_first(self, pre_activation: Tensor) -> Tensor:
+        """The rest of the MLP, given the first layer's pre-activation."""
+        x = F.relu(pre_activation)
+        for layer in self.layers[1:]:
+            x = F.relu(layer(x))
+        return x
+
+
+def _init_head(linear: nn.Linear, std_slices: Sequence[slice]) -> None:
+    """Small weights so a new model predicts its biases; std biases so softplus(b) ~= 1."""
+    nn.init.uniform_(linear.weight, -defaults.HEAD_INIT_RANGE, defaults.HEAD_INIT_RANGE)
+    nn.init.zeros_(linear.bias)
+    with torch.no_grad():
+        for s in std_slices:
+            linear.bias[s] = defaults.STD_BIAS_INIT
+
+
+def _positive(a: Tensor, floor: float) -> Tensor:
+    return F.softplus(a) + floor
+
+
+class GaussianLatent(nn.Module):
+    """MLP -> (mu, sigma) of a diagonal Gaussian over z. Used for the prior (Eq. 5, input h_{t-1})
+    and the encoder (Eq. 9, input [phi_x(x_t), h_{t-1}])."""
+
+    def __init__(self, in_dims: Sequence[int], width: int, layers: int, z_dim: int, std_floor: float):
+        super().__init__()
+        self.net = MLP(in_dims, width, layers)
+        self.hidden_to_params = nn.Linear(width, 2 * z_dim)  # [mu | pre-softplus sigma]
+        self.z_dim = z_dim
+        self.std_floor = std_floor
+        _init_head(self.hidden_to_params, [slice(z_dim, 2 * z_dim)])
+
+    def head(self, hidden: Tensor) -> tuple[Tensor, Tensor]:
+        return self.split(self.hidden_to_params(hidden))
+
+    def split(self, params: Tensor) -> tuple[Tensor, Tensor]:
+        """The head's linear output [mu | a] -> (mu, softplus(a) + floor)."""
+        mu, a = params.split(self.z_dim, dim=-1)
+        return mu, _positive(a, self.std_floor)
+
+    def forward(self, *inputs: Tensor) -> tuple[Tensor, Tensor]:
+        return self.head(self.net(*inputs))
+
+
+class DiagonalGaussianOutput(nn.Module):
+    """Speech output head: hidden -> parameters of p(x_t | .), a diagonal Gaussian over the D
+    samples of a frame, or a mixture of K of them."""
+
+    def __init__(self, width: int, x_dim: int, n_components: int, std_floor: float):
+        super().__init__()
+        self.x_dim, self.k, self.std_floor = x_dim, n_components, std_floor
+        kd = n_components * x_dim
+        n_logits = n_components if n_components > 1 else 0
+        self.hidden_to_params = nn.Linear(width, 2 * kd + n_logits)  # [mu | sigma | logits]
+        _init_head(self.hidden_to_params, [slice(kd, 2 * kd)])
+
+    def forward(self, hidden: Tensor) -> DiagonalMixture:
+        """hidden (N, width) -> DiagonalMixture with mu, std (N, K, D)."""
+        n, kd = hidden.shape[0], self.k * self.x_dim
+        a = self.hidden_to_params(hidden)
+        mu = a[:, :kd].reshape(n, self.k, self.x_dim)
+        std = _positive(a[:, kd : 2 * kd], self.std_floor).reshape(n, self.k, self.x_dim)
+        logits = a[:, 2 * kd :] if self.k > 1 else None
+        return DiagonalMixture(logits, mu, std)
+
+    log_prob = staticmethod(diagonal_mixture_log_prob)
+    mean = staticmethod(diagonal_mixture_mean)
+
+    @staticmethod
+    def sample(
+        p: DiagonalMixture, generator: torch.Generator | None, temperature: float = 1.0, bias: float = 0.0
+    ) -> Tensor:
+        logits, std = sharpen(p.logits, p.std, temperature, bias)
+        return sample_diagonal_mixture(DiagonalMixture(logits, p.mu, std), generator)
+
+
+class BivariateOutput(nn.Module):
+    """Handwriting output head: hidden -> a bivariate Gaussian (or a mixture of K) with correlation
+    over the pen offsets (dx, dy), times a Bernoulli pen bit (Graves 2013, Eqs. 18-25)."""
+
+    def __init__(self, width: int, n_components: int, std_floor: float):
+        super().__init__()
+        self.k, self.std_floor = n_components, std_floor
+        k = n_components
+        n_logits = k if k > 1 else 0
+        # [mu (2K) | sigma (2K) | rho (K) | pen (1) | logits]
+        self.hidden_to_params = nn.Linear(width, 5 * k + 1 + n_logits)
+        _init_head(self.hidden_to_params, [slice(2 * k, 4 * k)])
+
+    def forward(self, hidden: Tensor) -> BivariateMixture:
+        n, k = hidden.shape[0], self.k
+        a = self.hidden_to_params(hidden)
+        mu = a[:, : 2 * k].reshape(n, k, 2)
+        std = _positive(a[:, 2 * k : 4 * k], self.std_floor).reshape(n, k, 2)
+        rho = torch.tanh(a[:, 4 * k : 5 * k]) * defaults.RHO_LIMIT
+        pen_logit = a[:, 5 * k]
+        logits = a[:, 5 * k + 1 :] if k > 1 else None
+        return BivariateMixture(logits, mu, std, rho, pen_logit)
+
+    log_prob = staticmethod(bivariate_mixture_log_prob)
+    mean = staticmethod(bivariate_mixture_mean)
+
+    @staticmethod
+    def sample(
+        p: BivariateMixture, generator: torch.Generator | None, temperature: float = 1.0, bias: float = 0.0
+    ) -> Tensor:
+        logits, std = sharpen(p.logits, p.std, temperature, bias)
+        return sample_bivariate_mixture(p._replace(logits=logits, std=std), generator)
+
+
+class Decoder(nn.Module):
+    """p(x_t | z_<=t, x_<t): MLP over [phi_z(z_t), h_{t-1}] (VRNN) or h_{t-1} (RNN), then the output head."""
+
+    def __init__(self, in_dims: Sequence[int], width: int, layers: int, head: nn.Module):
+        super().__init__()
+        self.net = MLP(in_dims, width, layers)
+        self.head = head
+
+    def forward(self, *inputs: Tensor):
+        return self.head(self.net(*inputs))
+
+
+class _StackedWeightGrad(torch.autograd.Function):
+    """Zeros of shape (T, *rows, out) whose backward turns the output gradients of all T steps into
+    one weight gradient, sum_t dY_t^T X_t, computed as a single large product."""
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, inputs: list[Tensor], shape: tuple[int, ...]) -> Tensor:  # type: ignore[override]
+        ctx.inputs = inputs  # filled by LoopLinear while the loop runs, read in backward
+        return weight.new_zeros(()).expand(shape)  # a view: no (T, ..., out) buffer to fill
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        x = torch.stack(ctx.inputs)
+        return grad.reshape(-1, grad.shape[-1]).t() @ x.reshape(-1, x.shape[-1]), None, None
+
+
+class LoopLinear:
+    """y_t = x_t W^T + b at step t of the time loop.
+
+    Plain autograd forms W's gradient step by step from products with only B rows (slow on a CPU
+    for small batches); here each step computes only the input gradient, and W's gradient is one
+    product over all T * B rows, formed once all steps are done (as cuDNN does for its LSTM)."""
+
+    def __init__(self, weight: Tensor, bias: Tensor | None, steps: int, rows: tuple[int, ...]):
+        self.bias = bias
+        self.inputs: list[Tensor] | None = None
+        self.weight = weight
+        if torch.is_grad_enabled() and weight.requires_grad:
+            self.inputs = []
+            zeros = _StackedWeightGrad.apply(weight, self.inputs, (steps, *rows, weight.shape[0]))
+            self.zeros = zeros.unbind(0)
+            self.weight = weight.detach()
+
+    @classmethod
+    def of(cls, layer: nn.Linear, steps: int, rows: tuple[int, ...]) -> LoopLinear:
+        return cls(layer.weight, layer.bias, steps, rows)
+
+    def __call__(self, t: int, x: Tensor) -> Tensor:
+        y = F.linear(x, self.weight, self.bias)
+        if self.inputs is not None:
+            self.inputs.append(x.detach())
+            y = y + self.zeros[t]
+        return y
+
+
+def init_lstm(cell: nn.LSTMCell) -> None:
+    """Orthogonal recurrent weights per gate, zero biases but a forget-gate bias of 1."""
+    h = cell.hidden_size
+    with torch.no_grad():
+        for gate in range(4):
+            nn.init.orthogonal_(cell.weight_hh[gate * h : (gate + 1) * h])
+        cell.bias_ih.zero_()
+        cell.bias_hh.zero_()
+        cell.bias_ih[h : 2 * h] = defaults.FORGET_BIAS_INIT  # PyTorch's gate order is i, f, g, o
+
+
+def lstm_pointwise(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """The LSTM cell after its matrix products: gates (..., 4H) in PyTorch's order i, f, g, o."""
+    h_dim = c.shape[-1]
+    i_f = torch.sigmoid(gates[..., : 2 * h_dim])
+    g = torch.tanh(gates[..., 2 * h_dim : 3 * h_dim])
+    o = torch.sigmoid(gates[..., 3 * h_dim :])
+    c = i_f[..., h_dim:] * c + i_f[..., :h_dim] * g
+    return o * torch.tanh(c), c

@@ -1,0 +1,362 @@
+"""The model: RNN, VRNN-I and VRNN with Gaussian or GMM outputs, for speech and handwriting.
+
+Shapes: B sequences, T time steps, D = x_dim, Z = z_dim, H = h_dim, W = mlp_width. Internally the
+recurrence runs time-major (T, B, ...); the public methods take and return batch-major tensors.
+All log-likelihoods are in nats, per sequence unless the name says per frame.
+
+Only z_t's path is truly recurrent (encoder -> z_t -> phi_z -> LSTM): `_posterior_pass` keeps
+just that inside the Python loop and runs everything else (phi_x, the x-part of the encoder's first
+layer and of the LSTM input projection, then prior, decoder, KL and reconstruction) as one batched
+op over all time steps. `model.reference` has the naive loop it is tested and benchmarked against.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import defaults
+from .config import ModelConfig
+from .distributions import gaussian_kl, gaussian_log_prob, standard_normal_kl
+from .networks import (
+    MLP,
+    BivariateOutput,
+    Decoder,
+    DiagonalGaussianOutput,
+    GaussianLatent,
+    LoopLinear,
+    init_lstm,
+    lstm_pointwise,
+)
+
+
+@dataclass
+class VRNNOutput:
+    """What `forward` returns. elbo, kl and nll are zero on padded steps."""
+
+    loss: Tensor  # () mean negative ELBO per sequence (nats), what training minimises
+    elbo: Tensor  # (B,) ELBO per sequence, Eq. 11; the exact log-likelihood for family "rnn"
+    kl: Tensor  # (B, T) KL(q(z_t | .) || p(z_t | .)) per step; zeros for "rnn"
+    nll: Tensor  # (B, T) -log p(x_t | z_<=t, x_<t) per step
+
+
+@dataclass
+class LatentAnalysis:
+    """The paper's Figure 2: how the approximate posterior moves while the model reads x."""
+
+    kl: Tensor  # (B, T) KL per step, nats
+    kl_per_dim: Tensor  # (B, T, Z) the same, per latent dimension
+    delta_mu: Tensor  # (B, T) delta_t = sum_j (mu_z,t^j - mu_z,t-1^j)^2, 0 at t = 0
+    mu_z: Tensor  # (B, T, Z) posterior means
+    mask: Tensor  # (B, T) 1 on valid steps
+
+
+@dataclass
+class _Pass:
+    """Everything one posterior pass over a batch produces, time-major."""
+
+    h_prev: Tensor  # (T, B, H) h_{t-1} for every t
+    z: Tensor | None  # (T, B, Z)
+    mu_q: Tensor | None
+    std_q: Tensor | None
+    phi_z: Tensor | None  # (T, B, W)
+    state: tuple[Tensor, Tensor]  # final (h_T, c_T)
+
+
+class VRNN(nn.Module):
+    """All six models of the paper's Table 1, chosen by `ModelConfig.family` and `.output`."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = cfg = config
+        W, L, H, Z = cfg.mlp_width, cfg.mlp_layers, cfg.h_dim, cfg.z_dim
+        k = cfg.n_components if cfg.output == "gmm" else 1
+        if cfg.modality == "speech":
+            head: nn.Module = DiagonalGaussianOutput(W, cfg.x_dim, k, cfg.std_floor)
+        else:
+            head = BivariateOutput(W, k, cfg.std_floor)
+
+        self.phi_x = MLP([cfg.x_dim], W, L)
+        if cfg.has_latent:
+            self.phi_z: MLP | None = MLP([Z], W, L)
+            self.encoder: GaussianLatent | None = GaussianLatent([W, H], W, L, Z, cfg.std_floor)
+            # VRNN-I drops operation (a): its prior is a fixed N(0, I) with no network.
+            self.prior = GaussianLatent([H], W, L, Z, cfg.std_floor) if cfg.family == "vrnn" else None
+            self.decoder = Decoder([W, H], W, L, head)
+            rnn_in = 2 * W
+        else:
+            self.phi_z = self.encoder = self.prior = None
+            self.decoder = Decoder([H], W, L, head)
+            rnn_in = W
+        self.rnn = nn.LSTMCell(rnn_in, H)
+        init_lstm(self.rnn)
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def device(self) -> torch.device:
+        return self.rnn.weight_hh.device
+
+    def _dtype(self) -> torch.dtype:
+        return self.rnn.weight_hh.dtype
+
+    def _prepare(self, x: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Check shapes; return time-major x (T, B, D) with padding zeroed and mask (T, B)."""
+        if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[-1] != self.config.x_dim:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"x must be a (batch, time, {self.config.x_dim}) tensor, got {shape}")
+        if x.shape[1] == 0:
+            raise ValueError("x has no time steps")
+        x = x.to(device=self.device, dtype=self._dtype())
+        if mask is None:
+            m = torch.ones(x.shape[:2], device=x.device, dtype=torch.bool)
+        else:
+            if tuple(mask.shape) != tuple(x.shape[:2]):
+                raise ValueError(f"mask must have shape {tuple(x.shape[:2])} (batch, time), got {tuple(mask.shape)}")
+            m = mask.to(device=x.device).bool()
+        # Padding may hold anything (NaN included): zero it so it cannot reach a gradient.
+        x = torch.where(m.unsqueeze(-1), x, torch.zeros((), dtype=x.dtype, device=x.device))
+        return x.transpose(0, 1), m.t()
+
+    def _zero_state(self, batch: int) -> tuple[Tensor, Tensor]:
+        z = torch.zeros(batch, self.config.h_dim, device=self.device, dtype=self._dtype())
+        return z, z
+
+    def _prior(self, h_prev: Tensor) -> tuple[Tensor, Tensor]:
+        """p(z_t | h_{t-1}) parameters (Eq. 5); N(0, I) for VRNN-I."""
+        if self.prior is None:
+            shape = (*h_prev.shape[:-1], self.config.z_dim)
+            return h_prev.new_zeros(shape), h_prev.new_ones(shape)
+        return self.prior(h_prev)
+
+    def _decode(self, p: _Pass):
+        """Output distribution parameters for every step at once, rows flattened to (T * B)."""
+        h = p.h_prev.reshape(-1, p.h_prev.shape[-1])
+        if p.phi_z is None:
+            return self.decoder(h)
+        return self.decoder(p.phi_z.reshape(-1, p.phi_z.shape[-1]), h)
+
+    def _log_px(self, p: _Pass, x_tm: Tensor) -> Tensor:
+        """log p(x_t | z_<=t, x_<t) -> (T, B)."""
+        params = self._decode(p)
+        return self.decoder.head.log_prob(x_tm.reshape(-1, x_tm.shape[-1]), params).view(x_tm.shape[:2])
+
+    # ------------------------------------------------------------------ the recurrence
+
+    def _posterior_pass(
+        self,
+        x_tm: Tensor,
+        noise: Callable[[int, tuple[int, int]], Tensor | None],
+        k: int = 1,
+        state: tuple[Tensor, Tensor] | None = None,
+    ) -> _Pass:
+        """Run the RNN over x (T, B, D) for k copies of each sequence at once (rows k * B, copy-major),
+        drawing z_t ~ q(z_t | x_<=t, z_<t) as mu + std * noise(t, (k, B)) (noise None: z_t = mu).
+
+        Only z_t's path stays inside the loop; everything that depends on x alone is computed once
+        for all steps, and once for all k copies."""
+        T, B = x_tm.shape[:2]
+        W, H = self.config.mlp_width, self.config.h_dim
+        rows = (k, B)
+        h, c = state if state is not None else self._zero_state(k * B)
+        h, c = h.view(k, B, H), c.view(k, B, H)
+        cell = self.rnn
+        px = self.phi_x(x_tm)  # (T, B, W)
+        bias = cell.bias_ih + cell.bias_hh
+        hs = []
+        if self.encoder is None:  # RNN: the loop is the LSTM alone
+            from_h = LoopLinear(cell.weight_hh, None, T, rows)
+            # unbind, not [t]: indexing's backward would write a whole (T, B, 4H) tensor per step.
+            for t, pre_t in enumerate(F.linear(px, cell.weight_ih, bias).unbind(0)):  # (B, 4H)
+                hs.append(h)
+                h, c = lstm_pointwise(pre_t + from_h(t, h), c)
+            return _Pass(torch.stack(hs).flatten(1, 2), None, None, None, None, (h.flatten(0, 1), c.flatten(0, 1)))
+
+        assert self.phi_z is not None
+        enc = self.encoder
+        enc_wx, enc_wh = enc.net.first_layer_blocks()
+        pre_enc = F.linear(px, enc_wx, enc.net.layers[0].bias).unbind(0)  # T x (B, W)
+        gate_wx, gate_wz = cell.weight_ih.split([W, W], dim=1)
+        pre_gates = F.linear(px, gate_wx, bias).unbind(0)  # T x (B, 4H)
+        enc_from_h = LoopLinear(enc_wh, None, T, rows)
+        gates_from_h = LoopLinear(cell.weight_hh, None, T, rows)
+        enc_rest = [LoopLinear.of(layer, T, rows) for layer in enc.net.layers[1:]]
+        enc_head = LoopLinear.of(enc.hidden_to_params, T, rows)
+        phi_z = [LoopLinear.of(layer, T, rows) for layer in self.phi_z.layers]
+        from_z = LoopLinear(gate_wz, None, T, rows)
+        zs, mus, stds, pzs = [], [], [], []
+        for t in range(T):
+            hs.append(h)
+            e = F.relu(pre_enc[t] + enc_from_h(t, h))  # pre_enc broadcasts over the k copies
+            for layer in enc_rest:
+                e = F.relu(layer(t, e))
+            mu, std = enc.split(enc_head(t, e))  # Eq. 9
+            eps = noise(t, rows)
+            z = mu if eps is None else mu + std * eps
+            pz = z
+            for layer in phi_z:
+                pz = F.relu(layer(t, pz))
+            h, c = lstm_pointwise(pre_gates[t] + gates_from_h(t, h) + from_z(t, pz), c)  # Eq. 7
+            zs.append(z)
+            mus.append(mu)
+            stds.append(std)
+            pzs.append(pz)
+
+        def st(xs: list[Tensor]) -> Tensor:
+            return torch.stack(xs).flatten(1, 2)  # (T, k * B, .)
+
+        return _Pass(st(hs), st(zs), st(mus), st(stds), st(pzs), (h.flatten(0, 1), c.flatten(0, 1)))
+
+    def _noise(self, generator: torch.Generator | None) -> Callable[[int, tuple[int, int]], Tensor]:
+        """Standard normal noise for z, drawn step by step: a sequence's first steps get the same
+        draws whatever its padded length, so padding changes nothing even for a sampled ELBO."""
+        Z, dev, dt = self.config.z_dim, self.device, self._dtype()
+        return lambda t, rows: torch.randn(*rows, Z, generator=generator, device=dev, dtype=dt)
+
+    # ------------------------------------------------------------------ public API
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, generator: torch.Generator | None = None) -> VRNNOutput:
+        """ELBO (Eq. 11) with one reparameterised sample of z per step; exact for family "rnn".
+
+        x (B, T, D), mask (B, T) with 1 on valid steps (a prefix of each row)."""
+        x_tm, m = self._prepare(x, mask)
+        p = self._posterior_pass(x_tm, self._noise(generator))
+        zero = torch.zeros((), dtype=x_tm.dtype, device=x_tm.device)
+        nll = torch.where(m, -self._log_px(p, x_tm), zero)  # (T, B)
+        if p.mu_q is None:
+            kl = torch.zeros_like(nll)
+        else:
+            assert p.std_q is not None
+            if self.prior is None:
+                kl_dims = standard_normal_kl(p.mu_q, p.std_q)
+            else:
+                mu_p, std_p = self._prior(p.h_prev)
+                kl_dims = gaussian_kl(p.mu_q, p.std_q, mu_p, std_p)
+            kl = torch.where(m, kl_dims.sum(-1), zero)
+        elbo = -(nll + kl).sum(0)  # (B,)
+        return VRNNOutput(loss=-elbo.mean(), elbo=elbo, kl=kl.t(), nll=nll.t())
+
+    @torch.no_grad()
+    def log_likelihood(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        num_samples: int = defaults.NUM_IS_SAMPLES,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """log p(x) per sequence (B,) in nats: exact for "rnn", else the importance-sampled estimate
+        log (1/K) sum_k p(x, z^k) / q(z^k | x), z^k ~ q, with the K samples run as one batch."""
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        if not self.config.has_latent:
+            return self.forward(x, mask).elbo
+        x_tm, m = self._prepare(x, mask)
+        B = x_tm.shape[1]
+        chunk = max(1, defaults.MAX_IS_BATCH // num_samples)
+        out = [
+            self._is_estimate(x_tm[:, i : i + chunk], m[:, i : i + chunk], num_samples, generator)
+            for i in range(0, B, chunk)
+        ]
+        return torch.cat(out)
+
+    def _is_estimate(self, x_tm: Tensor, m: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
+        _T, B = x_tm.shape[:2]
+        p = self._posterior_pass(x_tm, self._noise(generator), k=k)  # row j * B + b: sample j of sequence b
+        xk = x_tm.repeat(1, k, 1)  # (T, K * B, D) in the same order
+        assert p.z is not None and p.mu_q is not None and p.std_q is not None
+        mu_p, std_p = self._prior(p.h_prev)
+        log_pz = gaussian_log_prob(p.z, mu_p, std_p).sum(-1)
+        log_qz = gaussian_log_prob(p.z, p.mu_q, p.std_q).sum(-1)
+        log_w = self._log_px(p, xk) + log_pz - log_qz  # (T, K * B): log p(x, z) - log q(z | x)
+        log_w = torch.where(m.repeat(1, k), log_w, torch.zeros((), dtype=log_w.dtype, device=log_w.device))
+        log_w = log_w.sum(0).view(k, B)
+        return torch.logsumexp(log_w, dim=0) - math.log(k)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        num_samples: int = 4,
+        steps: int = 80,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        prime: Tensor | None = None,
+        bias: float = 0.0,
+        mean: bool = False,
+    ) -> Tensor:
+        """Generate (num_samples, steps, D) from the model, in the model's (normalised) space.
+
+        z_t is drawn from the prior; x_t from p(x_t | .) with stds scaled by `temperature` and
+        Graves' `bias` (mixture logits * (1 + bias) / temperature, stds * exp(-bias)). mean=True
+        emits and feeds back the decoder mean instead of a draw (what the paper's script saved).
+        `prime` (T0, D) or (num_samples, T0, D) is read first through the posterior; the result
+        holds only the continuation. A fixed `generator` reproduces the samples exactly."""
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        if not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be a positive integer, got {steps!r}")
+        if not (temperature > 0 and math.isfinite(temperature)):
+            raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+        if not (bias >= 0 and math.isfinite(bias)):
+            raise ValueError(f"bias must be >= 0, got {bias!r}")
+        N, cfg = num_samples, self.config
+        state = self._zero_state(N)
+        if prime is not None:
+            if prime.dim() == 2:
+                prime = prime.unsqueeze(0)
+            if prime.dim() != 3 or prime.shape[0] not in (1, N):
+                raise ValueError(f"prime must be (T0, {cfg.x_dim}) or ({N}, T0, {cfg.x_dim}), got {tuple(prime.shape)}")
+            x_tm, _ = self._prepare(prime.expand(N, -1, -1), None)
+            state = self._posterior_pass(x_tm, self._noise(generator)).state
+        h, c = state
+        head = self.decoder.head
+        noise = self._noise(generator)
+        out = []
+        for t in range(steps):
+            if self.phi_z is None:
+                params = self.decoder(h)
+            else:
+                mu_p, std_p = self._prior(h)
+                pz = self.phi_z(mu_p + std_p * noise(t, (1, N))[0])
+                params = self.decoder(pz, h)
+            x = head.mean(params) if mean else head.sample(params, generator, temperature, bias)
+            out.append(x)
+            px = self.phi_x(x)
+            h, c = self.rnn(px if self.phi_z is None else torch.cat([px, pz], dim=-1), (h, c))
+        return torch.stack(out, dim=1)
+
+    @torch.no_grad()
+    def analyze(
+        self, x: Tensor, mask: Tensor | None = None, use_mean: bool = True, generator: torch.Generator | None = None
+    ) -> LatentAnalysis:
+        """Read x and report the latent dynamics of the paper's Figure 2. With use_mean (default)
+        z_t is the posterior mean, so the analysis is deterministic; else z_t ~ q."""
+        if not self.config.has_latent:
+            raise ValueError(f"{self.config.name} has no latent variables to analyse; use a VRNN model")
+        x_tm, m = self._prepare(x, mask)
+        p = self._posterior_pass(x_tm, (lambda t, b: None) if use_mean else self._noise(generator))
+        assert p.mu_q is not None and p.std_q is not None
+        mu_p, std_p = self._prior(p.h_prev)
+        mf = m.unsqueeze(-1).to(p.mu_q.dtype)
+        kl_dims = gaussian_kl(p.mu_q, p.std_q, mu_p, std_p) * mf  # (T, B, Z)
+        mu = p.mu_q * mf
+        delta = torch.zeros(m.shape, dtype=mu.dtype, device=mu.device)
+        delta[1:] = ((mu[1:] - mu[:-1]) ** 2).sum(-1) * m[1:]
+        return LatentAnalysis(
+            kl=kl_dims.sum(-1).t(),
+            kl_per_dim=kl_dims.transpose(0, 1),
+            delta_mu=delta.t(),
+            mu_z=mu.transpose(0, 1),
+            mask=m.t().to(mu.dtype),
+        )
+
+
+def build_model(config: ModelConfig) -> VRNN:
+    """A freshly initialised model for `config`."""
+    if not isinstance(config, ModelConfig):
+        raise TypeError(f"build_model takes a ModelConfig, got {type(config).__name__}")
+    return VRNN(config)
