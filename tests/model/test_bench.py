@@ -1,0 +1,25 @@
+"""The benchmark runs end to end and reports what the issue asks for (speed is measured, not asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def test_bench_quick_prints_the_summary():
+    cmd = [sys.executable, "-m", "model.bench", "--quick", "--batch", "4", "8", "--steps", "5", "--num-samples", "4"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
+    result = json.loads(proc.stdout)
+    assert [t["batch"] for t in result["training"]] == [4, 8]
+    for t in result["training"]:
+        assert t["seconds_per_step"]["hoisted"] > 0 and t["seconds_per_step"]["reference"] > 0
+        assert t["speedup_vs_reference"] > 0 and t["flops_per_step"] > 0
+        assert t["fraction_of_matmul_rate"]["hoisted"] > 0
+    assert result["log_likelihood"]["num_samples"] == 4 and result["log_likelihood"]["is_over_elbo"] > 0
+    assert result["sampling"]["audio_seconds"] > 1.9 and result["sampling"]["real_time_factor"] > 0
+
+
+def test_bench_rejects_bad_arguments():
+    proc = subprocess.run([sys.executable, "-m", "model.bench", "--batch", "0"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "must be positive" in proc.stderr
