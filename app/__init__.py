@@ -1,1 +1,4 @@
-"""FastAPI service (issue 4): routes, schemas, settings, job submission, the demo page. Imports `worker` only through the job backend."""
+"""FastAPI service (issue 4): routes, schemas, settings, job submission and the demo page.
+
+Imports `worker` only through the job backend.
+"""

@@ -1,1 +1,4 @@
-"""Job functions, the checkpoint cache and the RQ worker entry point (issue 4). Imports `model`, never `app`."""
+"""Job functions, the checkpoint cache and the RQ worker entry point (issue 4).
+
+Imports `model`, never `app`.
+"""
