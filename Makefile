@@ -6,7 +6,11 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 
-.PHONY: setup test test-fast lint format bench clean
+# Debian packages for the demo corpora (model.prepare): a speech synthesiser and stroke fonts.
+# Without them the tests that need a synthesiser are skipped; the PyPI Hershey-Fonts stands in for the fonts.
+APT_PACKAGES := festival festvox-us-slt-hts espeak-ng hershey-fonts-data
+
+.PHONY: setup system-deps test test-fast lint format bench clean
 
 setup: $(VENV)/.installed
 
@@ -16,6 +20,11 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install --quiet '$(TORCH_SPEC)'
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
+
+system-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); \
+	else echo "as root: apt-get install $(APT_PACKAGES)"; fi
 
 lint: setup
 	$(VENV)/bin/ruff check .

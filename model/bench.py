@@ -16,6 +16,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -106,11 +107,18 @@ def bench_is(cfg: ModelConfig, batch: int, steps: int, repeats: int, device: tor
     model.log_likelihood(x, num_samples=k)
     t_elbo = statistics.median(_timed(lambda: model(x), device) for _ in range(repeats))
     t_is = statistics.median(_timed(lambda: model.log_likelihood(x, num_samples=k), device) for _ in range(repeats))
+
+    def elbo_with_gradients() -> None:
+        with torch.enable_grad():
+            model(x).loss.backward()
+
+    t_grad = statistics.median(_timed(elbo_with_gradients, device) for _ in range(repeats))
     return {
         "batch": batch,
         "num_samples": k,
-        "seconds": {"elbo": t_elbo, "importance_sampled": t_is},
+        "seconds": {"elbo": t_elbo, "elbo_with_gradients": t_grad, "importance_sampled": t_is},
         "is_over_elbo": t_is / t_elbo,
+        "is_over_elbo_with_gradients": t_is / t_grad,
     }
 
 
@@ -146,6 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=7, help="timed repeats of each measurement (default: 7)")
     parser.add_argument("--num-samples", type=int, default=defaults.NUM_IS_SAMPLES, help="K of the IS estimate")
     parser.add_argument("--quick", action="store_true", help="a tiny model and few repeats (a smoke test)")
+    parser.add_argument("--report", metavar="FILE.md", help="also write the numbers as a Markdown report")
     args = parser.parse_args(argv)
     if min(args.batch) < 1 or args.steps < 1 or args.repeats < 1 or args.num_samples < 1:
         parser.error("--batch, --steps, --repeats and --num-samples must be positive")
@@ -168,7 +177,48 @@ def main(argv: list[str] | None = None) -> dict:
     }
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write("\n")
+    if args.report:
+        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.report).write_text(markdown_report(result, ["python", "-m", "model.bench", *(argv or sys.argv[1:])]))
     return result
+
+
+def markdown_report(r: dict, command: list[str]) -> str:
+    """The numbers of one run as Markdown, with the command that produced them."""
+    lines = [
+        "# Benchmarks of the model library",
+        "",
+        f"Produced by `{' '.join(command)}` on {r['device']} ({r['threads']} threads, torch {r['torch']}).",
+        f"Model: {r['config']['family']} / {r['config']['output']}, x_dim={r['config']['x_dim']}, "
+        f"z_dim={r['config']['z_dim']}, h_dim={r['config']['h_dim']}, mlp_layers={r['config']['mlp_layers']}, "
+        f"mlp_width={r['config']['mlp_width']} ({r['params']:,} parameters). "
+        f"Matrix-multiply rate of this machine: {r['matmul_flops_per_second'] / 1e9:.0f} GFLOP/s.",
+        "",
+        "## Training step (forward, backward, Adam)",
+        "",
+        "| batch | T | hoisted s/step | reference s/step | speed-up | hoisted % of matmul rate | reference % |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for t in r["training"]:
+        s, f = t["seconds_per_step"], t["fraction_of_matmul_rate"]
+        lines.append(
+            f"| {t['batch']} | {t['steps']} | {s['hoisted']:.4f} | {s['reference']:.4f} | "
+            f"{t['speedup_vs_reference']:.2f}x | {100 * f['hoisted']:.0f}% | {100 * f['reference']:.0f}% |"
+        )
+    ll, sm = r["log_likelihood"], r["sampling"]
+    lines += [
+        "",
+        "## Likelihood and sampling",
+        "",
+        f"- IS estimate with K={ll['num_samples']} on B={ll['batch']}: {ll['seconds']['importance_sampled']:.3f} s, "
+        f"one ELBO pass {ll['seconds']['elbo']:.4f} s: **{ll['is_over_elbo']:.1f}x** "
+        f"({ll['is_over_elbo_with_gradients']:.1f}x an ELBO pass with its backward pass, "
+        f"{ll['seconds']['elbo_with_gradients']:.4f} s).",
+        f"- Sampling {sm['audio_seconds']:.1f} s of speech ({sm['steps']} frames): {sm['seconds']:.3f} s, "
+        f"real-time factor **{sm['real_time_factor']:.3f}** (below 1: faster than real time).",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

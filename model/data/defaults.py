@@ -1,0 +1,70 @@
+"""Defaults of the data layer, each with the reason it has that value.
+
+The sample rate and frame size are the model's (`model.defaults`); they are repeated here by reference only.
+"""
+
+from ..defaults import FRAME_SIZE, HANDWRITING_DIM, SAMPLE_RATE
+
+__all__ = ["FRAME_SIZE", "HANDWRITING_DIM", "SAMPLE_RATE"]
+
+# Speech ------------------------------------------------------------------------------------------
+
+# The paper cut Blizzard and Accent into fixed 0.5 s sequences (Section 4): 8000 samples at 16 kHz,
+# i.e. 40 frames of 200 samples.
+CHUNK_SECONDS = 0.5
+
+# Suffixes searched (case-insensitively, recursively) for audio. TIMIT's `.WAV` files are NIST SPHERE
+# inside, which libsndfile reads too.
+AUDIO_EXTENSIONS = (".wav", ".flac")
+
+# Handwriting -------------------------------------------------------------------------------------
+
+# IAM-OnDB lineStrokes XML, JSON lists of strokes, and NumPy (T, 3) offset arrays (never pickled).
+HANDWRITING_EXTENSIONS = (".xml", ".json", ".npy")
+
+# Pen jumps (between words, back to dot an i, to the next line) are many times larger than the moves
+# within a stroke; left alone they dominate the std and squash ordinary moves towards zero (on the
+# full handwriting demo: std 23.6 with them, 10.1 for within-stroke moves alone). So dx and dy are
+# clipped to +-CLIP_MADS robust stds before the std is taken (and in the data the model sees), the
+# robust std being 1.4826 * the median absolute deviation of all dx and dy values of the training split
+# (a median that the few jumps cannot move). At 10 the clip was about a letter width and visibly
+# glued words together ("Forcareful"); at 30 it is a few letter widths (~445 units on the small demo,
+# where letters are ~100 high): word gaps survive, only ~0.1% of values (long back-jumps to dot an i or
+# cross a t) are clipped, and the std is 27 instead of 39 unclipped.
+HANDWRITING_CLIP_MADS = 30.0
+
+# JSON files that describe a corpus rather than hold a line (the demo corpora's manifest).
+METADATA_FILES = ("manifest.json",)
+
+# An online-handwriting file of a line is tens of kilobytes; a larger one is refused before parsing.
+MAX_HANDWRITING_FILE_BYTES = 20 * 1024 * 1024
+
+# Splits ------------------------------------------------------------------------------------------
+
+# Train / validation / test fractions when a corpus defines no split of its own (DESIGN.md, "Data").
+SPLIT_FRACTIONS = (0.9, 0.05, 0.05)
+
+# Seed of the split shuffle: fixed, so that every run (and every checkpoint) sees the same split.
+SPLIT_SEED = 0
+
+# Demo corpora (`python -m model.prepare`) ------------------------------------------------------
+
+# Speech, one synthetic speaker (like Blizzard's single reader). "small" takes a few seconds (tests).
+# "full": 300 sentences of ~3.5 s are ~18 minutes of audio, ~2000 chunks of 0.5 s (~1800 for training),
+# synthesised in under a minute on 2 cores. Seven models that share about an hour on two CPU cores get
+# ~8 minutes each: a few thousand updates of 32 chunks, so each training chunk is seen some tens of
+# times, enough to learn from and not so few that a model memorises the corpus early.
+SPEECH_DEMO_UTTERANCES = {"small": 6, "full": 300}
+
+# Handwriting: lines of 2-4 words, each written by one of a set of random "writers".
+# "full": 3000 lines (~550 pen points each, close to IAM-OnDB's ~700 per line) by 60 writers, 50 lines
+# each: enough lines per writer for writer style to be a factor a model can pick up; 1.6 M points,
+# about a fifth of IAM-OnDB, written in ~10 s. Training crops lines to a few hundred steps.
+HANDWRITING_DEMO_LINES = {"small": 24, "full": 3000}
+HANDWRITING_DEMO_WRITERS = {"small": 4, "full": 60}
+
+# Seed of the demo corpora when --seed is not given.
+DEMO_SEED = 0
+
+# The festival voice the speech demo uses (Debian package festvox-us-slt-hts): one female US speaker.
+FESTIVAL_VOICE = "cmu_us_slt_arctic_hts"
