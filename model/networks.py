@@ -46,10 +46,15 @@ class MLP(nn.Module):
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
 
     def forward(self, *inputs: Tensor) -> Tensor:
-        x = inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=-1)
-        for layer in self.layers:
-            x = F.relu(layer(x))
-        return x
+        first = self.layers[0]
+        if len(inputs) == 1:
+            x = first(inputs[0])
+        else:  # W [a; b] = W_a a + W_b b, accumulated in place: no concatenated copy of the inputs
+            blocks = self.first_layer_blocks()
+            x = F.linear(inputs[0], blocks[0], first.bias)
+            for inp, w in zip(inputs[1:], blocks[1:], strict=True):
+                _addmm_(x, inp, w)
+        return self.forward_after_first(x)
 
     def first_layer_blocks(self) -> list[Tensor]:
         """The first layer's weight split by input block: W [a, b] = [W_a, W_b], so that
@@ -57,8 +62,8 @@ class MLP(nn.Module):
         return list(torch.split(self.layers[0].weight, self.in_dims, dim=1))
 
     def forward_after_first(self, pre_activation: Tensor) -> Tensor:
-        """The rest of the MLP, given the first layer's pre-activation."""
-        x = F.relu(pre_activation)
+        """The rest of the MLP, given the first layer's pre-activation (which it overwrites)."""
+        x = F.relu(pre_activation, inplace=True)
         for layer in self.layers[1:]:
             x = F.relu(layer(x))
         return x
@@ -180,46 +185,59 @@ class Decoder(nn.Module):
 
 
 class _StackedWeightGrad(torch.autograd.Function):
-    """Zeros of shape (T, *rows, out) whose backward turns the output gradients of all T steps into
-    one weight gradient, sum_t dY_t^T X_t, computed as a single large product."""
+    """Zeros of shape (T, *rows, out) whose backward turns the output gradients dY_t of all T steps
+    into the gradients sum_t dY_t^T X_i,t of every weight W_i, each a single large product."""
 
     @staticmethod
-    def forward(ctx, weight: Tensor, inputs: list[Tensor], shape: tuple[int, ...]) -> Tensor:  # type: ignore[override]
-        ctx.inputs = inputs  # filled by LoopLinear while the loop runs, read in backward
-        return weight.new_zeros(()).expand(shape)  # a view: no (T, ..., out) buffer to fill
+    def forward(ctx, inputs: list[list[Tensor]], shape: tuple[int, ...], *weights: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.inputs = inputs  # one list per weight, filled by LoopProduct while the loop runs
+        return weights[0].new_zeros(()).expand(shape)  # a view: no (T, ..., out) buffer to fill
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
-        x = torch.stack(ctx.inputs)
-        return grad.reshape(-1, grad.shape[-1]).t() @ x.reshape(-1, x.shape[-1]), None, None
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        dy = grad.reshape(-1, grad.shape[-1]).t()
+        grads = [dy @ torch.stack(xs).reshape(dy.shape[1], -1) for xs in ctx.inputs]
+        return (None, None, *grads)
 
 
-class LoopLinear:
-    """y_t = x_t W^T + b at step t of the time loop.
+def _addmm_(out: Tensor, x: Tensor, weight: Tensor) -> None:
+    """out += x W^T in place, over any leading dimensions (one GEMM, no extra pass over out)."""
+    out.view(-1, out.shape[-1]).addmm_(x.reshape(-1, x.shape[-1]), weight.t())
 
-    Plain autograd forms W's gradient step by step from products with only B rows (slow on a CPU
-    for small batches); here each step computes only the input gradient, and W's gradient is one
-    product over all T * B rows, formed once all steps are done (as cuDNN does for its LSTM)."""
 
-    def __init__(self, weight: Tensor, bias: Tensor | None, steps: int, rows: tuple[int, ...]):
+class LoopProduct:
+    """y_t = x_1,t W_1^T + ... + x_n,t W_n^T (+ b) at step t of the time loop.
+
+    The products accumulate into one output in place (no extra elementwise passes). Plain autograd
+    would form each W_i's gradient step by step from products with only B rows (slow on a CPU for
+    small batches); here each step computes only input gradients, and every W_i's gradient is one
+    product over all T x rows, formed after the loop (as cuDNN does for its LSTM)."""
+
+    def __init__(self, weights: Sequence[Tensor], bias: Tensor | None, steps: int, rows: tuple[int, ...]):
         self.bias = bias
-        self.inputs: list[Tensor] | None = None
-        self.weight = weight
-        if torch.is_grad_enabled() and weight.requires_grad:
-            self.inputs = []
-            zeros = _StackedWeightGrad.apply(weight, self.inputs, (steps, *rows, weight.shape[0]))
-            self.zeros = zeros.unbind(0)
-            self.weight = weight.detach()
+        self.weights = list(weights)
+        self.inputs: list[list[Tensor]] | None = None
+        if torch.is_grad_enabled() and any(w.requires_grad for w in weights):
+            self.inputs = [[] for _ in weights]
+            shape = (steps, *rows, self.weights[0].shape[0])
+            self.zeros = _StackedWeightGrad.apply(self.inputs, shape, *weights).unbind(0)
+            self.weights = [w.detach() for w in weights]
 
     @classmethod
-    def of(cls, layer: nn.Linear, steps: int, rows: tuple[int, ...]) -> LoopLinear:
-        return cls(layer.weight, layer.bias, steps, rows)
+    def of(cls, layer: nn.Linear, steps: int, rows: tuple[int, ...]) -> LoopProduct:
+        return cls([layer.weight], layer.bias, steps, rows)
 
-    def __call__(self, t: int, x: Tensor) -> Tensor:
-        y = F.linear(x, self.weight, self.bias)
+    def __call__(self, t: int, *xs: Tensor, add: Tensor | None = None) -> Tensor:
+        """The step-t output; `add` (broadcast over leading dimensions) is added in place."""
+        y = F.linear(xs[0], self.weights[0], self.bias)
+        for x, w in zip(xs[1:], self.weights[1:], strict=True):
+            _addmm_(y, x, w)
         if self.inputs is not None:
-            self.inputs.append(x.detach())
-            y = y + self.zeros[t]
+            for kept, x in zip(self.inputs, xs, strict=True):
+                kept.append(x.detach())
+            y = y + self.zeros[t]  # routes dY_t to the weight gradients
+        if add is not None:
+            y.add_(add)
         return y
 
 

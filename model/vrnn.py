@@ -29,7 +29,7 @@ from .networks import (
     Decoder,
     DiagonalGaussianOutput,
     GaussianLatent,
-    LoopLinear,
+    LoopProduct,
     init_lstm,
     lstm_pointwise,
 )
@@ -170,11 +170,11 @@ class VRNN(nn.Module):
         bias = cell.bias_ih + cell.bias_hh
         hs = []
         if self.encoder is None:  # RNN: the loop is the LSTM alone
-            from_h = LoopLinear(cell.weight_hh, None, T, rows)
+            gates = LoopProduct([cell.weight_hh], None, T, rows)
             # unbind, not [t]: indexing's backward would write a whole (T, B, 4H) tensor per step.
             for t, pre_t in enumerate(F.linear(px, cell.weight_ih, bias).unbind(0)):  # (B, 4H)
                 hs.append(h)
-                h, c = lstm_pointwise(pre_t + from_h(t, h), c)
+                h, c = lstm_pointwise(gates(t, h, add=pre_t), c)
             return _Pass(torch.stack(hs).flatten(1, 2), None, None, None, None, (h.flatten(0, 1), c.flatten(0, 1)))
 
         assert self.phi_z is not None
@@ -183,25 +183,24 @@ class VRNN(nn.Module):
         pre_enc = F.linear(px, enc_wx, enc.net.layers[0].bias).unbind(0)  # T x (B, W)
         gate_wx, gate_wz = cell.weight_ih.split([W, W], dim=1)
         pre_gates = F.linear(px, gate_wx, bias).unbind(0)  # T x (B, 4H)
-        enc_from_h = LoopLinear(enc_wh, None, T, rows)
-        gates_from_h = LoopLinear(cell.weight_hh, None, T, rows)
-        enc_rest = [LoopLinear.of(layer, T, rows) for layer in enc.net.layers[1:]]
-        enc_head = LoopLinear.of(enc.hidden_to_params, T, rows)
-        phi_z = [LoopLinear.of(layer, T, rows) for layer in self.phi_z.layers]
-        from_z = LoopLinear(gate_wz, None, T, rows)
+        enc_first = LoopProduct([enc_wh], None, T, rows)
+        enc_rest = [LoopProduct.of(layer, T, rows) for layer in enc.net.layers[1:]]
+        enc_head = LoopProduct.of(enc.hidden_to_params, T, rows)
+        phi_z = [LoopProduct.of(layer, T, rows) for layer in self.phi_z.layers]
+        gates = LoopProduct([cell.weight_hh, gate_wz], None, T, rows)
         zs, mus, stds, pzs = [], [], [], []
         for t in range(T):
             hs.append(h)
-            e = F.relu(pre_enc[t] + enc_from_h(t, h))  # pre_enc broadcasts over the k copies
+            e = F.relu(enc_first(t, h, add=pre_enc[t]), inplace=True)  # pre_enc broadcasts over the k copies
             for layer in enc_rest:
-                e = F.relu(layer(t, e))
+                e = F.relu(layer(t, e), inplace=True)
             mu, std = enc.split(enc_head(t, e))  # Eq. 9
             eps = noise(t, rows)
             z = mu if eps is None else mu + std * eps
             pz = z
             for layer in phi_z:
-                pz = F.relu(layer(t, pz))
-            h, c = lstm_pointwise(pre_gates[t] + gates_from_h(t, h) + from_z(t, pz), c)  # Eq. 7
+                pz = F.relu(layer(t, pz), inplace=True)
+            h, c = lstm_pointwise(gates(t, h, pz, add=pre_gates[t]), c)  # Eq. 7
             zs.append(z)
             mus.append(mu)
             stds.append(std)
