@@ -250,20 +250,38 @@ class VRNN(nn.Module):
     ) -> Tensor:
         """log p(x) per sequence (B,) in nats: exact for "rnn", else the importance-sampled estimate
         log (1/K) sum_k p(x, z^k) / q(z^k | x), z^k ~ q, with the K samples run as one batch."""
-        if not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
         if not self.config.has_latent:
+            _check_samples(num_samples)
             return self.forward(x, mask).elbo
+        log_w = self.log_weights(x, mask, num_samples, generator)
+        return torch.logsumexp(log_w, dim=0) - math.log(num_samples)
+
+    @torch.no_grad()
+    def log_weights(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        num_samples: int = defaults.NUM_IS_SAMPLES,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Importance log-weights log p(x, z^k) - log q(z^k | x), z^k ~ q -> (K, B) nats (VRNNs only).
+
+        Their log-mean-exp is the IS estimate; their mean is a K-sample ELBO estimate that, on the same
+        draws, can never exceed it (Jensen). Sequences are split into chunks of at most
+        MAX_IS_BATCH rows; the K samples of one sequence always run together."""
+        _check_samples(num_samples)
+        if not self.config.has_latent:
+            raise ValueError(f"{self.config.name} has no latent variables: its likelihood is exact")
         x_tm, m = self._prepare(x, mask)
         B = x_tm.shape[1]
         chunk = max(1, defaults.MAX_IS_BATCH // num_samples)
         out = [
-            self._is_estimate(x_tm[:, i : i + chunk], m[:, i : i + chunk], num_samples, generator)
+            self._log_weights(x_tm[:, i : i + chunk], m[:, i : i + chunk], num_samples, generator)
             for i in range(0, B, chunk)
         ]
-        return torch.cat(out)
+        return torch.cat(out, dim=1)
 
-    def _is_estimate(self, x_tm: Tensor, m: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
+    def _log_weights(self, x_tm: Tensor, m: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
         _T, B = x_tm.shape[:2]
         p = self._posterior_pass(x_tm, self._noise(generator), k=k)  # row j * B + b: sample j of sequence b
         xk = x_tm.repeat(1, k, 1)  # (T, K * B, D) in the same order
@@ -273,8 +291,7 @@ class VRNN(nn.Module):
         log_qz = gaussian_log_prob(p.z, p.mu_q, p.std_q).sum(-1)
         log_w = self._log_px(p, xk) + log_pz - log_qz  # (T, K * B): log p(x, z) - log q(z | x)
         log_w = torch.where(m.repeat(1, k), log_w, torch.zeros((), dtype=log_w.dtype, device=log_w.device))
-        log_w = log_w.sum(0).view(k, B)
-        return torch.logsumexp(log_w, dim=0) - math.log(k)
+        return log_w.sum(0).view(k, B)
 
     @torch.no_grad()
     def sample(
@@ -352,6 +369,11 @@ class VRNN(nn.Module):
             mu_z=mu.transpose(0, 1),
             mask=m.t().to(mu.dtype),
         )
+
+
+def _check_samples(num_samples: int) -> None:
+    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
 
 
 def build_model(config: ModelConfig) -> VRNN:

@@ -179,14 +179,26 @@ def test_is_batches_sequences_in_chunks_without_changing_results(monkeypatch):
     model, cfg = _trained_like(("vrnn-i", "gmm", "handwriting"))
     x = make_x(cfg, 5, 4)
     calls = []
-    original = model._is_estimate
-    monkeypatch.setattr(model, "_is_estimate", lambda x_tm, *a: calls.append(x_tm.shape[1]) or original(x_tm, *a))
+    original = model._log_weights
+    monkeypatch.setattr(model, "_log_weights", lambda x_tm, *a: calls.append(x_tm.shape[1]) or original(x_tm, *a))
     monkeypatch.setattr(defaults, "MAX_IS_BATCH", 16)  # K=8: two sequences per chunk
     chunked = model.log_likelihood(x, num_samples=8, generator=gen(0))
     assert calls == [2, 2, 1]
     assert torch.isfinite(chunked).all() and chunked.shape == (5,)
     # The first chunk draws the first noise: it matches scoring those two sequences alone.
     torch.testing.assert_close(chunked[:2], model.log_likelihood(x[:2], num_samples=8, generator=gen(0)))
+
+
+def test_log_weights_give_the_is_estimate_and_an_elbo_below_it():
+    model, cfg = _trained_like()
+    x = make_x(cfg, 3, 5)
+    log_w = model.log_weights(x, num_samples=12, generator=gen(4))
+    assert log_w.shape == (12, 3)
+    ll = model.log_likelihood(x, num_samples=12, generator=gen(4))
+    torch.testing.assert_close(ll, torch.logsumexp(log_w, 0) - math.log(12))
+    assert (log_w.mean(0) <= ll).all()  # Jensen, draw for draw
+    with pytest.raises(ValueError, match="exact"):
+        build(("rnn", "gauss", "speech"))[0].log_weights(make_x(small_config("rnn", "gauss", "speech"), 1, 2))
 
 
 def test_is_is_reproducible_with_a_generator():

@@ -1,0 +1,627 @@
+"""Train one model and write its checkpoint.
+
+    python -m model.train --data data/speech-demo --preset speech-demo --family vrnn --output gmm \\
+        --out checkpoints/speech-vrnn-gmm.safetensors
+
+The same command under `torchrun --nproc_per_node N` trains with DistributedDataParallel (NCCL on
+GPUs, gloo on CPU). Adam; the gradient norm is clipped between backward() and step(); early stopping
+on the validation ELBO keeps the best weights in --out; --resume continues from PATH.resume.*; a
+CSV and JSON log and a PNG of the curves are written beside the checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+
+from . import defaults
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .config import FAMILIES, OUTPUTS, ModelConfig
+from .data import Corpus, DataError, make_loader
+from .evaluate import evaluate_sequences, load_corpus
+from .runtime import tune_malloc
+from .vrnn import VRNN, build_model
+
+# The paper's settings (Section 4) and small demo settings. `mlp_width` is the RNN-Gauss width; the
+# other models get the width that gives their networks (all but the LSTM) the same parameter count,
+# as the paper matched them. The paper does not give z's size: we use 200 for speech (the frame
+# size) and 20 for handwriting. The demo presets are sized so that all shipped checkpoints train in
+# about an hour on 2 CPU cores.
+PRESETS: dict[str, dict[str, Any]] = {
+    "blizzard": dict(
+        modality="speech",
+        h_dim=4000,
+        mlp_layers=4,
+        mlp_width=800,
+        z_dim=200,
+        lr=3e-4,
+        batch_size=128,
+        chunk_seconds=0.5,
+    ),
+    "timit": dict(
+        modality="speech",
+        h_dim=2000,
+        mlp_layers=4,
+        mlp_width=600,
+        z_dim=200,
+        lr=1e-3,
+        batch_size=64,
+        chunk_seconds=None,
+    ),
+    "onomatopoeia": dict(
+        modality="speech",
+        h_dim=2000,
+        mlp_layers=4,
+        mlp_width=600,
+        z_dim=200,
+        lr=3e-4,
+        batch_size=64,
+        chunk_seconds=None,
+    ),
+    "accent": dict(
+        modality="speech",
+        h_dim=2000,
+        mlp_layers=4,
+        mlp_width=600,
+        z_dim=200,
+        lr=1e-3,
+        batch_size=128,
+        chunk_seconds=0.5,
+    ),
+    "iam-ondb": dict(modality="handwriting", h_dim=1200, mlp_layers=1, mlp_width=600, z_dim=20, lr=3e-4, batch_size=64),
+    "speech-demo": dict(
+        modality="speech",
+        h_dim=256,
+        mlp_layers=1,
+        mlp_width=512,
+        z_dim=32,
+        lr=1e-3,
+        batch_size=64,
+        chunk_seconds=0.5,
+        eval_every=100,
+        max_minutes=9.0,
+    ),
+    "handwriting-demo": dict(
+        modality="handwriting",
+        h_dim=256,
+        mlp_layers=1,
+        mlp_width=256,
+        z_dim=16,
+        lr=1e-3,
+        batch_size=64,
+        max_len=250,
+        eval_every=50,
+        max_minutes=10.0,
+    ),
+}
+
+# Defaults of the options a preset may set (each overridable on the command line).
+OPTION_DEFAULTS: dict[str, Any] = dict(
+    h_dim=512,
+    mlp_layers=2,
+    mlp_width=512,
+    z_dim=64,
+    n_components=defaults.N_COMPONENTS,
+    std_floor=defaults.STD_FLOOR,
+    lr=1e-3,
+    batch_size=64,
+    chunk_seconds=0.5,
+    max_len=None,
+    eval_every=200,
+    max_minutes=None,
+)
+
+
+def dnn_params(cfg: ModelConfig) -> int:
+    """Parameters of the model's networks other than the LSTM: what the paper matched across models."""
+    model = build_model(cfg)
+    return sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in model.rnn.parameters())
+
+
+def matched_width(cfg: ModelConfig, reference: ModelConfig) -> int:
+    """The mlp_width that brings cfg's network parameters closest to the reference model's."""
+    target = dnn_params(reference)
+    lo, hi = 1, max(reference.mlp_width, 1)
+    while dnn_params(dataclasses.replace(cfg, mlp_width=hi)) < target:
+        hi *= 2
+    while hi - lo > 1:  # parameters grow with the width: bisect
+        mid = (lo + hi) // 2
+        if dnn_params(dataclasses.replace(cfg, mlp_width=mid)) < target:
+            lo = mid
+        else:
+            hi = mid
+    return min((lo, hi), key=lambda w: abs(dnn_params(dataclasses.replace(cfg, mlp_width=w)) - target))
+
+
+# ----------------------------------------------------------------------------------- arguments
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m model.train",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="presets: " + ", ".join(PRESETS) + "\n\nexamples:\n"
+        "  python -m model.train --data data/speech-demo --preset speech-demo --family vrnn --output gauss \\\n"
+        "      --out checkpoints/speech-vrnn-gauss.safetensors\n"
+        "  torchrun --nproc_per_node 2 -m model.train --data DIR --preset timit --family vrnn --output gmm \\\n"
+        "      --out x.safetensors",
+    )
+    p.add_argument("--data", required=True, help="corpus folder (WAV/FLAC for speech, IAM XML/JSON for handwriting)")
+    p.add_argument("--out", required=True, help="checkpoint to write: PATH.safetensors (+ PATH.json, logs beside it)")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="the paper's settings for a data set, or a demo setting")
+    p.add_argument("--modality", choices=["speech", "handwriting"], help="required unless a preset gives it")
+    p.add_argument("--family", choices=FAMILIES, default="vrnn")
+    p.add_argument("--output", choices=OUTPUTS, default="gauss")
+    g = p.add_argument_group("model (override the preset)")
+    g.add_argument("--h-dim", type=int, help="LSTM units")
+    g.add_argument("--z-dim", type=int, help="latent size")
+    g.add_argument("--mlp-layers", type=int, help="hidden layers of every phi network")
+    g.add_argument("--mlp-width", type=int, help="width of those layers (disables parameter matching)")
+    g.add_argument("--n-components", type=int, help="mixture components (20)")
+    g.add_argument("--std-floor", type=float, help="added to every softplus std")
+    g.add_argument("--no-match-params", action="store_true", help="use the preset's width as is for every model")
+    t = p.add_argument_group("training")
+    t.add_argument("--lr", type=float, help="Adam learning rate")
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--max-len", type=int, help="crop training sequences to random windows of this many frames")
+    t.add_argument("--chunk-seconds", type=float, help="speech: cut files into chunks of this length (0: whole files)")
+    t.add_argument("--clip-grad", type=float, default=10.0, help="gradient-norm clip, applied before step() (10)")
+    t.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
+    t.add_argument("--max-minutes", type=float, help="stop after this much wall time")
+    t.add_argument("--eval-every", type=int, help="steps between validation passes")
+    t.add_argument("--patience", type=int, default=10, help="validation passes without improvement before stopping")
+    t.add_argument("--test-samples", type=int, default=defaults.NUM_IS_SAMPLES, help="K of the final IS estimate")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    t.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
+    t.add_argument("--resume", action="store_true", help="continue from PATH.resume.safetensors if it exists")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    args = p.parse_args(argv)
+
+    preset = PRESETS.get(args.preset, {})
+    args.modality = args.modality or preset.get("modality")
+    if args.modality is None:
+        p.error("--modality is required without a --preset")
+    if preset and preset["modality"] != args.modality:
+        p.error(f"preset {args.preset!r} is for {preset['modality']}, not {args.modality}")
+    args.width_given = args.mlp_width is not None
+    for key, default in OPTION_DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, preset.get(key, default))
+    if args.chunk_seconds == 0:
+        args.chunk_seconds = None
+    for key in (
+        "h_dim",
+        "z_dim",
+        "mlp_layers",
+        "mlp_width",
+        "n_components",
+        "batch_size",
+        "eval_every",
+        "patience",
+        "test_samples",
+    ):
+        if getattr(args, key) < 1:
+            p.error(f"--{key.replace('_', '-')} must be positive")
+    for key in ("max_len", "max_steps", "threads"):
+        if getattr(args, key) is not None and getattr(args, key) < 1:
+            p.error(f"--{key.replace('_', '-')} must be positive")
+    if not (args.lr > 0 and args.clip_grad > 0 and args.std_floor > 0):
+        p.error("--lr, --clip-grad and --std-floor must be positive")
+    if not args.out.endswith(".safetensors"):
+        p.error("--out must end in .safetensors")
+    if args.device not in ("auto", "cpu", "cuda") and not args.device.startswith("cuda:"):
+        p.error("--device must be auto, cpu or cuda")
+    return args
+
+
+def model_config(args: argparse.Namespace) -> ModelConfig:
+    cfg = ModelConfig(
+        family=args.family,
+        output=args.output,
+        modality=args.modality,
+        x_dim=defaults.FRAME_SIZE if args.modality == "speech" else defaults.HANDWRITING_DIM,
+        z_dim=args.z_dim,
+        h_dim=args.h_dim,
+        mlp_layers=args.mlp_layers,
+        mlp_width=args.mlp_width,
+        n_components=args.n_components,
+        std_floor=args.std_floor,
+    )
+    is_reference = cfg.family == "rnn" and cfg.output == "gauss"
+    if args.preset and not args.width_given and not args.no_match_params and not is_reference:
+        reference = dataclasses.replace(cfg, family="rnn", output="gauss")
+        cfg = dataclasses.replace(cfg, mlp_width=matched_width(cfg, reference))
+    return cfg
+
+
+# ----------------------------------------------------------------------------------- distributed
+
+
+@dataclasses.dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: torch.device) -> Dist:
+    """torchrun sets WORLD_SIZE/RANK: join the process group (NCCL on GPUs, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Dist()
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size())
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise SystemExit("error: --device cuda, but PyTorch sees no CUDA device (use --device cpu)")
+        if name == "cuda" and "LOCAL_RANK" in os.environ:
+            name = f"cuda:{os.environ['LOCAL_RANK']}"
+    return torch.device(name)
+
+
+DIVERGED = "diverged: {what} is not finite (NaN/Inf); lower --lr, raise --std-floor or check the data"
+
+
+def any_rank(flag: bool, d: Dist) -> bool:
+    """True on every rank if `flag` is True on any rank (so that all ranks leave the loop together)."""
+    if d.world == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def agree(flag: bool, d: Dist) -> bool:
+    """True on every rank if `flag` is True on rank 0 (rank 0 decides when to stop)."""
+    if d.world == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0])
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
+# ----------------------------------------------------------------------------------- state files
+
+
+def resume_paths(out: Path) -> tuple[Path, Path]:
+    stem = out.with_suffix("")
+    return stem.with_name(stem.name + ".resume.safetensors"), stem.with_name(stem.name + ".resume.json")
+
+
+def save_resume(out: Path, model: VRNN, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Weights, Adam's moments and the loop state, without pickle: tensors in safetensors, the rest in JSON."""
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    opt_state = opt.state_dict()
+    for idx, s in opt_state["state"].items():
+        for k, v in s.items():
+            tensors[f"opt.{idx}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
+    weights, meta = resume_paths(out)
+    save_file(tensors, str(weights.with_suffix(".tmp")))
+    weights.with_suffix(".tmp").replace(weights)
+    doc = {"param_groups": opt_state["param_groups"], **state}
+    meta.with_suffix(".tmp").write_text(json.dumps(doc, indent=1))
+    meta.with_suffix(".tmp").replace(meta)
+
+
+def load_resume(out: Path, model: VRNN, opt: torch.optim.Optimizer) -> dict[str, Any] | None:
+    weights, meta = resume_paths(out)
+    if not weights.exists() or not meta.exists():
+        return None
+    tensors = load_file(str(weights))
+    doc = json.loads(meta.read_text())
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, idx, name = k.split(".", 2)
+            state.setdefault(int(idx), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": doc.pop("param_groups")})
+    return doc
+
+
+# ----------------------------------------------------------------------------------- the loop
+
+
+def batches(corpus: Corpus, args: argparse.Namespace, d: Dist) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless shuffled training batches; each rank reads its own shard of the training split."""
+    shard = corpus.train[d.rank :: d.world]
+    epoch = 0
+    while True:
+        loader = make_loader(
+            shard,
+            args.batch_size,
+            shuffle=True,
+            max_len=args.max_len,
+            seed=args.seed + 1000 * epoch + d.rank,
+            drop_last=len(shard) > args.batch_size,
+        )
+        yield from loader
+        epoch += 1
+
+
+def plot_curves(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    steps = [r["step"] for r in rows]
+    a.plot(steps, [-r["train_loss_per_frame"] for r in rows], label="train ELBO / frame")
+    valid = [(r["step"], r["valid_elbo_per_frame"]) for r in rows if r["valid_elbo_per_frame"] != ""]
+    if valid:
+        a.plot(*zip(*valid, strict=True), "o-", label="valid ELBO / frame")
+    a.set_xlabel("step")
+    a.set_ylabel("nats per frame (higher is better)")
+    a.legend()
+    b.plot(steps, [r["train_kl_per_frame"] for r in rows], color="tab:red")
+    b.set_xlabel("step")
+    b.set_ylabel("KL per frame (nats)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def train(args: argparse.Namespace) -> int:
+    tune_malloc()
+    device = pick_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    d = setup_distributed(device)
+    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    stem = out.with_suffix("")
+    log_csv, log_json, curves = (stem.with_name(stem.name + s) for s in (".log.csv", ".log.json", ".curves.png"))
+
+    corpus = load_corpus(args.data, args.modality, args.chunk_seconds)
+    cfg = model_config(args)
+    model = build_model(cfg).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    state: dict[str, Any] = {
+        "step": 0,
+        "best_valid_elbo": None,
+        "best_step": 0,
+        "bad_evals": 0,
+        "minutes": 0.0,
+        "history": [],
+    }
+    if args.resume:
+        resumed = load_resume(out, model, opt)
+        if resumed is not None:
+            state = resumed
+            if d.main:
+                print(f"resuming {out} at step {state['step']}", file=sys.stderr)
+    net: torch.nn.Module = model
+    if d.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    if d.main:
+        n_params = sum(p.numel() for p in model.parameters())
+        print(
+            f"{cfg.name} ({cfg.modality}): {n_params:,} parameters, mlp_width={cfg.mlp_width}; "
+            f"{len(corpus.train)} training sequences; {d.world} process(es) on {device}",
+            file=sys.stderr,
+        )
+    bar = None
+    if d.main and not args.no_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=args.max_steps, initial=state["step"], unit="step", dynamic_ncols=True, file=sys.stderr)
+
+    run_start = time.monotonic()
+    start = run_start - 60 * state["minutes"]  # elapsed time counts the runs before a --resume
+    frames_seen = 0
+    stream = batches(corpus, args, d)
+    window: list[tuple[float, float, int]] = []
+    stop_reason = None
+    diverged = False
+    while stop_reason is None:
+        x, mask = next(stream)
+        x, mask = x.to(device, non_blocking=True), mask.to(device, non_blocking=True)
+        model.train()
+        out_ = net(x, mask)
+        frames = mask.sum()
+        loss = -out_.elbo.sum() / frames  # nats per frame: a scale that does not depend on the batch
+        if any_rank(not torch.isfinite(loss).item(), d):
+            stop_reason = DIVERGED.format(what="the training loss")
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)  # before step()
+        opt.step()
+        state["step"] += 1
+        window.append((loss.item(), (out_.kl.sum() / frames).item(), int(frames)))
+        elapsed = time.monotonic() - start
+        if bar is not None:
+            bar.update(1)
+            frames_seen += window[-1][2] * d.world
+            rate = frames_seen / max(time.monotonic() - run_start, 1e-9)
+            bar.set_postfix(
+                elbo_per_frame=f"{-window[-1][0]:.3f}", kl=f"{window[-1][1]:.3f}", frames_per_s=f"{rate:.0f}"
+            )
+
+        last = args.max_steps is not None and state["step"] >= args.max_steps
+        timeout = args.max_minutes is not None and elapsed / 60 >= args.max_minutes
+        if state["step"] % args.eval_every == 0 or last or timeout:
+            row: dict[str, Any] = {
+                "step": state["step"],
+                "seconds": round(elapsed, 1),
+                "train_loss_per_frame": sum(w[0] for w in window) / len(window),
+                "train_kl_per_frame": sum(w[1] for w in window) / len(window),
+                "grad_norm": float(grad_norm),
+                "valid_elbo": "",
+                "valid_elbo_per_frame": "",
+            }
+            window = []
+            improved = False
+            if d.main:
+                try:
+                    v = evaluate_sequences(model, corpus.valid, likelihood=False, batch_size=args.batch_size, seed=1)
+                except FloatingPointError:
+                    v = {"elbo": -math.inf, "elbo_per_frame": -math.inf}
+                    diverged = True
+                row.update(valid_elbo=v["elbo"], valid_elbo_per_frame=v["elbo_per_frame"])
+                best = state["best_valid_elbo"]
+                improved = not diverged and (best is None or v["elbo"] > best)
+                if improved:
+                    state.update(best_valid_elbo=v["elbo"], best_step=state["step"], bad_evals=0)
+                    save_checkpoint(model, out, metadata=metadata(args, cfg, corpus, state, partial=True))
+                else:
+                    state["bad_evals"] += 1
+                state["history"].append(row)
+                state["minutes"] = elapsed / 60
+                save_resume(out, model, opt, state)
+                write_logs(state["history"], log_csv, log_json, args, cfg)
+                if bar is not None:
+                    bar.write(
+                        f"step {state['step']}: valid ELBO {v['elbo']:.2f} nats/seq "
+                        f"({v['elbo_per_frame']:.3f}/frame){' *' if improved else ''}"
+                    )
+            patience_out = d.main and state["bad_evals"] >= args.patience
+            reason = "max steps" if last else "max minutes" if timeout else "early stopping" if patience_out else None
+            if diverged:
+                reason = DIVERGED.format(what="the validation ELBO")
+            if agree(reason is not None, d):
+                stop_reason = reason or "rank 0 stopped"
+    if bar is not None:
+        bar.close()
+    if d.world > 1:
+        dist.barrier()
+    status = 0
+    if d.main:
+        if stop_reason and stop_reason.startswith("diverged"):
+            print(f"error: stopped at step {state['step']}: {stop_reason}", file=sys.stderr)
+            status = 1
+        if not out.exists():
+            print(f"error: no checkpoint was written to {out}", file=sys.stderr)
+            return 1
+        finish(out, args, corpus, state, stop_reason or "", device)
+        plot_curves(state["history"], curves, f"{cfg.name} on {Path(args.data).name}")
+    if d.world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return status
+
+
+def metadata(
+    args: argparse.Namespace,
+    cfg: ModelConfig,
+    corpus: Corpus,
+    state: dict[str, Any],
+    partial: bool,
+    metrics: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    summary = corpus.summary()
+    return {
+        "modality": cfg.modality,
+        "normalisation": corpus.stats.to_dict(),
+        "sample_rate": defaults.SAMPLE_RATE if cfg.modality == "speech" else None,
+        "frame_size": cfg.x_dim,
+        "dataset": {
+            **summary,
+            "path": str(args.data),
+            "chunk_seconds": args.chunk_seconds if cfg.modality == "speech" else None,
+        },
+        "training": {
+            "preset": args.preset,
+            "steps": state["step"],
+            "best_step": state["best_step"],
+            "minutes": round(state["minutes"], 2),
+            "lr": args.lr,
+            "batch_size": args.batch_size,
+            "max_len": args.max_len,
+            "clip_grad": args.clip_grad,
+            "seed": args.seed,
+            "finished": not partial,
+        },
+        "metrics": metrics or {"valid_elbo": state["best_valid_elbo"]},
+    }
+
+
+def finish(
+    out: Path, args: argparse.Namespace, corpus: Corpus, state: dict[str, Any], reason: str, device: torch.device
+) -> None:
+    """Reload the best weights, score the test split (ELBO and IS-K), and write the final metadata."""
+    model, _ = load_checkpoint(out, device=device)
+    test = evaluate_sequences(
+        model, corpus.test, corpus.stats, num_samples=args.test_samples, batch_size=args.batch_size
+    )
+    valid = evaluate_sequences(model, corpus.valid, corpus.stats, likelihood=False, batch_size=args.batch_size, seed=1)
+    metrics = {
+        "space": "normalised (raw: the raw-data space)",
+        "valid_elbo": valid["elbo"],
+        "valid_elbo_per_frame": valid["elbo_per_frame"],
+        "test_elbo": test["elbo"],
+        "test_log_likelihood": test["log_likelihood"],
+        "test_elbo_per_frame": test["elbo_per_frame"],
+        "test_log_likelihood_per_frame": test["log_likelihood_per_frame"],
+        "exact": test["exact"],
+        "num_samples": test["num_samples"],
+        "test_sequences": test["sequences"],
+        "test_frames": test["frames"],
+        "raw": test["raw"],
+        "stopped": reason,
+    }
+    meta = metadata(args, model.config, corpus, state, partial=False, metrics=metrics)
+    save_checkpoint(model, out, metadata=meta)
+    print(json.dumps({"checkpoint": str(out), "name": model.config.name, **metrics}, indent=2))
+
+
+def write_logs(
+    rows: list[dict[str, Any]], log_csv: Path, log_json: Path, args: argparse.Namespace, cfg: ModelConfig
+) -> None:
+    with log_csv.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    args_doc = {k: v for k, v in vars(args).items()}
+    log_json.write_text(json.dumps({"args": args_doc, "config": cfg.to_dict(), "history": rows}, indent=1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return train(args)
+    except (DataError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except FloatingPointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(
+            "interrupted: the best checkpoint so far and the resume state are on disk (use --resume)", file=sys.stderr
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError):
+        sys.exit(main())
