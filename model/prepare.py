@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from . import cli
 from .data import defaults
 from .data.errors import DataError
 
@@ -225,23 +226,6 @@ examples:
 """
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = _seed(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m model.prepare",
@@ -256,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--size", choices=SIZES, default="full", help="small (seconds, for tests) or full (default: %(default)s)"
     )
     common.add_argument(
-        "--seed", type=_seed, default=defaults.DEMO_SEED, metavar="N", help="random seed (default: %(default)s)"
+        "--seed", type=cli.seed, default=defaults.DEMO_SEED, metavar="N", help="random seed (default: %(default)s)"
     )
     common.add_argument("--force", action="store_true", help="replace a corpus already in DIR")
     common.add_argument("--quiet", action="store_true", help="no progress bar or summary")
@@ -277,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     speech.add_argument(
         "--jobs",
-        type=_positive,
+        type=cli.positive_int,
         default=min(2, os.cpu_count() or 1),
         metavar="N",
         help="synthesiser processes run at once (default: %(default)s)",

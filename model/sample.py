@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from . import defaults
+from . import cli, defaults
 
 DEFAULT_SECONDS = 2.0  # the paper's Figure 3 samples are 2.0 s long
 DEFAULT_HANDWRITING_STEPS = 700  # about one IAM-OnDB line (DESIGN.md's service default)
@@ -276,37 +276,8 @@ exit status: 0 done, 2 bad arguments, missing or unreadable files, or an unusabl
 """
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if not 0 <= value < 2**63:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 2**63 - 1, got {value}")
-    return value
-
-
-def _number(low: float, low_open: bool):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-        if not math.isfinite(value) or value < low or (low_open and value == low):
-            raise argparse.ArgumentTypeError(f"must be a finite number {'>' if low_open else '>='} {low:g}, got {text}")
-        return value
-
-    return parse
+POSITIVE = cli.finite_number(0, low_open=True)
+NON_NEGATIVE = cli.finite_number(0, low_open=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -328,23 +299,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="output: .wav (speech), .svg or .json (handwriting), .png (--analyze); with --num N > 1, "
         "FILE's stem gets _0 ... _N-1",
     )
-    p.add_argument("--num", type=_positive_int, metavar="N", help="number of samples (default 1)")
+    p.add_argument("--num", type=cli.positive_int, metavar="N", help="number of samples (default 1)")
     length = p.add_mutually_exclusive_group()
     length.add_argument(
-        "--seconds", type=_number(0, True), metavar="S", help=f"speech duration (default {DEFAULT_SECONDS:g} s)"
+        "--seconds", type=POSITIVE, metavar="S", help=f"speech duration (default {DEFAULT_SECONDS:g} s)"
     )
     length.add_argument(
         "--steps",
-        type=_positive_int,
+        type=cli.positive_int,
         metavar="N",
         help=f"time steps (frames of speech, pen points of handwriting; default {DEFAULT_HANDWRITING_STEPS} "
         "for handwriting)",
     )
-    p.add_argument("--seed", type=_seed, metavar="N", help="random seed; the same seed gives identical files")
-    p.add_argument(
-        "--temperature", type=_number(0, True), metavar="T", help="scales output stds, divides mixture logits (1)"
-    )
-    p.add_argument("--bias", type=_number(0, False), metavar="B", help="Graves' sampling bias, >= 0 (0 = none)")
+    p.add_argument("--seed", type=cli.seed, metavar="N", help="random seed; the same seed gives identical files")
+    p.add_argument("--temperature", type=POSITIVE, metavar="T", help="scales output stds, divides mixture logits (1)")
+    p.add_argument("--bias", type=NON_NEGATIVE, metavar="B", help="Graves' sampling bias, >= 0 (0 = none)")
     p.add_argument("--mean", action="store_true", help="write the decoder mean instead of a sample")
     p.add_argument("--prime", metavar="FILE", help="input to continue from (WAV/FLAC, or XML/JSON strokes)")
     p.add_argument("--analyze", metavar="INPUT", help="plot the latent analysis of INPUT to --out (a .png)")
