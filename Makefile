@@ -6,11 +6,12 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 
-# Debian packages for the demo corpora (model.prepare): a speech synthesiser and stroke fonts.
-# Without them the tests that need a synthesiser are skipped; the PyPI Hershey-Fonts stands in for the fonts.
-APT_PACKAGES := festival festvox-us-slt-hts espeak-ng hershey-fonts-data
+# Debian packages: a speech synthesiser and stroke fonts for the demo corpora (model.prepare), Chromium
+# and its driver for the demo page's browser test, redis-server for the service tests. Without them the
+# tests that need them are skipped and say why; the PyPI Hershey-Fonts stands in for the fonts.
+APT_PACKAGES := festival festvox-us-slt-hts espeak-ng hershey-fonts-data chromium chromium-driver redis-server
 
-.PHONY: setup system-deps test test-fast lint format bench clean
+.PHONY: setup system-deps serve worker test test-fast lint format bench clean
 
 setup: $(VENV)/.installed
 
@@ -25,6 +26,14 @@ system-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); \
 	else echo "as root: apt-get install $(APT_PACKAGES)"; fi
+
+# The service with the shipped demo checkpoints. Without REDIS_URL it runs the jobs in-process
+# (embedded mode: nothing else to start); with REDIS_URL it queues them for `make worker` processes.
+serve: setup
+	$(PY) -m app
+
+worker: setup
+	$(PY) -m worker
 
 lint: setup
 	$(VENV)/bin/ruff check .

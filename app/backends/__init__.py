@@ -1,0 +1,45 @@
+"""Job backends: the one seam between the routes and worker/ (see base.py for the interface).
+
+`make_backend(settings)` picks RedisBackend when REDIS_URL is set, else EmbeddedBackend. Each is imported
+only when chosen, so the API process in Redis mode never imports torch.
+"""
+
+from __future__ import annotations
+
+from worker import limits  # plain constants (no torch): the bounds the job functions enforce
+
+from .base import (
+    KINDS,
+    Backend,
+    BackendError,
+    JobFailedError,
+    JobObserver,
+    JobPendingError,
+    QueueFullError,
+    UnavailableError,
+    UnknownJobError,
+)
+
+__all__ = [
+    "KINDS",
+    "Backend",
+    "BackendError",
+    "JobFailedError",
+    "JobObserver",
+    "JobPendingError",
+    "QueueFullError",
+    "UnavailableError",
+    "UnknownJobError",
+    "limits",
+    "make_backend",
+]
+
+
+def make_backend(settings, observer: JobObserver | None = None) -> Backend:
+    if settings.embedded:
+        from .embedded import EmbeddedBackend
+
+        return EmbeddedBackend(settings, observer)
+    from .redis import RedisBackend
+
+    return RedisBackend(settings, observer)

@@ -1,0 +1,217 @@
+"""Embedded mode (no REDIS_URL): worker.jobs' functions run in this process, in a small thread pool.
+
+Jobs wait in the pool's queue (at most MAX_QUEUED_JOBS, then 503); their states and results live in a
+dict that forgets finished jobs after RESULT_TTL_S (FAILURE_TTL_S for failed ones) and keeps at most
+MAX_STORED_JOBS of them. torch is imported here (through worker.jobs) and only here.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..settings import Settings
+from .base import (
+    INTERNAL_ERROR_MESSAGE,
+    KINDS,
+    JobFailedError,
+    JobObserver,
+    JobPendingError,
+    QueueFullError,
+    UnavailableError,
+    UnknownJobError,
+    iso,
+    now,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Job:
+    id: str
+    kind: str
+    params: dict[str, Any]
+    status: str = "queued"
+    enqueued_at: float = field(default_factory=now)
+    started_at: float | None = None
+    ended_at: float | None = None
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    error_status: int | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "status": self.status,
+            "enqueued_at": iso(self.enqueued_at),
+            "started_at": iso(self.started_at),
+            "ended_at": iso(self.ended_at),
+            "error": self.error,
+            "error_status": self.error_status,
+        }
+
+
+class EmbeddedBackend:
+    mode = "embedded"
+
+    def __init__(self, settings: Settings, observer: JobObserver | None = None):
+        self.settings = settings
+        self.observer = observer
+        self._jobs: dict[str, _Job] = {}  # insertion order = submission order
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._jobs_module: Any = None
+        self._errors: Any = None  # the worker.errors module, once imported
+        self._load_error: str | None = None
+        # The job functions use worker.cache's process-wide cache. A process normally holds one app; where it
+        # holds several (tests), each installs its own cache before each call.
+        self._cache: Any = None
+        self._set_cache: Any = None
+
+    # Life cycle ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Import the job functions (and torch) and load every checkpoint once."""
+        from worker import errors, jobs
+        from worker.cache import ModelCache, set_cache
+
+        self._errors = errors
+        self._set_cache = set_cache
+        try:
+            self._cache = ModelCache(self.settings.checkpoint_dir, device=self.settings.device)
+            set_cache(self._cache)
+        except Exception as e:  # a broken folder: keep answering, /readyz says why
+            log.exception("loading checkpoints from %s failed", self.settings.checkpoint_dir)
+            self._load_error = f"loading checkpoints from {self.settings.checkpoint_dir} failed: {e}"
+        self._jobs_module = jobs
+        self._pool = ThreadPoolExecutor(self.settings.embedded_workers, thread_name_prefix="vrnn-job")
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # Jobs ----------------------------------------------------------------------------------------
+
+    def submit(self, kind: str, params: dict[str, Any]) -> str:
+        if kind not in KINDS:
+            raise ValueError(f"unknown job kind {kind!r}")
+        if self._pool is None:
+            raise UnavailableError("the job runner has not started")
+        if self._load_error:
+            raise UnavailableError(self._load_error)
+        job = _Job(id=str(uuid.uuid4()), kind=kind, params=params)
+        with self._lock:
+            self._forget_old()
+            if self._queued() >= self.settings.max_queued_jobs:
+                raise QueueFullError(f"{self.settings.max_queued_jobs} jobs are waiting already")
+            self._jobs[job.id] = job
+        self._pool.submit(self._run, job)
+        return job.id
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        return self._get(job_id).info()
+
+    def result(self, job_id: str) -> dict[str, Any]:
+        job = self._get(job_id)
+        if job.status == "finished":
+            assert job.result is not None
+            return job.result
+        if job.status == "failed":
+            raise JobFailedError(job.error_status or 500, job.error or INTERNAL_ERROR_MESSAGE, job.id)
+        raise JobPendingError(job.info())
+
+    def wait(self, job_id: str, timeout: float) -> dict[str, Any]:
+        job = self._get(job_id)
+        job.done.wait(timeout)
+        return job.info()
+
+    def queue_depth(self) -> int:
+        with self._lock:
+            return self._queued()
+
+    # Models and readiness ------------------------------------------------------------------------
+
+    def models(self) -> dict[str, Any]:
+        if self._jobs_module is None:
+            raise UnavailableError("the models have not been loaded yet")
+        if self._load_error:
+            raise UnavailableError(self._load_error)
+        self._set_cache(self._cache)
+        out = self._jobs_module.list_models({})
+        return out.get("json", out)
+
+    def ready(self) -> tuple[bool, list[str]]:
+        if self._jobs_module is None:
+            return False, ["the checkpoints are still loading"]
+        if self._load_error:
+            return False, [self._load_error]
+        listing = self.models()
+        reasons = []
+        if not listing.get("models"):
+            failed = "; ".join(f"{k}: {v}" for k, v in (listing.get("failed") or {}).items())
+            reasons.append(
+                f"no model loaded from {self.settings.checkpoint_dir}" + (f" (failed: {failed})" if failed else "")
+            )
+        return not reasons, reasons
+
+    # Internals -----------------------------------------------------------------------------------
+
+    def _get(self, job_id: str) -> _Job:
+        with self._lock:
+            self._forget_old()
+            job = self._jobs.get(job_id)
+        if job is None:
+            raise UnknownJobError(job_id)
+        return job
+
+    def _queued(self) -> int:
+        return sum(1 for j in self._jobs.values() if j.status == "queued")
+
+    def _forget_old(self) -> None:
+        """Drop expired finished jobs, then the oldest finished ones beyond MAX_STORED_JOBS (lock held)."""
+        t = now()
+        ended = [j for j in self._jobs.values() if j.ended_at is not None]
+        for j in ended:
+            ttl = self.settings.result_ttl_s if j.status == "finished" else self.settings.failure_ttl_s
+            if t - j.ended_at > ttl:
+                del self._jobs[j.id]
+        extra = len(self._jobs) - self.settings.max_stored_jobs
+        for j in ended:
+            if extra <= 0:
+                break
+            if j.id in self._jobs:
+                del self._jobs[j.id]
+                extra -= 1
+
+    def _run(self, job: _Job) -> None:
+        job.started_at, job.status = now(), "started"
+        errors = self._errors
+        try:
+            self._set_cache(self._cache)
+            result = getattr(self._jobs_module, job.kind)(job.params)
+        except errors.InputTooLargeError as e:
+            job.error, job.error_status = str(e), 413
+        except errors.UnsupportedMediaError as e:
+            job.error, job.error_status = str(e), 415
+        except errors.JobInputError as e:
+            job.error, job.error_status = str(e), 422
+        except errors.UnknownModelError as e:
+            job.error, job.error_status = str(e), 404
+        except Exception:
+            log.exception("job %s (%s) failed", job.id, job.kind)
+            job.error, job.error_status = INTERNAL_ERROR_MESSAGE, 500
+        else:
+            job.result = result
+        job.ended_at = now()
+        job.status = "failed" if job.error_status else "finished"
+        job.params = {}  # inputs can be megabytes; the job no longer needs them
+        job.done.set()
+        if self.observer is not None:
+            self.observer(job.kind, job.status, job.ended_at - (job.started_at or job.ended_at))

@@ -1,0 +1,247 @@
+"""Redis mode (REDIS_URL set): jobs go to an RQ queue (JSON serializer, never pickle) that `python -m worker`
+processes consume; states and results are read back through RQ. Nothing here imports torch.
+
+Backpressure is ours (RQ has none): a submission while MAX_QUEUED_JOBS wait, or while no worker is
+registered on the queue, is refused with 503 + Retry-After rather than queued for nobody.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import RedisError
+from rq.exceptions import DeserializationError, InvalidJobOperation
+from rq.job import Job, JobStatus
+from rq.worker_registration import get_keys
+
+from worker import queueing  # redis and rq only: no torch, no model
+
+from ..catalog import read_catalog
+from ..settings import Settings
+from .base import (
+    INTERNAL_ERROR_MESSAGE,
+    KINDS,
+    JobFailedError,
+    JobObserver,
+    JobPendingError,
+    QueueFullError,
+    UnavailableError,
+    UnknownJobError,
+    iso,
+)
+from .base import classify_failure as _classify
+
+# RQ's job statuses (by value: the set differs between RQ 2.x releases) -> ours.
+_STATES = {
+    "created": "queued",
+    "queued": "queued",
+    "deferred": "queued",
+    "scheduled": "queued",  # also a job waiting for its retry
+    "started": "started",
+    "finished": "finished",
+    "failed": "failed",
+    "stopped": "failed",
+    "canceled": "failed",
+}
+
+
+def _state(status: JobStatus | str | None) -> str:
+    value = getattr(status, "value", status)
+    return _STATES.get(str(value), "queued")
+
+
+_POLL_FIRST_S, _POLL_MAX_S = 0.02, 0.25  # waiting polls the job's status, backing off to this period
+_SEEN_MAX = 10_000  # finished jobs remembered so that each is counted once in the job metrics
+# Server-side failures whose worker message is safe and useful to pass on (the rest stay in the worker's log).
+PUBLIC_ERRORS = ("JobTimeoutException", "AbandonedJobError")
+
+
+class RedisBackend:
+    mode = "redis"
+
+    def __init__(self, settings: Settings, observer: JobObserver | None = None):
+        assert settings.redis_url
+        self.settings = settings
+        self.observer = observer
+        self.connection = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10)
+        self.queue = queueing.make_queue(self.connection, settings.queue_name)
+        self._seen: OrderedDict[str, None] = OrderedDict()
+
+    def start(self) -> None:
+        """Nothing to load: workers hold the models. Redis may come up later; /readyz tells."""
+
+    def close(self) -> None:
+        self.connection.close()
+
+    # Jobs ----------------------------------------------------------------------------------------
+
+    def submit(self, kind: str, params: dict[str, Any]) -> str:
+        if kind not in KINDS:
+            raise ValueError(f"unknown job kind {kind!r}")
+        s = self.settings
+        try:
+            if self.queue.count >= s.max_queued_jobs:
+                raise QueueFullError(f"{s.max_queued_jobs} jobs are waiting already")
+            if self.live_workers() == 0:
+                raise UnavailableError(f"no worker is running on queue {s.queue_name!r}; start `python -m worker`")
+            return queueing.enqueue(
+                self.queue,
+                kind,
+                params,
+                job_timeout=s.job_timeout_s,
+                result_ttl=s.result_ttl_s,
+                failure_ttl=s.failure_ttl_s,
+                retries=s.job_retries,
+            )
+        except RedisError as e:
+            raise UnavailableError(f"the job queue (Redis) is unreachable: {type(e).__name__}") from None
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        job = self._fetch(job_id)
+        try:
+            state = _state(job.get_status(refresh=False))
+            info = {
+                "id": job.id,
+                "kind": _kind(job),
+                "status": state,
+                "enqueued_at": iso(job.enqueued_at),
+                "started_at": iso(job.started_at),
+                "ended_at": iso(job.ended_at) if state in ("finished", "failed") else None,
+                "error": None,
+                "error_status": None,
+            }
+            if state == "failed":
+                info["error_status"], info["error"] = self._failure(job)
+        except RedisError as e:
+            raise UnavailableError(f"the job queue (Redis) is unreachable: {type(e).__name__}") from None
+        self._observe(job, info)
+        return info
+
+    def result(self, job_id: str) -> dict[str, Any]:
+        info = self.status(job_id)
+        if info["status"] == "failed":
+            raise JobFailedError(info["error_status"], info["error"], job_id)
+        if info["status"] != "finished":
+            raise JobPendingError(info)
+        try:
+            value = self._fetch(job_id).return_value()
+        except RedisError as e:
+            raise UnavailableError(f"the job queue (Redis) is unreachable: {type(e).__name__}") from None
+        if not isinstance(value, dict):  # expired between the two reads, or not one of our jobs
+            raise UnknownJobError(job_id)
+        return value
+
+    def wait(self, job_id: str, timeout: float) -> dict[str, Any]:
+        job = self._fetch(job_id)
+        deadline, pause = time.monotonic() + timeout, _POLL_FIRST_S
+        try:
+            while _state(job.get_status(refresh=True)) not in ("finished", "failed"):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                time.sleep(min(pause, left))
+                pause = min(pause * 1.5, _POLL_MAX_S)
+        except InvalidJobOperation:
+            raise UnknownJobError(job_id) from None
+        except RedisError as e:
+            raise UnavailableError(f"the job queue (Redis) is unreachable: {type(e).__name__}") from None
+        return self.status(job_id)
+
+    def queue_depth(self) -> int:
+        try:
+            return self.queue.count
+        except RedisError:
+            return 0
+
+    # Workers, models, readiness ------------------------------------------------------------------
+
+    def live_workers(self) -> int:
+        """Workers registered on our queue whose heartbeat key has not expired (a dead one's expires)."""
+        keys = list(get_keys(queue=self.queue))
+        if not keys:
+            return 0
+        with self.connection.pipeline() as pipe:
+            for key in keys:
+                pipe.exists(key)
+            return sum(1 for alive in pipe.execute() if alive)
+
+    def models(self) -> dict[str, Any]:
+        """CHECKPOINT_DIR's metadata (no torch), with the defaults the live workers use when they publish them."""
+        catalog = read_catalog(self.settings.checkpoint_dir)
+        try:
+            workers = queueing.live_workers(self.connection, self.settings.queue_name)
+        except RedisError:
+            workers = {}
+        defaults = next((w["defaults"] for w in workers.values() if isinstance(w.get("defaults"), dict)), None)
+        if defaults is not None:
+            catalog["defaults"] = defaults
+            for m in catalog["models"]:
+                m["default"] = defaults.get(m.get("modality")) == m["name"]
+        catalog["workers"] = len(workers)
+        return catalog
+
+    def ready(self) -> tuple[bool, list[str]]:
+        reasons = []
+        try:
+            self.connection.ping()
+            workers = queueing.live_workers(self.connection, self.settings.queue_name)
+            if not workers:
+                reasons.append(f"no worker is running on queue {self.settings.queue_name!r}; start `python -m worker`")
+            elif not any(w.get("models") for w in workers.values()):
+                reasons.append("the running workers have no model loaded")
+        except RedisError as e:
+            reasons.append(f"Redis at the configured REDIS_URL is unreachable ({type(e).__name__})")
+        if not read_catalog(self.settings.checkpoint_dir)["models"]:
+            reasons.append(f"no checkpoint found in {self.settings.checkpoint_dir}")
+        return not reasons, reasons
+
+    # Internals -----------------------------------------------------------------------------------
+
+    def _fetch(self, job_id: str) -> Job:
+        try:
+            job = queueing.fetch_job(self.connection, job_id)
+        except (DeserializationError, ValueError):
+            job = None
+        except RedisError as e:
+            raise UnavailableError(f"the job queue (Redis) is unreachable: {type(e).__name__}") from None
+        if job is None:
+            raise UnknownJobError(job_id)
+        if _kind(job) not in KINDS:  # some other application's job in the same Redis
+            raise UnknownJobError(job_id)
+        return job
+
+    def _failure(self, job: Job) -> tuple[int, str]:
+        """(the HTTP status a synchronous call answers, the message) of a failed job. The worker records
+        its errors in job.meta; a traceback is read only for jobs that failed before it could."""
+        status = str(getattr(job.get_status(refresh=False), "value", ""))
+        if status in ("stopped", "canceled"):
+            return 500, f"the job was {status} before it finished"
+        error = queueing.job_error(job) or {}
+        if error.get("type") in PUBLIC_ERRORS or 400 <= error.get("status", 500) < 500:
+            return int(error.get("status", 500)), str(error.get("message") or INTERNAL_ERROR_MESSAGE)
+        if error.get("type") == "JobFailed":  # no record from the worker: classify its traceback
+            latest = job.latest_result()
+            return _classify(latest.exc_string if latest else None)
+        return 500, INTERNAL_ERROR_MESSAGE
+
+    def _observe(self, job: Job, info: dict[str, Any]) -> None:
+        """Count each finished job once in the job metrics (the first time this process sees it ended)."""
+        if self.observer is None or info["status"] not in ("finished", "failed") or job.id in self._seen:
+            return
+        self._seen[job.id] = None
+        if len(self._seen) > _SEEN_MAX:
+            self._seen.popitem(last=False)
+        if job.started_at and job.ended_at:
+            self.observer(info["kind"], info["status"], (job.ended_at - job.started_at).total_seconds())
+
+
+def _kind(job: Job) -> str:
+    """The job function's name (generate_speech, ...), "" for a job that is not one of ours."""
+    try:
+        name = job.func_name or ""
+    except (DeserializationError, ValueError):
+        return ""
+    return name.rsplit(".", 1)[-1] if name.startswith("worker.jobs.") else ""

@@ -1,0 +1,77 @@
+"""Checkpoint metadata read straight from CHECKPOINT_DIR's NAME.json files: GET /models in Redis mode.
+
+Reads JSON only (no torch, no weights), so the API process stays light when workers run the models.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+MAX_METADATA_BYTES = 1024 * 1024  # a checkpoint's JSON is a few kB; anything this large is not one
+
+
+def summary(name: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """One checkpoint's public description, the same fields as worker.cache.ModelCache.describe() gives
+    in embedded mode (normalisation statistics and the like stay private)."""
+    cfg = meta["config"]
+    modality = cfg.get("modality")
+    return {
+        "name": name,
+        "display_name": meta.get("name"),
+        "modality": modality,
+        "family": cfg.get("family"),
+        "output": cfg.get("output"),
+        "latent": cfg.get("family") != "rnn",
+        "sample_rate": meta.get("sample_rate") if modality == "speech" else None,
+        "frame_size": meta.get("frame_size", cfg.get("x_dim")),
+        "params": meta.get("params"),
+        "metrics": meta.get("metrics", {}),
+        "dataset": meta.get("dataset", {}),
+        "created": meta.get("created"),
+    }
+
+
+def read_catalog(directory: Path) -> dict[str, Any]:
+    """{"models": [summary, ...], "failed": {name: why}} for the checkpoints in `directory`, sorted by name.
+
+    A NAME.json without NAME.safetensors beside it (or the reverse), or one that is not a checkpoint's
+    metadata, is listed under "failed" with the reason."""
+    models: list[dict[str, Any]] = []
+    failed: dict[str, str] = {}
+    if not directory.is_dir():
+        return {"models": models, "failed": {str(directory): "no such folder (set CHECKPOINT_DIR)"}}
+    # The trainer's resume state (NAME.resume.*) and temporaries are not checkpoints.
+    stems = {p.stem for p in directory.glob("*.safetensors")} | {p.stem for p in directory.glob("*.json")}
+    stems = {s for s in stems if "." not in s}
+    for name in sorted(stems):
+        weights, meta_path = directory / f"{name}.safetensors", directory / f"{name}.json"
+        if not weights.is_file():
+            if _looks_like_checkpoint(meta_path):  # other JSON files beside the checkpoints are not ours
+                failed[name] = f"{weights.name} is missing (the JSON has no weights beside it)"
+            continue
+        if not meta_path.is_file():
+            failed[name] = f"{meta_path.name} is missing"
+            continue
+        try:
+            if meta_path.stat().st_size > MAX_METADATA_BYTES:
+                raise ValueError("too large to be checkpoint metadata")
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+                raise ValueError("no 'config' object: not a checkpoint's metadata")
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            failed[name] = f"{meta_path.name}: {e}"
+            continue
+        models.append(summary(name, meta))
+    return {"models": models, "failed": failed}
+
+
+def _looks_like_checkpoint(path: Path) -> bool:
+    try:
+        if path.stat().st_size > MAX_METADATA_BYTES:
+            return False
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(meta, dict) and isinstance(meta.get("config"), dict) and "format_version" in meta

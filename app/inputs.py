@@ -1,0 +1,184 @@
+"""Reading request bodies: JSON parameters, and the input file of /score and /analyze/latent (a multipart
+upload or base64 in JSON), with the 413 / 415 / 422 answers that say what to send instead."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from pathlib import PurePath
+from typing import Any, TypeVar
+
+from fastapi import Depends, HTTPException, Request
+from pydantic import BaseModel
+from starlette.datastructures import UploadFile
+
+from .errors import validate
+from .settings import Settings
+
+M = TypeVar("M", bound=BaseModel)
+
+FILE_FIELD = "file"
+UPLOAD_KINDS = "WAV or FLAC audio, IAM-OnDB XML, JSON strokes or a .npy (T, 3) array"
+_MAX_FORM_FIELDS = 20
+
+
+def media_type(request: Request) -> str:
+    """The request's Content-Type without parameters, lower-cased ("" when absent)."""
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def is_json(mtype: str) -> bool:
+    return mtype == "application/json" or (mtype.startswith("application/") and mtype.endswith("+json"))
+
+
+def _unsupported(mtype: str, wanted: str) -> HTTPException:
+    return HTTPException(415, f"Content-Type {mtype!r} is not accepted here: send {wanted}")
+
+
+async def read_json(request: Request) -> Any:
+    """The body as JSON (an empty body is {}: every parameter takes its default). A missing Content-Type is
+    read as JSON; any other non-JSON type is a 415."""
+    mtype = media_type(request)
+    if mtype and not is_json(mtype):
+        raise _unsupported(mtype, "a JSON object with Content-Type: application/json")
+    body = await request.body()
+    if not body.strip():
+        return {}
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        why = str(e) if isinstance(e, ValueError) else "nested too deeply"
+        raise HTTPException(
+            422, f'invalid request: the body is not valid JSON ({why}); send a JSON object such as {{"seed": 1}}'
+        ) from None
+
+
+def json_body(model: type[M]) -> Any:
+    """A dependency giving the JSON body validated as `model` (declare it after RequireApiKey, so that an
+    unauthenticated request is refused before its body is read)."""
+
+    async def parse(request: Request) -> M:
+        return validate(model, await read_json(request))
+
+    return Depends(parse)
+
+
+def json_openapi(model: type[BaseModel], required: bool = False) -> dict[str, Any]:
+    """openapi_extra documenting a JSON request body read by `json_body`."""
+    return {
+        "requestBody": {
+            "required": required,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
+
+
+def data_openapi(model: type[BaseModel]) -> dict[str, Any]:
+    """openapi_extra documenting the two ways to send an input file (see `read_data`)."""
+    schema = model.model_json_schema()
+    form_props = {k: v for k, v in schema["properties"].items() if k not in ("data_b64", "filename")}
+    form_props[FILE_FIELD] = {"type": "string", "format": "binary", "description": f"The input: {UPLOAD_KINDS}."}
+    form = {"type": "object", "properties": form_props, "required": [FILE_FIELD]}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"multipart/form-data": {"schema": form}, "application/json": {"schema": schema}},
+        }
+    }
+
+
+def decode_b64(text: str, field: str, settings: Settings) -> bytes:
+    """Base64 (whitespace and a data: URL prefix allowed) -> bytes; 422 when invalid, 413 when too large."""
+    if text.startswith("data:") and "," in text[:200]:
+        text = text.split(",", 1)[1]
+    compact = "".join(text.split())
+    if len(compact) > (settings.max_upload_bytes + 2) // 3 * 4 + 4:
+        raise HTTPException(413, too_large(field, settings))
+    try:
+        data = base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError):
+        raise HTTPException(422, f"invalid request: '{field}' is not valid base64; encode the file's bytes") from None
+    if len(data) > settings.max_upload_bytes:
+        raise HTTPException(413, too_large(field, settings))
+    return data
+
+
+def encode_b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def too_large(what: str, settings: Settings) -> str:
+    return f"{what} is larger than the {settings.max_upload_bytes} bytes allowed (MAX_UPLOAD_BYTES); send a shorter one"
+
+
+def sniff(data: bytes) -> str | None:
+    """What an input file holds by its first bytes: "audio", "strokes", or None (neither)."""
+    head = data[:64]
+    if (head[:4] in (b"RIFF", b"RF64") and head[8:12] == b"WAVE") or head[:4] in (b"fLaC", b"OggS"):
+        return "audio"
+    if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+        return "audio"
+    if head[:6] == b"\x93NUMPY":
+        return "strokes"
+    text = data[:256].decode("utf-8", "ignore").lstrip("\ufeff \t\r\n")
+    if text[:1] in ("<", "[", "{"):
+        return "strokes"
+    return None
+
+
+def check_kind(data: bytes, what: str) -> None:
+    if sniff(data) is None:
+        raise HTTPException(415, f"{what} is not {UPLOAD_KINDS}; send one of those")
+
+
+async def read_data(request: Request, model: type[M], settings: Settings) -> tuple[M, bytes]:
+    """/score and /analyze/latent's input: multipart/form-data with the file in `file` and the other parameters
+    as form fields, or a JSON object with `data_b64` -> (validated parameters, the file's bytes)."""
+    mtype = media_type(request)
+    if mtype == "multipart/form-data":
+        fields, data = await _read_form(request, settings)
+        params = validate(model, fields)
+    elif not mtype or is_json(mtype):
+        params = validate(model, await read_json(request))
+        data = decode_b64(params.data_b64, "data_b64", settings)
+        # The worker gets plain base64 (no data: URL prefix, no line breaks).
+        params = params.model_copy(update={"data_b64": encode_b64(data)})
+    else:
+        raise _unsupported(mtype, f"multipart/form-data with the input in a '{FILE_FIELD}' field, or application/json")
+    check_kind(data, "the input")
+    return params, data
+
+
+async def _read_form(request: Request, settings: Settings) -> tuple[dict[str, Any], bytes]:
+    try:
+        form = await request.form(max_files=1, max_fields=_MAX_FORM_FIELDS)
+    except HTTPException:
+        raise
+    except Exception as e:  # starlette answers malformed multipart with a 400; bad input is a 422 here
+        detail = getattr(e, "detail", None) or str(e) or type(e).__name__
+        raise HTTPException(422, f"invalid request: the multipart body could not be read ({detail})") from None
+    try:
+        fields: dict[str, Any] = {}
+        upload = None
+        for key, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                if key != FILE_FIELD:
+                    raise HTTPException(422, f"invalid request: send the input file in a field named '{FILE_FIELD}'")
+                upload = value
+            elif value != "":  # an empty HTML form input means "not given"
+                fields[key] = value
+        if upload is None:
+            if "data_b64" in fields:
+                data = decode_b64(fields["data_b64"], "data_b64", settings)
+                return {**fields, "data_b64": encode_b64(data)}, data
+            raise HTTPException(422, f"invalid request: no file; send the input in a multipart field '{FILE_FIELD}'")
+        data = await upload.read(settings.max_upload_bytes + 1)
+        if len(data) > settings.max_upload_bytes:
+            raise HTTPException(413, too_large("the uploaded file", settings))
+        fields["data_b64"] = encode_b64(data)
+        if upload.filename and "filename" not in fields:
+            fields["filename"] = PurePath(upload.filename.replace("\\", "/")).name[-255:] or None
+        return fields, data
+    finally:
+        await form.close()

@@ -1,0 +1,59 @@
+"""The ASGI app: `app.main:app` (uvicorn), or `create_app(Settings(...))` in tests."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from . import errors
+from .backends import make_backend
+from .bodylimit import BodyLimitMiddleware
+from .metrics import Metrics, MetricsMiddleware
+from .routes import analyze, generate, health, jobs, models, page, score
+from .routes.page import STATIC_DIR
+from .settings import Settings, get_settings
+
+log = logging.getLogger("app")
+
+DESCRIPTION = """Variational RNNs (Chung et al. 2015) for speech and handwriting: sample speech as WAV and
+handwriting as SVG, score inputs, and analyse the latent variables.
+
+Every job endpoint answers synchronously, or with `Prefer: respond-async` at once with `202 Accepted` and
+`Location: /jobs/{id}`; a synchronous call that outlasts the server's wait answers the same 202. Errors
+are `{"detail": "..."}` saying what to change."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        backend = make_backend(settings, metrics.observe_job)
+        await run_in_threadpool(backend.start)  # embedded: loads every checkpoint once
+        app.state.backend = backend
+        metrics.queue_depth = backend.queue_depth
+        log.info("serving in %s mode, checkpoints from %s", backend.mode, settings.checkpoint_dir)
+        try:
+            yield
+        finally:
+            backend.close()
+
+    app = FastAPI(title="VRNN service", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.metrics = metrics
+    errors.install(app, settings.retry_after_s)
+    for module in (generate, score, analyze, jobs, models, health, page):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # added last: outermost, sees every answer
+    return app
+
+
+app = create_app()

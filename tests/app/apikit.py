@@ -1,0 +1,158 @@
+"""Helpers for the API tests: tiny checkpoints, inputs, and servers run as subprocesses.
+
+Only the standard library at the top: torch is imported inside the functions that need it, so that the
+Redis-mode tests can check that the API itself never imports it."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+REDIS_URL = "redis://127.0.0.1:6379/13"  # the API tests' own database: emptied before and after
+SPEECH, SPEECH_RNN, HAND = "speech-vrnn", "speech-rnn", "hand-vrnn"
+# Small limits for the TestClient apps, so that the 413 paths are cheap to reach.
+MAX_UPLOAD = 256 * 1024
+MAX_BODY = 512 * 1024
+STROKES = [[[0, 0], [5, 3], [10, 8], [14, 9]], [[20, 0], [25, 5], [27, 9]], [[30, 2], [31, 2]]]
+
+
+def make_settings(checkpoint_dir: Path, **overrides):
+    """Embedded-mode Settings on `checkpoint_dir` with small limits; `overrides` by field name."""
+    from app.settings import Settings
+
+    values = dict(
+        redis_url=None,
+        checkpoint_dir=checkpoint_dir,
+        max_upload_bytes=MAX_UPLOAD,
+        max_body_bytes=MAX_BODY,
+        embedded_workers=2,
+        api_keys="",
+    )
+    values.update(overrides)
+    return Settings(**values)
+
+
+def write_checkpoint(path: Path, modality: str, family: str = "vrnn") -> Path:
+    """A freshly initialised tiny model, saved with the trainer's metadata (as tests/model/test_sample.py)."""
+    import torch
+
+    from model import ModelConfig, build_model, save_checkpoint
+    from model.data import NormStats
+
+    cfg = ModelConfig(
+        family=family,
+        output="gauss",
+        modality=modality,
+        x_dim=200 if modality == "speech" else 3,
+        z_dim=4,
+        h_dim=16,
+        mlp_layers=1,
+        mlp_width=16,
+        n_components=2,
+    )
+    torch.manual_seed(0)
+    if modality == "speech":
+        stats, extra = NormStats("speech", mean=0.0, std=0.1, frame_size=200), {"sample_rate": 16000}
+    else:
+        stats, extra = NormStats("handwriting", mean=0.0, std=4.0, frame_size=3, clip=60.0), {}
+    meta = {
+        "normalisation": stats.to_dict(),
+        "frame_size": cfg.x_dim,
+        "dataset": {"name": "api-test", "train": 1, "valid": 1, "test": 1},
+        "metrics": {"test_elbo": -1.0},
+        **extra,
+    }
+    return save_checkpoint(build_model(cfg), path, metadata=meta)
+
+
+def write_checkpoints(directory: Path) -> Path:
+    """speech-vrnn, speech-rnn and hand-vrnn in `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    write_checkpoint(directory / f"{SPEECH}.safetensors", "speech")
+    write_checkpoint(directory / f"{SPEECH_RNN}.safetensors", "speech", family="rnn")
+    write_checkpoint(directory / f"{HAND}.safetensors", "handwriting")
+    return directory
+
+
+def wav(seconds: float = 0.25, rate: int = 16000) -> bytes:
+    import numpy as np
+
+    from model.render import wav_bytes
+
+    t = np.arange(round(seconds * rate)) / rate
+    return wav_bytes(0.3 * np.sin(2 * np.pi * 220 * t) + 0.01 * np.cos(2 * np.pi * 1234 * t), rate)
+
+
+def strokes_json() -> bytes:
+    return json.dumps(STROKES).encode()
+
+
+# Subprocesses --------------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of a server or worker subprocess: none of this machine's service settings leak in."""
+    drop = {"REDIS_URL", "API_KEYS", "CHECKPOINT_DIR", "QUEUE_NAME", "HOST", "PORT", "DEVICE"}
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1", MPLBACKEND="Agg", **extra)
+    return env
+
+
+def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    with open(log, "wb") as out:
+        return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def http(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None, timeout=60.0):
+    """-> (status, headers, body bytes); HTTP errors are answers too."""
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def post_json(url: str, obj: dict, headers: dict[str, str] | None = None):
+    return http("POST", url, json.dumps(obj).encode(), {"Content-Type": "application/json", **(headers or {})})
+
+
+def wait_until(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90.0, status: int = 200) -> None:
+    """Poll `url` until it answers `status`; fail with the server's log if it exits or takes too long."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"{proc.args} exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            last = http("GET", url, timeout=5)
+            if last[0] == status:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer {status} in {timeout} s (last: {last}):\n{log.read_text()[-4000:]}")

@@ -1,0 +1,157 @@
+"""The HTTP API in Redis mode (REDIS_URL set) against a real Redis, database 13, emptied before and after.
+
+Jobs are run here by an in-process RQ SimpleWorker (burst mode) so that these tests stay fast; test_e2e.py
+runs the real `python -m worker` process."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+
+import pytest
+from apikit import HAND, REDIS_URL, ROOT, SPEECH, child_env, wav
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+
+redis = pytest.importorskip("redis")
+
+
+@pytest.fixture()
+def db():
+    conn = redis.Redis.from_url(REDIS_URL)
+    try:
+        conn.ping()
+    except redis.exceptions.ConnectionError:
+        pytest.skip(f"needs a Redis server at {REDIS_URL}")
+    conn.flushdb()
+    yield conn
+    conn.flushdb()
+    conn.close()
+
+
+def redis_settings(checkpoint_dir, **overrides):
+    from apikit import make_settings
+
+    values = {"redis_url": REDIS_URL, "queue_name": "vrnn-api-test", **overrides}
+    return make_settings(checkpoint_dir, **values)
+
+
+def test_the_api_never_imports_torch_in_redis_mode(checkpoint_dir, db):
+    """A fresh process serves every read-only route and refuses jobs (no worker) without loading torch."""
+    code = """
+import json, sys
+from fastapi.testclient import TestClient
+import app.main
+with TestClient(app.main.app) as c:
+    codes = {p: c.get(p).status_code for p in ("/healthz", "/readyz", "/models", "/metrics", "/jobs/x", "/docs")}
+    codes["submit"] = c.post("/generate/speech", json={"seed": 1}).status_code
+    codes["score"] = c.post("/score", files={"file": ("a.json", b"[[[1, 2], [3, 4]]]")}).status_code
+print(json.dumps({"codes": codes, "torch": "torch" in sys.modules, "model": "model" in sys.modules}))
+"""
+    env = child_env(REDIS_URL=REDIS_URL, CHECKPOINT_DIR=str(checkpoint_dir), QUEUE_NAME="vrnn-api-test")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["torch"] is False and report["model"] is False
+    assert report["codes"] == {
+        "/healthz": 200,
+        "/readyz": 503,
+        "/models": 200,
+        "/metrics": 200,
+        "/jobs/x": 404,
+        "/docs": 200,
+        "submit": 503,
+        "score": 503,
+    }
+
+
+def test_without_a_worker_jobs_are_refused_and_not_ready(checkpoint_dir, db):
+    with TestClient(create_app(redis_settings(checkpoint_dir, retry_after_s=3))) as c:
+        r = c.get("/readyz")
+        assert r.status_code == 503 and r.json()["mode"] == "redis"
+        assert any("no worker" in reason for reason in r.json()["reasons"])
+        r = c.post("/generate/speech", json={})
+        assert r.status_code == 503 and r.headers["retry-after"] == "3" and "python -m worker" in r.json()["detail"]
+        models = c.get("/models").json()
+        assert {m["name"] for m in models["models"]} == {SPEECH, "speech-rnn", HAND} and models["failed"] == {}
+        assert c.get("/jobs/nothing").status_code == 404
+    # Redis down: 503 with the reason, never a 500.
+    down = redis_settings(checkpoint_dir, redis_url="redis://127.0.0.1:1/13")
+    with TestClient(create_app(down)) as c:
+        assert c.get("/healthz").status_code == 200
+        r = c.get("/readyz")
+        assert r.status_code == 503 and "unreachable" in r.json()["reasons"][0]
+        assert c.post("/generate/speech", json={}).status_code == 503
+        assert c.get("/jobs/x").status_code == 503
+
+
+@pytest.fixture()
+def rq_worker(checkpoint_dir, db):
+    """A worker registered on the test queue (so the API sees one alive) that runs jobs when told to."""
+    from rq import SimpleWorker
+
+    from worker import queueing
+    from worker.cache import ModelCache, set_cache
+
+    set_cache(ModelCache(checkpoint_dir, device="cpu"))
+    queue = queueing.make_queue(db, "vrnn-api-test")
+    w = SimpleWorker([queue], connection=db, serializer=queueing.SERIALIZER)
+    # What `python -m worker` publishes for /readyz: its loaded models, refreshed by its heartbeat.
+    db.set(queueing.models_key(w.name), json.dumps({"models": [SPEECH], "queue": "vrnn-api-test"}), ex=60)
+    w.register_birth()
+    w.register_death_on_exit = False
+
+    def run_jobs() -> None:
+        w.register_death()  # work() registers the worker again
+        w.work(burst=True)
+        w.register_birth()
+
+    yield run_jobs
+    set_cache(None)
+
+
+def test_jobs_through_redis(checkpoint_dir, rq_worker):
+    app = create_app(redis_settings(checkpoint_dir, sync_wait_s=0.2, max_queued_jobs=2))
+    async_ = {"Prefer": "respond-async"}
+    with TestClient(app) as c:
+        assert c.get("/readyz").json() == {"ready": True, "mode": "redis", "reasons": []}
+        ok = c.post("/generate/speech", json={"model": SPEECH, "duration_s": 0.25, "seed": 3}, headers=async_)
+        assert ok.status_code == 202 and ok.headers["location"] == f"/jobs/{ok.json()['id']}"
+        assert ok.json()["status"] == "queued" and ok.json()["kind"] == "generate_speech"
+        # Not finished: 202 from the result URL; a sync call that outlasts SYNC_WAIT_S: 202 too.
+        assert c.get(f"/jobs/{ok.json()['id']}/result").status_code == 202
+        bad = c.post("/generate/speech", json={"model": "missing"})
+        assert bad.status_code == 202
+        full = c.post("/generate/speech", json={"seed": 4})  # MAX_QUEUED_JOBS=2 are waiting
+        assert full.status_code == 503 and "full" in full.json()["detail"]
+        assert "vrnn_queue_depth 2.0" in c.get("/metrics").text
+
+        rq_worker()
+
+        state = c.get(f"/jobs/{ok.json()['id']}").json()
+        assert state["status"] == "finished" and state["started_at"] and state["ended_at"].endswith("Z")
+        result = c.get(f"/jobs/{ok.json()['id']}/result")
+        assert result.status_code == 200 and result.headers["x-seed"] == "3" and result.headers["x-model"] == SPEECH
+        assert result.content[:4] == b"RIFF"
+        failed = c.get(f"/jobs/{bad.json()['id']}").json()
+        assert failed["status"] == "failed" and failed["error_status"] == 404 and "missing" in failed["error"]
+        r = c.get(f"/jobs/{bad.json()['id']}/result")
+        assert r.status_code == 404 and "missing" in r.json()["detail"]
+
+        data = {"data_b64": base64.b64encode(b"<not closed").decode(), "model": HAND}
+        job = c.post("/score", json=data, headers=async_).json()
+        rq_worker()
+        r = c.get(f"/jobs/{job['id']}/result")
+        assert r.status_code == 422 and r.json()["detail"]
+        text = c.get("/metrics").text
+        assert 'vrnn_job_duration_seconds_count{kind="generate_speech",status="finished"} 1.0' in text
+
+        # The same bytes as embedded mode for the same seed.
+        with TestClient(create_app(redis_settings(checkpoint_dir, redis_url=None))) as embedded:
+            same = embedded.post("/generate/speech", json={"model": SPEECH, "duration_s": 0.25, "seed": 3})
+        assert same.content == result.content
+        upload = c.post("/score", files={"file": ("a.wav", wav(0.1))}, headers=async_)
+        assert upload.status_code == 202

@@ -1,0 +1,100 @@
+"""Helpers for the worker tests: tiny checkpoints, test inputs, and a slow job for the worker process tests.
+
+Imports only the standard library at the top: `python -m worker --allow-function workerkit.slow_job`
+(with tests/worker on PYTHONPATH) imports this module inside the worker process.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+REDIS_URL = "redis://127.0.0.1:6379/14"  # the worker tests' own database: emptied before and after
+SPEECH, SPEECH_RNN, HAND = "speech-vrnn", "speech-rnn", "hand-vrnn"
+
+
+def small_config(modality: str, family: str = "vrnn", width: int = 16):
+    from model import ModelConfig
+
+    return ModelConfig(
+        family=family,
+        output="gmm",
+        modality=modality,
+        x_dim=200 if modality == "speech" else 3,
+        z_dim=4,
+        h_dim=width,
+        mlp_layers=1,
+        mlp_width=width,
+        n_components=2,
+    )
+
+
+def write_checkpoint(path: Path, modality: str, family: str = "vrnn") -> Path:
+    """A freshly initialised tiny model saved as a checkpoint with the trainer's metadata."""
+    import torch
+
+    from model import build_model, save_checkpoint
+    from model.data import NormStats
+
+    torch.manual_seed(0)
+    if modality == "speech":
+        stats, extra = NormStats("speech", mean=0.0, std=0.1, frame_size=200), {"sample_rate": 16000}
+    else:
+        stats, extra = NormStats("handwriting", mean=0.0, std=4.0, frame_size=3, clip=60.0), {}
+    cfg = small_config(modality, family)
+    meta = {
+        "normalisation": stats.to_dict(),
+        "frame_size": cfg.x_dim,
+        "dataset": {"name": "unit-test", "train": 1, "valid": 1, "test": 1},
+        "metrics": {"test_elbo": -1.0},
+        **extra,
+    }
+    return save_checkpoint(build_model(cfg), path, metadata=meta)
+
+
+def write_checkpoints(directory: Path) -> Path:
+    """speech-vrnn, speech-rnn and hand-vrnn in `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    write_checkpoint(directory / f"{SPEECH}.safetensors", "speech")
+    write_checkpoint(directory / f"{SPEECH_RNN}.safetensors", "speech", family="rnn")
+    write_checkpoint(directory / f"{HAND}.safetensors", "handwriting")
+    return directory
+
+
+def wav(seconds: float = 0.25, rate: int = 16000) -> bytes:
+    import numpy as np
+
+    from model.render import wav_bytes
+
+    t = np.arange(round(seconds * rate)) / rate
+    return wav_bytes(0.3 * np.sin(2 * np.pi * 220 * t) + 0.01 * np.cos(2 * np.pi * 1234 * t), rate)
+
+
+STROKES = [[[0, 0], [5, 3], [10, 8], [14, 9]], [[20, 0], [25, 5], [27, 9]], [[30, 2], [31, 2]]]
+IAM_XML = (
+    '<?xml version="1.0" encoding="ISO-8859-1"?>\n<WhiteboardCaptureSession><StrokeSet>'
+    '<Stroke><Point x="100" y="200" time="0.1"/><Point x="110" y="190" time="0.2"/><Point x="120" y="195" time="0.3"/>'
+    '</Stroke><Stroke><Point x="140" y="200" time="0.5"/><Point x="150" y="180" time="0.6"/></Stroke>'
+    "</StrokeSet></WhiteboardCaptureSession>\n"
+)
+
+
+def strokes_json() -> bytes:
+    return json.dumps(STROKES).encode()
+
+
+def b64(data: bytes | str) -> str:
+    return base64.b64encode(data.encode() if isinstance(data, str) else data).decode("ascii")
+
+
+def slow_job(params: dict[str, Any]) -> dict[str, Any]:
+    """A job that sleeps `params["seconds"]` and reports which process ran it (worker process tests only)."""
+    seconds = float(params["seconds"])
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(0.05)
+    return {"media_type": "application/json", "headers": {}, "json": {"pid": os.getpid(), "slept": seconds}}

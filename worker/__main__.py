@@ -1,0 +1,453 @@
+"""`python -m worker`: an RQ worker that keeps every checkpoint in memory and runs jobs in-process.
+
+    REDIS_URL=redis://localhost:6379/0 CHECKPOINT_DIR=checkpoints python -m worker
+    python -m worker --burst            # process what is queued, then exit (tests, batch runs)
+
+- Loads the checkpoint cache (CHECKPOINT_DIR, DEVICE) before taking any job; exits with status 1
+  when no checkpoint loads.
+- Runs each job in this process (no fork per job: a forked child cannot use the parent's CUDA
+  context), with a heartbeat thread that keeps the job's StartedJobRegistry entry, the execution and
+  the worker alive while it runs; once a job overruns its timeout the heartbeats stop, so that a job
+  stuck in native code is still recovered by another worker's maintenance pass.
+- Uses RQ's JSONSerializer (never pickle) and runs only the functions of `worker.jobs` (plus any
+  given with --allow-function): a job naming any other function fails without running.
+- Runs RQ's maintenance (abandoned jobs -> retried or failed with AbandonedJobError) every
+  --maintenance-interval seconds while idle; see `worker.queueing.enqueue` for the timeline.
+- SIGTERM or Ctrl+C: warm shutdown (the current job finishes, then the worker exits); a second
+  one: cold shutdown (the job fails and is retried if it has retries left).
+- Publishes its loaded models at "vrnn:worker:<name>:models" (JSON), refreshed by its heartbeat,
+  so the API's /readyz can see a live worker with models.
+- Logs one JSON object per line (--log-format text for plain lines), with job ids.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import socket
+import sys
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from rq import SimpleWorker
+from rq.exceptions import AbandonedJobError
+from rq.job import Job
+from rq.timeouts import JobTimeoutException
+from rq.worker import WorkerStatus
+
+from . import queueing
+from .errors import JobInputError, UnknownModelError
+
+log = logging.getLogger("worker")
+
+DEFAULT_MAINTENANCE_S = 30
+DEFAULT_HEARTBEAT_S = 10
+DEFAULT_HEARTBEAT_GRACE_S = 60  # RQ's own slack on top of the monitoring interval
+
+
+class ForbiddenJobError(RuntimeError):
+    """A job names a function this worker does not run."""
+
+
+# Errors that would recur on a retry: not retried, whatever Retry(max=...) the job has.
+NOT_RETRIED = (JobInputError, UnknownModelError, ForbiddenJobError, JobTimeoutException)
+
+
+class RestrictedJob(Job):
+    """A Job that resolves only allowed function names and never imports callbacks by name."""
+
+    allowed_functions: frozenset[str] = frozenset(queueing.JOB_FUNCTIONS.values())
+
+    @property
+    def func(self):
+        name = self.func_name
+        if name not in self.allowed_functions:
+            raise ForbiddenJobError(
+                f"refusing to run {name!r}: this worker runs only {', '.join(sorted(self.allowed_functions))}"
+            )
+        return super().func
+
+    def _no_callback(self, kind: str, name: str | None) -> None:
+        if name:
+            log.warning("ignoring the %s callback %r of job %s", kind, name, self.id, extra={"job_id": self.id})
+
+    @property
+    def success_callback(self):
+        self._no_callback("success", self._success_callback_name)
+        return None
+
+    @property
+    def failure_callback(self):
+        self._no_callback("failure", self._failure_callback_name)
+        return None
+
+    @property
+    def stopped_callback(self):
+        self._no_callback("stopped", self._stopped_callback_name)
+        return None
+
+
+def _error_info(exc: BaseException) -> dict[str, Any]:
+    """What the API needs of a job's error: type, message and the HTTP status of a synchronous call."""
+    kind = type(exc).__name__
+    if isinstance(exc, JobTimeoutException):
+        status = 504
+    elif isinstance(exc, UnknownModelError):
+        status = 404
+    elif isinstance(exc, JobInputError):
+        status = queueing.ERROR_STATUS.get(kind, 422)
+    else:
+        status = 500
+    message = str(exc) or kind
+    if isinstance(exc, AbandonedJobError):
+        message = "the worker running this job stopped (killed or lost) before the job finished"
+    return {"type": kind, "message": message[:2000], "status": status}
+
+
+class ModelWorker(SimpleWorker):
+    """SimpleWorker (jobs in this process) with heartbeats during jobs and published model names."""
+
+    job_class = RestrictedJob
+
+    def __init__(self, *args: Any, models_info: dict[str, Any], heartbeat_grace: int, **kwargs: Any):
+        kwargs.setdefault("log_job_description", False)  # a description could carry uploads: log job ids only
+        super().__init__(*args, **kwargs)
+        self.heartbeat_grace = heartbeat_grace
+        self._models_payload = json.dumps({**models_info, "worker": self.name, "queue": self.queue_names()[0]})
+        self._beat_stop: threading.Event | None = None
+        self._beat_thread: threading.Thread | None = None
+        self.push_exc_handler(self._record_error)
+
+    # Published models ---------------------------------------------------------------------------
+
+    @property
+    def models_key(self) -> str:
+        return queueing.models_key(self.name)
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        super().heartbeat(timeout, pipeline)
+        conn = pipeline if pipeline is not None else self.connection
+        conn.set(self.models_key, self._models_payload, ex=int(timeout or self.worker_ttl + 60))
+
+    def register_birth(self) -> None:
+        super().register_birth()
+        self.connection.set(self.models_key, self._models_payload, ex=self.worker_ttl + 60)
+
+    def register_death(self) -> None:
+        self.connection.delete(self.models_key)
+        super().register_death()
+
+    # Heartbeats while a job runs ----------------------------------------------------------------
+
+    def get_heartbeat_ttl(self, job: Job) -> int:
+        """How long the job's registry entry lives without the next heartbeat: the heartbeat interval
+        (or the job's remaining time, if shorter) plus the grace."""
+        interval = self.job_monitoring_interval
+        if job.timeout and job.timeout > 0:
+            interval = min(interval, max(1, int(job.timeout - self.current_job_working_time)))
+        return int(interval) + self.heartbeat_grace
+
+    def _beat(self, job: Job, stop: threading.Event, started: float) -> None:
+        limit = job.timeout + self.heartbeat_grace if job.timeout and job.timeout > 0 else None
+        while not stop.wait(self.job_monitoring_interval):
+            elapsed = time.monotonic() - started
+            if limit is not None and elapsed > limit:
+                log.error(
+                    "job %s overran its timeout (%s s) by more than %s s: no more heartbeats, so that a "
+                    "maintenance pass can recover it",
+                    job.id,
+                    job.timeout,
+                    self.heartbeat_grace,
+                    extra={"event": "job_stuck", "job_id": job.id, "worker": self.name},
+                )
+                return
+            try:
+                self.set_current_job_working_time(elapsed)
+                self.maintain_heartbeats(job)
+            except Exception as e:  # Redis down for a moment: keep trying, the job itself goes on
+                log.warning("heartbeat for job %s failed: %s", job.id, e, extra={"job_id": job.id})
+
+    def _stop_beat(self) -> None:
+        if self._beat_stop is not None:
+            self._beat_stop.set()
+        if self._beat_thread is not None and self._beat_thread is not threading.current_thread():
+            self._beat_thread.join(timeout=30)
+        self._beat_stop = self._beat_thread = None
+
+    def handle_execution_ended(self, job: Job, queue: Any, heartbeat_ttl: int) -> None:
+        self._stop_beat()  # before RQ records the outcome: no heartbeat may race with the cleanup
+        super().handle_execution_ended(job, queue, heartbeat_ttl)
+
+    def execute_job(self, job: Job, queue: Any) -> None:
+        self.prepare_execution(job)
+        started = time.monotonic()
+        self._beat_stop = threading.Event()
+        self._beat_thread = threading.Thread(
+            target=self._beat, args=(job, self._beat_stop, started), name=f"heartbeat-{job.id}", daemon=True
+        )
+        self._beat_thread.start()
+        meta = job.meta or {}
+        fields = {"job_id": job.id, "func": meta.get("kind") or job.func_name, "worker": self.name}
+        log.info("job %s started", job.id, extra={"event": "job_started", **fields})
+        try:
+            ok = self.perform_job(job, queue)
+        finally:
+            self._stop_beat()
+        duration = round(time.monotonic() - started, 3)
+        status = job.get_status(refresh=False)
+        status_text = getattr(status, "value", str(status))
+        level = logging.INFO if ok else logging.WARNING
+        error = (job.meta or {}).get("error") if not ok else None
+        extra = {"event": "job_finished" if ok else "job_failed", "duration_s": duration, "status": status_text}
+        if error:
+            extra.update(error_type=error.get("type"), error=error.get("message"))
+        if not ok:
+            extra["retries_left"] = job.retries_left or 0
+        log.log(level, "job %s %s in %.3f s", job.id, status_text, duration, extra={**extra, **fields})
+        self.set_state(WorkerStatus.IDLE)
+
+    # Failures -----------------------------------------------------------------------------------
+
+    def handle_exception(self, job: Job, *exc_info: Any) -> None:
+        """Bad input is the client's error, not the worker's: no traceback at error level for it (the
+        job_failed line carries its message); everything else goes through RQ's logging."""
+        if isinstance(exc_info[1], JobInputError | UnknownModelError):
+            for handler in self._exc_handlers:
+                if handler(job, *exc_info) is False:
+                    break
+            return
+        super().handle_exception(job, *exc_info)
+
+    def _record_error(self, job: Job, exc_type: Any, exc_value: BaseException | None, tb: Any) -> bool:
+        """Exception handler: store the error in job.meta["error"] for the API, and cancel retries for
+        errors that would recur. Also called by maintenance for jobs abandoned by a dead worker."""
+        if exc_value is None and isinstance(exc_type, type):
+            exc_value = exc_type()
+        if exc_value is None:
+            return True
+        if isinstance(exc_value, NOT_RETRIED):
+            job.retries_left = 0
+        try:
+            job.meta["error"] = _error_info(exc_value)
+            job.save_meta()
+        except Exception as e:  # never let bookkeeping hide the failure itself
+            log.warning("could not store the error of job %s: %s", job.id, e, extra={"job_id": job.id})
+        return True
+
+
+# Logging ----------------------------------------------------------------------------------------
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_LOG_FIELDS = (
+    "event",
+    "job_id",
+    "func",
+    "queue",
+    "worker",
+    "status",
+    "duration_s",
+    "error_type",
+    "error",
+    "retries_left",
+    "models",
+    "failed",
+    "device",
+)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg and the known structured fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        obj: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": _ANSI.sub("", record.getMessage()),
+        }
+        for name in _LOG_FIELDS:
+            if name in record.__dict__:
+                obj[name] = record.__dict__[name]
+        if record.exc_info:
+            obj["exc"] = self.formatException(record.exc_info)
+        return json.dumps(obj, default=str)
+
+
+def setup_logging(fmt: str, level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+# Command line -----------------------------------------------------------------------------------
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise SystemExit(f"error: {name} must be a whole number of seconds, got {value!r}") from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m worker",
+        description=(
+            "RQ worker for the VRNN service: loads every checkpoint of CHECKPOINT_DIR once, then runs the jobs "
+            "of worker.jobs from the queue in this process (JSON serializer, no fork per job)."
+        ),
+        epilog=(
+            "environment: REDIS_URL, QUEUE_NAME, CHECKPOINT_DIR, DEVICE (auto|cpu|cuda), DEFAULT_SPEECH_MODEL, "
+            "DEFAULT_HANDWRITING_MODEL, WORKER_MAINTENANCE_S, WORKER_HEARTBEAT_S, WORKER_HEARTBEAT_GRACE_S, "
+            "WORKER_NAME, LOG_FORMAT (json|text), LOG_LEVEL. Options override them. Exit status: 0 done, "
+            "1 no checkpoint loaded or Redis unreachable, 2 bad arguments."
+        ),
+    )
+    p.add_argument("--burst", action="store_true", help="process the queued jobs, then exit")
+    p.add_argument("--redis-url", default=os.environ.get("REDIS_URL"), help="default: REDIS_URL")
+    p.add_argument("--queue", default=queueing.queue_name(), help="queue name (default: QUEUE_NAME or 'vrnn')")
+    p.add_argument(
+        "--checkpoints", default=os.environ.get("CHECKPOINT_DIR") or "checkpoints", help="default: CHECKPOINT_DIR"
+    )
+    p.add_argument(
+        "--device", default=os.environ.get("DEVICE") or "auto", choices=("auto", "cpu", "cuda"), help="default: DEVICE"
+    )
+    p.add_argument("--name", default=os.environ.get("WORKER_NAME"), help="worker name (default: host.pid.random)")
+    p.add_argument(
+        "--maintenance-interval",
+        type=_positive,
+        default=_env_int("WORKER_MAINTENANCE_S", DEFAULT_MAINTENANCE_S),
+        metavar="S",
+        help="seconds between maintenance passes that recover abandoned jobs (default: %(default)s)",
+    )
+    p.add_argument(
+        "--heartbeat",
+        type=_positive,
+        default=_env_int("WORKER_HEARTBEAT_S", DEFAULT_HEARTBEAT_S),
+        metavar="S",
+        help="seconds between heartbeats while a job runs (default: %(default)s)",
+    )
+    p.add_argument(
+        "--heartbeat-grace",
+        type=_positive,
+        default=_env_int("WORKER_HEARTBEAT_GRACE_S", DEFAULT_HEARTBEAT_GRACE_S),
+        metavar="S",
+        help="a running job counts as abandoned this long after its last heartbeat is due (default: %(default)s)",
+    )
+    p.add_argument(
+        "--allow-function",
+        action="append",
+        default=[],
+        metavar="MODULE.FUNC",
+        help="also run this function (repeatable; for tests and extensions)",
+    )
+    p.add_argument("--log-format", choices=("json", "text"), default=os.environ.get("LOG_FORMAT") or "json")
+    p.add_argument("--log-level", default=os.environ.get("LOG_LEVEL") or "INFO")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_format, args.log_level)
+    if not args.redis_url:
+        log.error("no Redis URL: set REDIS_URL or pass --redis-url (e.g. redis://localhost:6379/0)")
+        return 2
+
+    from .cache import ModelCache, set_cache
+
+    started = time.monotonic()
+    try:
+        cache = ModelCache(args.checkpoints, args.device)
+    except ValueError as e:
+        log.error("%s", e)
+        return 2
+    set_cache(cache)  # the job functions use the process-wide cache: this one
+    info = {
+        "models": cache.names,
+        "failed": sorted(cache.failed),
+        "defaults": cache.defaults,
+        "device": cache.device,
+        "hostname": socket.gethostname(),
+        "pid": os.getpid(),
+    }
+    log.info(
+        "loaded %d checkpoint(s) from %s in %.1f s (%d failed)",
+        len(cache),
+        args.checkpoints,
+        time.monotonic() - started,
+        len(cache.failed),
+        extra={"event": "models_loaded", "models": cache.names, "failed": cache.failed, "device": cache.device},
+    )
+    if not len(cache):
+        log.error("no checkpoint could be loaded from %s: nothing to serve", args.checkpoints)
+        return 1
+
+    if args.allow_function:
+        RestrictedJob.allowed_functions = RestrictedJob.allowed_functions | frozenset(args.allow_function)
+
+    conn = queueing.connect(args.redis_url)
+    try:
+        conn.ping()
+    except Exception as e:
+        log.error("cannot reach Redis at %s: %s", _redact(args.redis_url), e)
+        return 1
+    name = args.name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
+    worker = ModelWorker(
+        [args.queue],
+        name=name,
+        connection=conn,
+        serializer=queueing.SERIALIZER,
+        job_class=RestrictedJob,
+        maintenance_interval=args.maintenance_interval,
+        # RQ blocks on the queue for worker_ttl - 15 s between maintenance checks: make that the interval.
+        worker_ttl=args.maintenance_interval + 15,
+        job_monitoring_interval=args.heartbeat,
+        models_info=info,
+        heartbeat_grace=args.heartbeat_grace,
+    )
+    log.info(
+        "worker %s listening on queue %s (burst=%s)",
+        name,
+        args.queue,
+        args.burst,
+        extra={"event": "worker_started", "worker": name, "queue": args.queue},
+    )
+    try:
+        worker.work(burst=args.burst, logging_level=args.log_level.upper())
+    except ValueError as e:  # e.g. "There exists an active worker named ... already"
+        log.error("worker %s could not start: %s", name, e)
+        return 1
+    log.info("worker %s stopped", name, extra={"event": "worker_stopped", "worker": name})
+    return 0
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"//[^@/]*@", "//***@", url)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

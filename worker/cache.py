@@ -1,0 +1,290 @@
+"""The checkpoint cache: every checkpoint of a folder loaded once, kept in memory, served by name.
+
+    cache = ModelCache("checkpoints", device="auto")   # loads NAME.safetensors + NAME.json, all of them
+    model, meta, name = cache.get(None, "speech")      # the speech default
+    with cache.lock(name):                             # one inference at a time per model
+        ...
+    cache.describe()                                   # {"models": [...], "failed": {name: message}, ...}
+
+A checkpoint that fails to load (missing JSON, truncated weights, bad metadata) is recorded in
+`failed` with its error and the others keep serving. Models are named by file stem. Defaults per
+modality: DEFAULT_SPEECH_MODEL / DEFAULT_HANDWRITING_MODEL, else the first loaded (by file name).
+
+`get_cache()` is the process-wide cache the job functions use: created on first use from
+CHECKPOINT_DIR (default "checkpoints") and DEVICE (default "auto": CUDA when PyTorch sees a GPU).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import limits
+from .errors import JobInputError, UnknownModelError
+
+log = logging.getLogger("worker.cache")
+
+MODALITIES = ("speech", "handwriting")
+DEFAULT_ENV = {"speech": "DEFAULT_SPEECH_MODEL", "handwriting": "DEFAULT_HANDWRITING_MODEL"}
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# Files beside checkpoints that are not checkpoints: the trainer's resume state and temporaries.
+SKIPPED_SUFFIXES = (".resume.safetensors", ".tmp.safetensors")
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    model: Any  # model.VRNN, in eval mode on the cache's device
+    meta: dict[str, Any]
+    path: Path
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def modality(self) -> str:
+        return self.meta["config"]["modality"]
+
+    @property
+    def has_latent(self) -> bool:
+        return bool(self.model.config.has_latent)
+
+
+class ModelCache:
+    """Every checkpoint in `directory`, loaded once on `device` ("auto", "cpu" or "cuda")."""
+
+    def __init__(
+        self,
+        directory: str | Path,
+        device: str = "auto",
+        default_speech: str | None = None,
+        default_handwriting: str | None = None,
+    ):
+        from model.sample import SampleError, pick_device
+
+        self.directory = Path(directory)
+        try:
+            self.device = pick_device(device)
+        except SampleError as e:
+            raise ValueError(f"DEVICE: {e}") from None
+        self._models: dict[str, LoadedModel] = {}
+        self.failed: dict[str, str] = {}
+        self.warnings: list[str] = []
+        self._load_all()
+        wanted = {
+            "speech": default_speech or os.environ.get(DEFAULT_ENV["speech"]) or None,
+            "handwriting": default_handwriting or os.environ.get(DEFAULT_ENV["handwriting"]) or None,
+        }
+        self.defaults: dict[str, str | None] = {m: self._pick_default(m, wanted[m]) for m in MODALITIES}
+
+    # Loading ------------------------------------------------------------------------------------
+
+    def _load_all(self) -> None:
+        from model.sample import load
+
+        if not self.directory.is_dir():
+            self.warnings.append(f"checkpoint directory {self.directory} does not exist")
+            log.warning("checkpoint directory %s does not exist: no models loaded", self.directory)
+            return
+        weights = sorted(
+            p for p in self.directory.glob("*.safetensors") if not p.name.endswith(SKIPPED_SUFFIXES) and p.is_file()
+        )
+        for path in weights:
+            name = path.stem
+            if not (NAME_PATTERN.fullmatch(name) and len(name) <= limits.MAX_MODEL_NAME_CHARS):
+                self.failed[name] = (
+                    f"{path}: the file name is not a usable model name; rename it to letters, digits, '.', '_' "
+                    f"and '-' (at most {limits.MAX_MODEL_NAME_CHARS} characters)"
+                )
+                continue
+            try:
+                model, meta = load(path, device=self.device)
+            except Exception as e:  # one bad file must not stop the others, whatever it raises
+                message = str(e) or type(e).__name__
+                if str(path) not in message:
+                    message = f"{path}: {message}"
+                self.failed[name] = message
+                log.error("checkpoint %s failed to load: %s", name, message)
+                continue
+            self._models[name] = LoadedModel(name, model, meta, path)
+            log.info(
+                "loaded checkpoint %s (%s %s, %s) on %s",
+                name,
+                meta["config"]["modality"],
+                meta.get("name", model.config.name),
+                f"{meta.get('params', 0):,} parameters",
+                self.device,
+            )
+        # A checkpoint's JSON without its weights is a broken checkpoint too (other JSON files are ignored).
+        for meta_path in sorted(self.directory.glob("*.json")):
+            name = meta_path.stem
+            known = name in self._models or name in self.failed or "." in name
+            if known or meta_path.with_suffix(".safetensors").exists():
+                continue
+            if _looks_like_checkpoint_json(meta_path):
+                weights = meta_path.with_suffix(".safetensors")
+                self.failed[name] = f"{weights}: missing (the JSON has no weights beside it)"
+                log.error("checkpoint %s failed to load: %s", name, self.failed[name])
+
+    def _pick_default(self, modality: str, wanted: str | None) -> str | None:
+        if wanted:
+            entry = self._models.get(wanted)
+            if entry is not None and entry.modality == modality:
+                return wanted
+            why = "is not loaded" if entry is None else f"is a {entry.modality} model"
+            if wanted in self.failed:
+                why = f"failed to load ({self.failed[wanted]})"
+            message = f"{DEFAULT_ENV[modality]}={wanted} {why}; using the first {modality} model instead"
+            self.warnings.append(message)
+            log.warning(message)
+        for name, entry in self._models.items():
+            if entry.modality == modality:
+                return name
+        return None
+
+    # Access -------------------------------------------------------------------------------------
+
+    @property
+    def names(self) -> list[str]:
+        """Loaded model names, in load order (sorted by file name)."""
+        return list(self._models)
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._models
+
+    def get(self, name: str | None = None, modality: str | None = None, latent: bool = False) -> tuple[Any, dict, str]:
+        """-> (model, metadata, name). `name` None picks the default of `modality` (with `latent`, the
+        default if it has latent variables, else the first loaded model of that modality that has).
+
+        Raises UnknownModelError (no such model, or none of that modality) and JobInputError (a model
+        of the other modality, a name that is not a string, an RNN where latent variables are needed)."""
+        if modality is not None and modality not in MODALITIES:
+            raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+        if name is None:
+            if modality is None:
+                raise ValueError("give a model name or a modality")
+            entry = self._default_entry(modality, latent)
+            return entry.model, entry.meta, entry.name
+        if not isinstance(name, str) or not name:
+            raise JobInputError(f"model must be a checkpoint name (a non-empty string), got {name!r}")
+        entry = self._models.get(name)
+        if entry is None:
+            shown = name if len(name) <= limits.MAX_MODEL_NAME_CHARS else name[: limits.MAX_MODEL_NAME_CHARS] + "..."
+            if name in self.failed:
+                raise UnknownModelError(f"model {shown!r} is not available: it failed to load ({self.failed[name]})")
+            raise UnknownModelError(f"no model named {shown!r}; {self._choices(modality)}")
+        if modality is not None and entry.modality != modality:
+            raise JobInputError(
+                f"model {name!r} is a {entry.modality} model, not a {modality} one; {self._choices(modality)}"
+            )
+        if latent and not entry.has_latent:
+            raise JobInputError(
+                f"model {name!r} ({entry.model.config.name}) has no latent variables to analyse; "
+                f"pick a VRNN or VRNN-I model: {self._choices(modality or entry.modality, latent=True)}"
+            )
+        return entry.model, entry.meta, entry.name
+
+    def _default_entry(self, modality: str, latent: bool) -> LoadedModel:
+        default = self.defaults.get(modality)
+        if default is not None and (not latent or self._models[default].has_latent):
+            return self._models[default]
+        for entry in self._models.values():
+            if entry.modality == modality and (not latent or entry.has_latent):
+                return entry
+        what = f"{modality} model with latent variables (VRNN or VRNN-I)" if latent else f"{modality} model"
+        failed = list(self.failed)
+        extra = f" ({len(failed)} checkpoint(s) failed to load: {', '.join(failed)})" if failed else ""
+        raise UnknownModelError(f"no {what} is loaded from {self.directory}{extra}")
+
+    def _choices(self, modality: str | None, latent: bool = False) -> str:
+        names = [
+            n
+            for n, e in self._models.items()
+            if (modality is None or e.modality == modality) and (not latent or e.has_latent)
+        ]
+        kind = f"{modality} models" if modality else "models"
+        return f"the loaded {kind} are {', '.join(names)}" if names else f"no {kind} are loaded"
+
+    def lock(self, name: str) -> threading.Lock:
+        """The inference lock of a loaded model: hold it while the model runs (a thread pool may call
+        the job functions concurrently; one model's modules are not re-entrant-safe to share)."""
+        try:
+            return self._models[name].lock
+        except KeyError:
+            raise UnknownModelError(f"no model named {name!r}") from None
+
+    def entry(self, name: str) -> LoadedModel:
+        try:
+            return self._models[name]
+        except KeyError:
+            raise UnknownModelError(f"no model named {name!r}") from None
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-safe metadata of every loaded model, the load failures, the defaults and the device."""
+        models = []
+        for name, e in self._models.items():
+            meta, cfg = e.meta, e.meta["config"]
+            models.append(
+                {
+                    "name": name,
+                    "display_name": meta.get("name", e.model.config.name),
+                    "modality": cfg["modality"],
+                    "family": cfg["family"],
+                    "output": cfg["output"],
+                    "latent": e.has_latent,
+                    "sample_rate": meta.get("sample_rate") if cfg["modality"] == "speech" else None,
+                    "frame_size": meta.get("frame_size", cfg["x_dim"]),
+                    "params": meta.get("params"),
+                    "metrics": meta.get("metrics", {}),
+                    "dataset": meta.get("dataset", {}),
+                    "created": meta.get("created"),
+                    "default": self.defaults.get(cfg["modality"]) == name,
+                }
+            )
+        return {
+            "models": models,
+            "failed": dict(self.failed),
+            "defaults": dict(self.defaults),
+            "device": self.device,
+        }
+
+
+def _looks_like_checkpoint_json(path: Path) -> bool:
+    import json
+
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(obj, dict) and isinstance(obj.get("config"), dict) and "format_version" in obj
+
+
+# The process-wide cache ----------------------------------------------------------------------------
+
+_cache: ModelCache | None = None
+_cache_lock = threading.Lock()
+
+
+def get_cache() -> ModelCache:
+    """The process's cache, created once (thread-safe) from CHECKPOINT_DIR and DEVICE."""
+    global _cache
+    if _cache is None:
+        with _cache_lock:
+            if _cache is None:
+                directory = os.environ.get("CHECKPOINT_DIR") or "checkpoints"
+                _cache = ModelCache(directory, os.environ.get("DEVICE") or "auto")
+    return _cache
+
+
+def set_cache(cache: ModelCache | None) -> None:
+    """Install `cache` as the process-wide one (None: the next `get_cache()` loads afresh). For the worker's
+    start-up and for tests."""
+    global _cache
+    with _cache_lock:
+        _cache = cache

@@ -1,0 +1,522 @@
+"""The job functions: JSON-safe dict in, JSON-safe dict out (docs/SERVICE.md is the contract).
+
+RQ imports them by name (`worker.jobs.generate_speech`, ...); the API's embedded mode calls the same
+functions in-process, possibly from a thread pool (each model runs under its own lock).
+
+A result is `{"media_type", "headers", "body_b64"}` (WAV, SVG, PNG) or `{"media_type":
+"application/json", "headers", "json"}`. Bad input raises `JobInputError` (the API answers 422;
+its subclasses `InputTooLargeError` and `UnsupportedMediaError` may become 413 and 415), an unknown
+model `UnknownModelError` (404); anything else is a server fault. Uploads are decoded in memory,
+never written to disk. Bounds live in `worker.limits`.
+
+Determinism: generation with the same parameters and seed gives byte-identical bodies (on the same
+device); `score` and `analyze_latent` take no seed and always give the same numbers for the same input
+(the IS draws use a fixed seed, the analysis uses posterior means).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import re
+import secrets
+import threading
+from pathlib import PurePath
+from typing import Any
+
+import numpy as np
+
+from . import limits
+from .cache import get_cache
+from .errors import InputTooLargeError, JobInputError, UnsupportedMediaError
+
+DEFAULT_DURATION_S = 2.0  # DESIGN.md's default for /generate/speech
+DEFAULT_STEPS = 700  # about one IAM-OnDB line (DESIGN.md)
+DEFAULT_NUM_SAMPLES = 40  # the paper's K for the IS estimate
+DEFAULT_COLOR = "#1a1a1a"
+DEFAULT_STROKE_WIDTH = 2.0
+SCORE_SEED = 0  # the IS draws of `score` are seeded, so the same input always gets the same numbers
+
+SPEECH_SUFFIXES = (".wav", ".wave", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".au", ".snd")
+HANDWRITING_SUFFIXES = (".xml", ".json", ".npy")
+SPEECH_MAGIC = (b"RIFF", b"RF64", b"fLaC", b"OggS", b"FORM", b".snd", b"NIST_1A")
+SPEECH_MEDIA = "WAV or FLAC audio"
+HANDWRITING_MEDIA = "IAM-OnDB lineStrokes XML or JSON strokes [[[x, y], ...], ...]"
+
+PARAMS = {
+    "generate_speech": ("model", "duration_s", "seed", "temperature", "mean", "prime_b64"),
+    "generate_handwriting": (
+        "model",
+        "steps",
+        "seed",
+        "bias",
+        "temperature",
+        "prime_b64",
+        "stroke_width",
+        "color",
+        "format",
+    ),
+    "score": ("model", "num_samples", "data_b64", "filename"),
+    "analyze_latent": ("model", "data_b64", "filename", "format"),
+    "list_models": (),
+}
+
+_render_lock = threading.Lock()  # matplotlib's global state (fonts, rcParams) is not meant for threads
+
+
+# Parameters ----------------------------------------------------------------------------------------
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, str | int | float | bool | type(None)) else type(value).__name__
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _params(params: Any, job: str) -> dict[str, Any]:
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise JobInputError(f"{job}: parameters must be a JSON object, got {type(params).__name__}")
+    allowed = PARAMS[job]
+    unknown = sorted(str(k) for k in params if k not in allowed)
+    if unknown:
+        allowed_text = ", ".join(allowed) if allowed else "none"
+        raise JobInputError(f"{job}: unknown parameter(s) {', '.join(unknown)}; the parameters are: {allowed_text}")
+    return params
+
+
+def _range_text(lo: float, hi: float, lo_open: bool) -> str:
+    return f"above {lo:g} and at most {hi:g}" if lo_open else f"from {lo:g} to {hi:g}"
+
+
+def _number(p: dict[str, Any], key: str, default: float, lo: float, hi: float, lo_open: bool = False) -> float:
+    value = p.get(key)
+    if value is None:
+        return default
+    need = _range_text(lo, hi, lo_open)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise JobInputError(f"{key} must be a number {need}, got {_show(value)}")
+    try:
+        v = float(value)
+    except OverflowError:
+        v = math.inf
+    if not math.isfinite(v):
+        raise JobInputError(f"{key} must be a finite number {need}, got {_show(value)}")
+    if v < lo or (lo_open and v == lo) or v > hi:
+        raise JobInputError(f"{key} must be {need}, got {v:g}; pick a value in that range")
+    return v
+
+
+def _integer(p: dict[str, Any], key: str, default: int, lo: int, hi: int) -> int:
+    value = p.get(key)
+    if value is None:
+        return default
+    need = f"a whole number from {lo} to {hi}"
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer() and abs(value) < 2**53:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise JobInputError(f"{key} must be {need}, got {_show(value)}")
+    if not lo <= value <= hi:
+        raise JobInputError(f"{key} must be {need}, got {value}; pick a value in that range")
+    return value
+
+
+def _seed(p: dict[str, Any]) -> int:
+    value = p.get("seed")
+    if value is None:
+        return secrets.randbits(63)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise JobInputError(
+            f"seed must be a whole number from 0 to 2**63 - 1 (or null for a random one), got {_show(value)}"
+        )
+    if not 0 <= value <= limits.MAX_SEED:
+        raise JobInputError(f"seed must be from 0 to 2**63 - 1 = {limits.MAX_SEED}, got {value}")
+    return value
+
+
+def _bool(p: dict[str, Any], key: str, default: bool) -> bool:
+    value = p.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise JobInputError(f"{key} must be true or false, got {_show(value)}")
+    return value
+
+
+def _choice(p: dict[str, Any], key: str, choices: tuple[str, ...]) -> str:
+    value = p.get(key)
+    if value is None:
+        return choices[0]
+    if not isinstance(value, str) or value.lower() not in choices:
+        raise JobInputError(f"{key} must be one of {', '.join(repr(c) for c in choices)}, got {_show(value)}")
+    return value.lower()
+
+
+def _model_name(p: dict[str, Any]) -> str | None:
+    value = p.get("model")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise JobInputError(
+            f"model must be a checkpoint name such as 'speech-vrnn-gmm' (see /models), got {_show(value)}"
+        )
+    if len(value) > limits.MAX_MODEL_NAME_CHARS:
+        raise JobInputError(f"model names have at most {limits.MAX_MODEL_NAME_CHARS} characters; see /models")
+    return value.strip()
+
+
+def _filename(p: dict[str, Any]) -> str | None:
+    value = p.get("filename")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise JobInputError(f"filename must be a string such as 'speech.wav', got {_show(value)}")
+    name = PurePath(value.replace("\\", "/")).name  # a label and a suffix only: never opened
+    if len(name) > limits.MAX_FILENAME_CHARS:
+        raise JobInputError(f"filename has more than {limits.MAX_FILENAME_CHARS} characters; shorten it")
+    return name or None
+
+
+def _b64(p: dict[str, Any], key: str, required: bool) -> bytes | None:
+    value = p.get(key)
+    if value is None:
+        if required:
+            raise JobInputError(f"{key} is required: the file's bytes, base64-encoded")
+        return None
+    if not isinstance(value, str):
+        raise JobInputError(f"{key} must be a base64 string (the file's bytes, base64-encoded), got {_show(value)}")
+    text = value.strip()
+    if text.startswith("data:"):  # a data: URL, as a browser's FileReader gives
+        head, sep, text = text.partition(",")
+        if not sep or not head.endswith(";base64"):
+            raise JobInputError(f"{key}: a data: URL must be base64-encoded ('data:<type>;base64,<data>')")
+    text = "".join(text.split())
+    if len(text) > 4 * ((limits.MAX_UPLOAD_BYTES + 2) // 3):
+        raise InputTooLargeError(
+            f"{key}: the decoded file would be larger than {limits.MAX_UPLOAD_BYTES // (1024 * 1024)} MiB; "
+            "send a shorter recording or fewer strokes"
+        )
+    try:
+        data = base64.b64decode(text, validate=True)
+    except ValueError as e:  # binascii.Error, or non-ASCII text
+        raise JobInputError(
+            f"{key} is not valid base64 ({e}); send the file's bytes base64-encoded "
+            "(RFC 4648: A-Z, a-z, 0-9, '+', '/' and '=' padding)"
+        ) from None
+    if not data:
+        raise JobInputError(f"{key} is empty; send the file's bytes base64-encoded")
+    return data
+
+
+# Uploads -------------------------------------------------------------------------------------------
+
+
+def _sniff(data: bytes) -> str | None:
+    """The modality a file's first bytes suggest, or None."""
+    if data.startswith(SPEECH_MAGIC):
+        return "speech"
+    if data.startswith(b"\x93NUMPY"):
+        return "handwriting"
+    head = data[:64].lstrip(b"\xef\xbb\xbf \t\r\n")
+    if head[:1] in (b"<", b"[", b"{"):
+        return "handwriting"
+    return None
+
+
+def _suffix_modality(filename: str | None) -> str | None:
+    suffix = PurePath(filename).suffix.lower() if filename else ""
+    if suffix in SPEECH_SUFFIXES:
+        return "speech"
+    if suffix in HANDWRITING_SUFFIXES:
+        return "handwriting"
+    return None
+
+
+def _media(modality: str) -> str:
+    return SPEECH_MEDIA if modality == "speech" else HANDWRITING_MEDIA
+
+
+def _data_modality(data: bytes, filename: str | None) -> str:
+    """Which modality an upload is (for picking the default model): its suffix, else its content."""
+    modality = _suffix_modality(filename) or _sniff(data)
+    if modality is None:
+        what = f"{filename!r}" if filename else "the uploaded data"
+        raise UnsupportedMediaError(
+            f"{what} is neither speech audio nor handwriting; upload {SPEECH_MEDIA} (speech) or "
+            f"{HANDWRITING_MEDIA} (handwriting)"
+        )
+    return modality
+
+
+def _check_media(data: bytes, filename: str | None, modality: str, name: str) -> None:
+    """Refuse an upload that is clearly of the other modality than the model's."""
+    other = _suffix_modality(filename) or _sniff(data)
+    if other is not None and other != modality:
+        what = f"{filename!r}" if filename else "the uploaded data"
+        raise UnsupportedMediaError(
+            f"{what} looks like {other} but model {name!r} is a {modality} model; upload {_media(modality)}, "
+            f"or pick a {other} model (see /models)"
+        )
+
+
+def _check_audio_header(data: bytes, label: str) -> None:
+    """Refuse audio that is unreadable, too long or at an odd rate before decoding any of it."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(io.BytesIO(data))
+    except Exception as e:  # libsndfile raises its own RuntimeError subclass, or TypeError on odd input
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        detail = re.sub(r"^Error opening <[^>]*>: ", "", detail).rstrip(".")
+        raise UnsupportedMediaError(f"{label}: not a readable audio file ({detail}); upload {SPEECH_MEDIA}") from None
+    rate, frames = int(info.samplerate), int(info.frames)
+    if not limits.MIN_AUDIO_SAMPLE_RATE <= rate <= limits.MAX_AUDIO_SAMPLE_RATE:
+        raise JobInputError(
+            f"{label}: sample rate {rate} Hz is outside {limits.MIN_AUDIO_SAMPLE_RATE}.."
+            f"{limits.MAX_AUDIO_SAMPLE_RATE} Hz; upload a recording at a usual rate such as 16000 Hz"
+        )
+    seconds = frames / rate
+    if seconds > limits.MAX_AUDIO_SECONDS:
+        raise InputTooLargeError(
+            f"{label}: {seconds:.1f} s of audio is more than the {limits.MAX_AUDIO_SECONDS:g} s allowed; "
+            f"cut it to at most {limits.MAX_AUDIO_SECONDS:g} s"
+        )
+
+
+def _read_upload(meta: dict[str, Any], data: bytes, label: str) -> np.ndarray:
+    """Uploaded bytes -> raw (T, D) frames or offsets for the model of `meta`; everything in memory."""
+    from model.sample import SampleError, read_input
+
+    modality = meta["config"]["modality"]
+    if modality == "speech":
+        _check_audio_header(data, label)
+    try:
+        x = read_input(meta, data, label)
+    except SampleError as e:
+        text = str(e).rstrip(".")
+        raise JobInputError(f"{text}{' ' if text.endswith('?') else '; '}upload {_media(modality)}") from None
+    if modality == "handwriting" and len(x) > limits.MAX_HANDWRITING_POINTS:
+        raise InputTooLargeError(
+            f"{label}: {len(x)} pen points is more than the {limits.MAX_HANDWRITING_POINTS} allowed; send fewer strokes"
+        )
+    return x
+
+
+def _wrap(media_type: str, headers: dict[str, str], body: bytes | str) -> dict[str, Any]:
+    raw = body.encode("utf-8") if isinstance(body, str) else body
+    return {"media_type": media_type, "headers": headers, "body_b64": base64.b64encode(raw).decode("ascii")}
+
+
+def _json(headers: dict[str, str], obj: dict[str, Any]) -> dict[str, Any]:
+    return {"media_type": "application/json", "headers": headers, "json": obj}
+
+
+def _finite(x: float, what: str, name: str) -> float:
+    if not math.isfinite(x):
+        raise JobInputError(
+            f"model {name!r} gives a non-finite {what} for this input; the data is far outside what it was "
+            "trained on (check that it is speech audio or pen strokes of the usual scale)"
+        )
+    return float(x)
+
+
+def _round_list(values: Any, digits: int = 4) -> list:
+    return np.round(np.asarray(values, dtype=np.float64), digits).tolist()
+
+
+# Jobs ----------------------------------------------------------------------------------------------
+
+
+def generate_speech(params: dict[str, Any] | None) -> dict[str, Any]:
+    """Sample speech -> 16-bit PCM mono WAV at the model's rate, exactly duration_s long."""
+    from model.sample import generate, render_sample, sample_rate
+
+    p = _params(params, "generate_speech")
+    duration = _number(p, "duration_s", DEFAULT_DURATION_S, limits.MIN_DURATION_S, limits.MAX_DURATION_S)
+    seed = _seed(p)
+    temperature = _number(p, "temperature", 1.0, 0.0, limits.MAX_TEMPERATURE, lo_open=True)
+    mean = _bool(p, "mean", False)
+    prime_data = _b64(p, "prime_b64", required=False)
+    cache = get_cache()
+    model, meta, name = cache.get(_model_name(p), "speech")
+    prime = None
+    if prime_data is not None:
+        _check_media(prime_data, None, "speech", name)
+        prime = _read_upload(meta, prime_data, "the prime")
+    rate = sample_rate(meta)
+    with cache.lock(name):
+        raw = generate(model, meta, seconds=duration, seed=seed, temperature=temperature, mean=mean, prime=prime)[0]
+    wave = raw.reshape(-1)[: max(1, round(duration * rate))]
+    headers = {"X-Model": name, "X-Seed": str(seed), "X-Output": "mean" if mean else "sample"}
+    headers["X-Sample-Rate"] = str(rate)
+    return _wrap("audio/wav", headers, render_sample(meta, wave))
+
+
+def generate_handwriting(params: dict[str, Any] | None) -> dict[str, Any]:
+    """Sample a line of handwriting -> SVG, or with format "json" the raw pen offsets."""
+    from model import render
+    from model.sample import generate
+
+    p = _params(params, "generate_handwriting")
+    steps = _integer(p, "steps", DEFAULT_STEPS, limits.MIN_STEPS, limits.MAX_STEPS)
+    seed = _seed(p)
+    bias = _number(p, "bias", 0.0, 0.0, limits.MAX_BIAS)
+    temperature = _number(p, "temperature", 1.0, 0.0, limits.MAX_TEMPERATURE, lo_open=True)
+    stroke_width = _number(p, "stroke_width", DEFAULT_STROKE_WIDTH, 0.0, limits.MAX_STROKE_WIDTH, lo_open=True)
+    color = p.get("color")
+    try:
+        color = render.check_colour(DEFAULT_COLOR if color is None else color)
+    except ValueError as e:
+        raise JobInputError(str(e)) from None
+    fmt = _choice(p, "format", ("svg", "json"))
+    prime_data = _b64(p, "prime_b64", required=False)
+    cache = get_cache()
+    model, meta, name = cache.get(_model_name(p), "handwriting")
+    prime = None
+    if prime_data is not None:
+        _check_media(prime_data, None, "handwriting", name)
+        prime = _read_upload(meta, prime_data, "the prime")
+    with cache.lock(name):
+        raw = generate(model, meta, steps=steps, seed=seed, temperature=temperature, bias=bias, prime=prime)[0]
+    if not np.isfinite(raw).all():
+        raise FloatingPointError(f"model {name!r} produced non-finite pen offsets (seed {seed})")
+    headers = {"X-Model": name, "X-Seed": str(seed), "X-Output": "sample"}
+    if fmt == "json":
+        offsets = [[round(float(dx), 4), round(float(dy), 4), int(pen > 0.5)] for dx, dy, pen in raw]
+        return _json(
+            headers,
+            {
+                "model": name,
+                "seed": seed,
+                "output": "sample",
+                "steps": steps,
+                "columns": ["dx", "dy", "pen"],
+                "note": "offsets in input units, y up; pen = 1 on the last point of each stroke",
+                "offsets": offsets,
+            },
+        )
+    svg = render.handwriting_svg(raw, stroke_width=stroke_width, color=color)
+    return _wrap("image/svg+xml", headers, svg)
+
+
+def _upload_model(p: dict[str, Any], latent: bool = False) -> tuple[Any, dict[str, Any], str, bytes, str | None]:
+    """The model and the uploaded data of score/analyze_latent: the named model, else the default of the
+    data's modality."""
+    data = _b64(p, "data_b64", required=True)
+    assert data is not None
+    filename = _filename(p)
+    name = _model_name(p)
+    cache = get_cache()
+    if name is None:
+        model, meta, name = cache.get(None, _data_modality(data, filename), latent=latent)
+    else:
+        model, meta, name = cache.get(name, latent=latent)
+        _check_media(data, filename, meta["config"]["modality"], name)
+    return model, meta, name, data, filename
+
+
+def _normalised_tensor(meta: dict[str, Any], x_raw: np.ndarray, device: Any):
+    import torch
+
+    from model.sample import norm_stats
+
+    y = np.asarray(norm_stats(meta).preprocess(x_raw), dtype=np.float32)
+    return torch.as_tensor(y).unsqueeze(0).to(device)
+
+
+def score(params: dict[str, Any] | None) -> dict[str, Any]:
+    """ELBO and log-likelihood of an uploaded file: exact for RNNs, the IS estimate with num_samples draws
+    for VRNNs (ELBO = mean, log-likelihood = log-mean-exp of the same importance log-weights)."""
+    import torch
+
+    from model.sample import norm_stats
+
+    p = _params(params, "score")
+    k = _integer(p, "num_samples", DEFAULT_NUM_SAMPLES, limits.MIN_NUM_SAMPLES, limits.MAX_NUM_SAMPLES)
+    model, meta, name, data, filename = _upload_model(p)
+    x_raw = _read_upload(meta, data, filename or "the uploaded file")
+    cfg = model.config
+    exact = not cfg.has_latent
+    with get_cache().lock(name), torch.no_grad():
+        x = _normalised_tensor(meta, x_raw, model.device)
+        g = torch.Generator(device=model.device).manual_seed(SCORE_SEED)
+        out = model(x, generator=g)
+        per_frame = (-(out.nll + out.kl))[0].double().cpu().numpy()
+        if exact:
+            elbo = log_likelihood = float(out.elbo[0].double())
+        else:
+            g = torch.Generator(device=model.device).manual_seed(SCORE_SEED)
+            log_w = model.log_weights(x, None, num_samples=k, generator=g)[:, 0].double()
+            elbo = float(log_w.mean())
+            log_likelihood = float(torch.logsumexp(log_w, 0) - math.log(k))
+    frames = len(x_raw)
+    elbo = _finite(elbo, "ELBO", name)
+    log_likelihood = _finite(log_likelihood, "log-likelihood", name)
+    if not np.isfinite(per_frame).all():
+        _finite(math.nan, "per-frame ELBO", name)
+    jac = norm_stats(meta).log_jacobian_per_frame
+    result = {
+        "model": name,
+        "family": cfg.family,
+        "output": cfg.output,
+        "modality": cfg.modality,
+        "elbo": elbo,
+        "log_likelihood": log_likelihood,
+        "exact": exact,
+        "num_samples": 1 if exact else k,
+        "frames": frames,
+        "nats_per_frame": log_likelihood / frames,
+        "per_frame": _round_list(per_frame),
+        "space": "normalised",
+        "units": "nats per sequence (per_frame: nats per frame)",
+        "raw": {
+            "elbo": elbo + frames * jac,
+            "log_likelihood": log_likelihood + frames * jac,
+            "nats_per_frame": (log_likelihood + frames * jac) / frames,
+        },
+    }
+    return _json({"X-Model": name}, result)
+
+
+def analyze_latent(params: dict[str, Any] | None) -> dict[str, Any]:
+    """The paper's Figure 2 for an uploaded file: KL per step (and per latent dimension) and delta_t,
+    as JSON lists or, with format "png", the plot. Needs a VRNN or VRNN-I model."""
+    import torch
+
+    from model.sample import latent_png
+
+    p = _params(params, "analyze_latent")
+    fmt = _choice(p, "format", ("json", "png"))
+    model, meta, name, data, filename = _upload_model(p, latent=True)
+    x_raw = _read_upload(meta, data, filename or "the uploaded file")
+    with get_cache().lock(name), torch.no_grad():
+        analysis = model.analyze(_normalised_tensor(meta, x_raw, model.device))
+    headers = {"X-Model": name}
+    if fmt == "png":
+        with _render_lock:
+            png = latent_png(model, meta, analysis, x_raw, filename)
+        return _wrap("image/png", headers, png)
+    cfg = model.config
+    return _json(
+        headers,
+        {
+            "model": name,
+            "family": cfg.family,
+            "modality": cfg.modality,
+            "frames": len(x_raw),
+            "z_dim": cfg.z_dim,
+            "kl": _round_list(analysis.kl[0].cpu()),
+            "delta_mu": _round_list(analysis.delta_mu[0].cpu()),
+            "kl_per_dim": _round_list(analysis.kl_per_dim[0].cpu()),
+            "space": "normalised",
+            "units": "kl: nats per frame; delta_mu: squared distance of posterior means (latent units)",
+        },
+    )
+
+
+def list_models(params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Metadata of every loaded checkpoint, and the ones that failed to load."""
+    _params(params, "list_models")
+    return _json({}, get_cache().describe())

@@ -1,0 +1,183 @@
+"""The API's side of the RQ queue: enqueue jobs, see live workers, read a failed job's error.
+
+Imports neither torch nor `model` (the API process in Redis mode must not load torch): only redis and rq.
+
+    from worker import queueing
+    conn = queueing.connect(os.environ["REDIS_URL"])
+    queue = queueing.make_queue(conn)                        # QUEUE_NAME, default "vrnn"; JSON serializer
+    job_id = queueing.enqueue(queue, "generate_speech", {"duration_s": 2.0}, job_timeout=120,
+                              result_ttl=3600, failure_ttl=86400, retries=1)
+    job = queueing.fetch_job(conn, job_id)                   # rq.job.Job, or None when unknown/expired
+    job.get_status(); job.return_value()                     # the job function's result dict when finished
+    queueing.job_error(job)                                  # {"type", "message", "status"} when failed
+    queueing.live_workers(conn)                              # {worker name: {"models": [...], ...}}
+
+Every payload goes through RQ's `JSONSerializer`, never pickle, and the worker runs only the
+functions of `worker.jobs` (see `worker.__main__`), so whoever can write to Redis cannot make a
+worker unpickle data or call an arbitrary function.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from redis import Redis
+from rq import Queue, Retry
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+
+JOB_NAMES = ("generate_speech", "generate_handwriting", "score", "analyze_latent", "list_models")
+JOB_FUNCTIONS = {name: f"worker.jobs.{name}" for name in JOB_NAMES}
+DEFAULT_QUEUE = "vrnn"
+SERIALIZER = JSONSerializer
+# A live worker keeps "vrnn:worker:<worker name>:models" (a JSON object) alive with its heartbeat.
+MODELS_KEY_PREFIX = "vrnn:worker:"
+MODELS_KEY_SUFFIX = ":models"
+# The HTTP status the API should give a job that failed with each error type (see docs/SERVICE.md).
+ERROR_STATUS = {
+    "JobInputError": 422,
+    "InputTooLargeError": 413,
+    "UnsupportedMediaError": 415,
+    "UnknownModelError": 404,
+}
+
+
+def queue_name() -> str:
+    """QUEUE_NAME from the environment, else "vrnn"."""
+    return os.environ.get("QUEUE_NAME") or DEFAULT_QUEUE
+
+
+def connect(redis_url: str | None = None) -> Redis:
+    """A Redis client for `redis_url` (default: REDIS_URL). Raises ValueError when neither is given."""
+    url = redis_url or os.environ.get("REDIS_URL")
+    if not url:
+        raise ValueError("no Redis URL: set REDIS_URL (e.g. redis://localhost:6379/0)")
+    return Redis.from_url(url)
+
+
+def make_queue(connection: Redis, name: str | None = None) -> Queue:
+    """The job queue (`name`, default QUEUE_NAME or "vrnn") with RQ's JSON serializer."""
+    return Queue(name or queue_name(), connection=connection, serializer=SERIALIZER)
+
+
+def models_key(worker_name: str) -> str:
+    return f"{MODELS_KEY_PREFIX}{worker_name}{MODELS_KEY_SUFFIX}"
+
+
+def enqueue(
+    queue: Queue,
+    kind: str,
+    params: dict[str, Any] | None,
+    job_timeout: int,
+    result_ttl: int,
+    failure_ttl: int,
+    retries: int,
+    ttl: int | None = None,
+) -> str:
+    """Put one job function call on `queue` -> the job id.
+
+    kind:        one of JOB_NAMES (the function of `worker.jobs` to run), params: its JSON-safe dict.
+    job_timeout: seconds a worker lets the job run before it fails with JobTimeoutException.
+    result_ttl:  seconds a finished job's result is kept; failure_ttl: the same for a failed job.
+    retries:     extra attempts (RQ's `Retry(max=retries)`, re-enqueued at once) when an attempt fails for
+                 a reason other than the input: the worker dying, a CUDA or Redis error. Input errors
+                 (JobInputError, UnknownModelError) and timeouts are not retried: they would fail again.
+    ttl:         seconds the job may wait in the queue before RQ discards it (None: no limit).
+
+    A job whose worker is killed outright (SIGKILL, OOM killer, lost machine) stays in the queue's
+    StartedJobRegistry. The worker (`python -m worker`) refreshes that entry with its heartbeat every
+    `--heartbeat` seconds (10 by default), each time for `--heartbeat + --heartbeat-grace` seconds (10 + 60),
+    so without heartbeats the entry expires about 70 s after the worker died, whatever the job timeout.
+    The next maintenance pass of any live worker on the queue (every `--maintenance-interval`, WORKER_MAINTENANCE_S,
+    30 s by default; it runs while a worker is idle) then treats the job as abandoned: with retries left it is
+    re-enqueued (`retries_left` goes down by one) and another worker runs it from the start; without, it moves
+    to the FailedJobRegistry with RQ's AbandonedJobError, and `job_error(job)` reports it. So with the defaults
+    a killed worker's job is retried or failed within about 100 s, provided a live worker is idle at some point;
+    with no live worker at all it waits for one (the API's /readyz reports that no worker is up).
+    """
+    if kind not in JOB_FUNCTIONS:
+        raise ValueError(f"unknown job kind {kind!r}; one of {', '.join(JOB_NAMES)}")
+    if params is not None and not isinstance(params, dict):
+        raise TypeError(f"params must be a dict, got {type(params).__name__}")
+    for what, value in (("job_timeout", job_timeout), ("result_ttl", result_ttl), ("failure_ttl", failure_ttl)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{what} must be a positive number of seconds, got {value!r}")
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"retries must be a whole number >= 0, got {retries!r}")
+    job = queue.enqueue_call(
+        func=JOB_FUNCTIONS[kind],
+        args=(params or {},),
+        timeout=job_timeout,
+        result_ttl=result_ttl,
+        failure_ttl=failure_ttl,
+        ttl=ttl,
+        retry=Retry(max=retries) if retries > 0 else None,
+        description=kind,  # not the call's repr: that would copy base64 uploads into the job hash and logs
+        meta={"kind": kind},
+    )
+    return job.id
+
+
+def fetch_job(connection: Redis, job_id: str) -> Job | None:
+    """The job with this id (JSON serializer), or None when there is none (unknown, or expired)."""
+    try:
+        return Job.fetch(job_id, connection=connection, serializer=SERIALIZER)
+    except NoSuchJobError:
+        return None
+
+
+def job_error(job: Job) -> dict[str, Any] | None:
+    """Why a failed job failed -> {"type", "message", "status"} (the HTTP status the API should answer for
+    a synchronous call: 422/413/415 bad input, 404 unknown model, 504 timeout, 500 otherwise), or None
+    when the job has not failed (or no longer exists).
+
+    The worker stores the error in job.meta["error"]; a job abandoned by a dead worker gets it from the
+    maintenance pass that fails it. Without it (an abandoned job failed by a registry cleanup that some
+    other client triggered: RQ's registry `count`/`get_job_ids` clean up too) the error is read from the
+    job's latest result."""
+    try:
+        if job.get_status(refresh=True) != JobStatus.FAILED:
+            return None
+        error = job.get_meta(refresh=True).get("error")
+    except InvalidJobOperation:  # the job expired meanwhile
+        return None
+    if isinstance(error, dict) and "type" in error:
+        kind = str(error["type"])
+        return {
+            "type": kind,
+            "message": str(error.get("message", "")),
+            "status": int(error.get("status", ERROR_STATUS.get(kind, 500))),
+        }
+    result = job.latest_result()
+    text = (result.exc_string or "") if result is not None else ""
+    if "AbandonedJobError" in text:
+        message = "the worker running this job stopped (killed or lost) before the job finished"
+        return {"type": "AbandonedJobError", "message": message, "status": 500}
+    last = next((line for line in reversed(text.strip().splitlines()) if line.strip()), "")
+    kind, sep, message = last.partition(": ")
+    kind = kind.rsplit(".", 1)[-1].strip()
+    if sep and kind.isidentifier():
+        return {"type": kind, "message": message.strip(), "status": ERROR_STATUS.get(kind, 500)}
+    return {"type": "JobFailed", "message": "the job failed on the worker (see the worker's log)", "status": 500}
+
+
+def live_workers(connection: Redis, queue: str | None = None) -> dict[str, dict[str, Any]]:
+    """Workers that published their loaded models and whose heartbeat is recent -> {worker name: {"models":
+    [names], "failed": [names], "queue", "device", "hostname", "pid"}}; only those on `queue` if given."""
+    out: dict[str, dict[str, Any]] = {}
+    for key in connection.scan_iter(match=f"{MODELS_KEY_PREFIX}*{MODELS_KEY_SUFFIX}", count=100):
+        raw = connection.get(key)
+        if raw is None:
+            continue
+        try:
+            info = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if not isinstance(info, dict) or (queue is not None and info.get("queue") != queue):
+            continue
+        name = key.decode() if isinstance(key, bytes) else str(key)
+        out[name[len(MODELS_KEY_PREFIX) : -len(MODELS_KEY_SUFFIX)]] = info
+    return out
