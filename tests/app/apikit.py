@@ -41,36 +41,10 @@ def make_settings(checkpoint_dir: Path, **overrides):
 
 
 def write_checkpoint(path: Path, modality: str, family: str = "vrnn") -> Path:
-    """A freshly initialised tiny model, saved with the trainer's metadata (as tests/model/test_sample.py)."""
-    import torch
+    """A freshly initialised tiny model, saved with the trainer's metadata."""
+    from tinyckpt import tiny_config, write_tiny_checkpoint
 
-    from model import ModelConfig, build_model, save_checkpoint
-    from model.data import NormStats
-
-    cfg = ModelConfig(
-        family=family,
-        output="gauss",
-        modality=modality,
-        x_dim=200 if modality == "speech" else 3,
-        z_dim=4,
-        h_dim=16,
-        mlp_layers=1,
-        mlp_width=16,
-        n_components=2,
-    )
-    torch.manual_seed(0)
-    if modality == "speech":
-        stats, extra = NormStats("speech", mean=0.0, std=0.1, frame_size=200), {"sample_rate": 16000}
-    else:
-        stats, extra = NormStats("handwriting", mean=0.0, std=4.0, frame_size=3, clip=60.0), {}
-    meta = {
-        "normalisation": stats.to_dict(),
-        "frame_size": cfg.x_dim,
-        "dataset": {"name": "api-test", "train": 1, "valid": 1, "test": 1},
-        "metrics": {"test_elbo": -1.0},
-        **extra,
-    }
-    return save_checkpoint(build_model(cfg), path, metadata=meta)
+    return write_tiny_checkpoint(path, tiny_config(modality, family), dataset="api-test")
 
 
 def write_checkpoints(directory: Path) -> Path:

@@ -64,35 +64,9 @@ def _browser_missing() -> str | None:
 
 
 def _write_checkpoint(path: Path, modality: str) -> None:
-    import torch
+    from tinyckpt import tiny_config, write_tiny_checkpoint
 
-    from model import ModelConfig, build_model, save_checkpoint
-    from model.data import NormStats
-
-    cfg = ModelConfig(
-        family="vrnn",
-        output="gauss",
-        modality=modality,
-        x_dim=200 if modality == "speech" else 3,
-        z_dim=4,
-        h_dim=16,
-        mlp_layers=1,
-        mlp_width=16,
-        n_components=2,
-    )
-    torch.manual_seed(0)
-    if modality == "speech":
-        stats, extra = NormStats("speech", mean=0.0, std=0.1, frame_size=200), {"sample_rate": 16000}
-    else:
-        stats, extra = NormStats("handwriting", mean=0.0, std=4.0, frame_size=3, clip=60.0), {}
-    meta = {
-        "normalisation": stats.to_dict(),
-        "frame_size": cfg.x_dim,
-        "dataset": {"name": "page-test", "train": 1, "valid": 1, "test": 1},
-        "metrics": {},
-        **extra,
-    }
-    save_checkpoint(build_model(cfg), path, metadata=meta)
+    write_tiny_checkpoint(path, tiny_config(modality), dataset="page-test")
 
 
 def _wav(path: Path, seconds: float = 0.5, rate: int = 16000) -> Path:

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from tinyckpt import tiny_config, write_tiny_checkpoint
 
 from model import ModelConfig, build_model, save_checkpoint
-from model.data import NormStats
 from model.render import wav_bytes
 from model.sample import (
     SampleError,
@@ -38,33 +38,11 @@ SVG = "{http://www.w3.org/2000/svg}"
 
 
 def small(modality: str, family: str = "vrnn") -> ModelConfig:
-    return ModelConfig(
-        family=family,
-        output="gmm",
-        modality=modality,
-        x_dim=200 if modality == "speech" else 3,
-        z_dim=4,
-        h_dim=16,
-        mlp_layers=1,
-        mlp_width=16,
-        n_components=2,
-    )
+    return tiny_config(modality, family, output="gmm")
 
 
 def write_checkpoint(path: Path, cfg: ModelConfig) -> Path:
-    torch.manual_seed(0)
-    if cfg.modality == "speech":
-        stats, extra = NormStats("speech", mean=0.0, std=0.1, frame_size=200), {"sample_rate": 16000}
-    else:
-        stats, extra = NormStats("handwriting", mean=0.0, std=4.0, frame_size=3, clip=60.0), {}
-    meta = {
-        "normalisation": stats.to_dict(),
-        "frame_size": cfg.x_dim,
-        "dataset": {"name": "unit-test", "train": 1, "valid": 1, "test": 1},
-        "metrics": {},
-        **extra,
-    }
-    return save_checkpoint(build_model(cfg), path, metadata=meta)
+    return write_tiny_checkpoint(path, cfg)
 
 
 @pytest.fixture(scope="module")

@@ -18,42 +18,15 @@ SPEECH, SPEECH_RNN, HAND = "speech-vrnn", "speech-rnn", "hand-vrnn"
 
 
 def small_config(modality: str, family: str = "vrnn", width: int = 16):
-    from model import ModelConfig
+    from tinyckpt import tiny_config
 
-    return ModelConfig(
-        family=family,
-        output="gmm",
-        modality=modality,
-        x_dim=200 if modality == "speech" else 3,
-        z_dim=4,
-        h_dim=width,
-        mlp_layers=1,
-        mlp_width=width,
-        n_components=2,
-    )
+    return tiny_config(modality, family, output="gmm", width=width)
 
 
 def write_checkpoint(path: Path, modality: str, family: str = "vrnn") -> Path:
-    """A freshly initialised tiny model saved as a checkpoint with the trainer's metadata."""
-    import torch
+    from tinyckpt import write_tiny_checkpoint
 
-    from model import build_model, save_checkpoint
-    from model.data import NormStats
-
-    torch.manual_seed(0)
-    if modality == "speech":
-        stats, extra = NormStats("speech", mean=0.0, std=0.1, frame_size=200), {"sample_rate": 16000}
-    else:
-        stats, extra = NormStats("handwriting", mean=0.0, std=4.0, frame_size=3, clip=60.0), {}
-    cfg = small_config(modality, family)
-    meta = {
-        "normalisation": stats.to_dict(),
-        "frame_size": cfg.x_dim,
-        "dataset": {"name": "unit-test", "train": 1, "valid": 1, "test": 1},
-        "metrics": {"test_elbo": -1.0},
-        **extra,
-    }
-    return save_checkpoint(build_model(cfg), path, metadata=meta)
+    return write_tiny_checkpoint(path, small_config(modality, family))
 
 
 def write_checkpoints(directory: Path) -> Path:
