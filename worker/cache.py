@@ -8,7 +8,7 @@
 
 A checkpoint that fails to load (missing JSON, truncated weights, bad metadata) is recorded in
 `failed` with its error and the others keep serving. Models are named by file stem. Defaults per
-modality: DEFAULT_SPEECH_MODEL / DEFAULT_HANDWRITING_MODEL, else the first loaded (by file name).
+modality: DEFAULT_SPEECH_MODEL / DEFAULT_HANDWRITING_MODEL, else a preferred VRNN (see `_pick_default`).
 
 `get_cache()` is the process-wide cache the job functions use: created on first use from
 CHECKPOINT_DIR (default "checkpoints") and DEVICE (default "auto": CUDA when PyTorch sees a GPU).
@@ -31,6 +31,7 @@ log = logging.getLogger("worker.cache")
 
 MODALITIES = ("speech", "handwriting")
 DEFAULT_ENV = {"speech": "DEFAULT_SPEECH_MODEL", "handwriting": "DEFAULT_HANDWRITING_MODEL"}
+PREFERRED = {"speech": "VRNN-Gauss", "handwriting": "VRNN-GMM"}
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # Files beside checkpoints that are not checkpoints: the trainer's resume state and temporaries.
 SKIPPED_SUFFIXES = (".resume.safetensors", ".tmp.safetensors")
@@ -130,6 +131,7 @@ class ModelCache:
                 log.error("checkpoint %s failed to load: %s", name, self.failed[name])
 
     def _pick_default(self, modality: str, wanted: str | None) -> str | None:
+        """The setting's model if it is loaded and of this modality, else a preferred one (below)."""
         if wanted:
             entry = self._models.get(wanted)
             if entry is not None and entry.modality == modality:
@@ -137,13 +139,19 @@ class ModelCache:
             why = "is not loaded" if entry is None else f"is a {entry.modality} model"
             if wanted in self.failed:
                 why = f"failed to load ({self.failed[wanted]})"
-            message = f"{DEFAULT_ENV[modality]}={wanted} {why}; using the first {modality} model instead"
+            message = f"{DEFAULT_ENV[modality]}={wanted} {why}; using the preferred {modality} model instead"
             self.warnings.append(message)
             log.warning(message)
-        for name, entry in self._models.items():
-            if entry.modality == modality:
-                return name
-        return None
+        candidates = [(name, entry) for name, entry in self._models.items() if entry.modality == modality]
+        if not candidates:
+            return None
+        # Without a setting, the paper's best sampler of the modality (VRNN-Gauss for speech, Section 5;
+        # VRNN-GMM for handwriting, Figure 4), else any VRNN, else the first model.
+        names = [entry.meta.get("name") for _, entry in candidates]
+        for preferred in (PREFERRED[modality], "VRNN-GMM", "VRNN-Gauss", "VRNN-I-GMM", "VRNN-I-Gauss"):
+            if preferred in names:
+                return candidates[names.index(preferred)][0]
+        return candidates[0][0]
 
     # Access -------------------------------------------------------------------------------------
 

@@ -42,9 +42,10 @@ def test_loads_every_checkpoint_with_defaults_and_description(good_dir: Path, mo
     cache = ModelCache(good_dir, device="cpu")
     assert cache.names == sorted([SPEECH, SPEECH_RNN, HAND])
     assert cache.failed == {}
-    assert cache.defaults == {"speech": SPEECH_RNN, "handwriting": HAND}  # the first loaded, by file name
+    # Without settings, a VRNN is preferred over the RNN that sorts first by file name.
+    assert cache.defaults == {"speech": SPEECH, "handwriting": HAND}
     model, meta, name = cache.get(None, "speech")
-    assert name == SPEECH_RNN and meta["config"]["family"] == "rnn" and not model.training
+    assert name == SPEECH and meta["config"]["family"] == "vrnn" and not model.training
     desc = cache.describe()
     assert desc["failed"] == {} and desc["device"] == "cpu"
     assert [m["name"] for m in desc["models"]] == cache.names
@@ -62,10 +63,12 @@ def test_default_models_from_the_environment(good_dir: Path, monkeypatch) -> Non
     monkeypatch.setenv("DEFAULT_SPEECH_MODEL", SPEECH)
     cache = ModelCache(good_dir, device="cpu")
     assert cache.get(None, "speech")[2] == SPEECH and cache.warnings == []
-    monkeypatch.setenv("DEFAULT_SPEECH_MODEL", HAND)  # the wrong modality: warned, the first speech model serves
+    monkeypatch.setenv("DEFAULT_SPEECH_MODEL", SPEECH_RNN)  # any loaded model of the modality may be chosen
+    assert ModelCache(good_dir, device="cpu").defaults["speech"] == SPEECH_RNN
+    monkeypatch.setenv("DEFAULT_SPEECH_MODEL", HAND)  # the wrong modality: warned, the preferred one serves
     monkeypatch.setenv("DEFAULT_HANDWRITING_MODEL", "nope")
     cache = ModelCache(good_dir, device="cpu")
-    assert cache.defaults == {"speech": SPEECH_RNN, "handwriting": HAND}
+    assert cache.defaults == {"speech": SPEECH, "handwriting": HAND}
     assert len(cache.warnings) == 2 and "DEFAULT_HANDWRITING_MODEL=nope is not loaded" in cache.warnings[1]
 
 
