@@ -5,6 +5,7 @@ Redis-mode tests can check that the API itself never imports it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -130,3 +131,28 @@ def wait_until(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90.
             pass
         time.sleep(0.2)
     raise AssertionError(f"{url} did not answer {status} in {timeout} s (last: {last}):\n{log.read_text()[-4000:]}")
+
+
+@contextlib.contextmanager
+def redis_db():
+    """A client of the API tests' database (13), emptied before and after. A file lock serialises its
+    users between concurrent test runs on this machine, which would otherwise empty each other's data."""
+    import fcntl
+    import tempfile
+
+    import pytest
+    import redis
+
+    conn = redis.Redis.from_url(REDIS_URL)
+    try:
+        conn.ping()
+    except redis.exceptions.ConnectionError:
+        pytest.skip(f"needs a Redis server at {REDIS_URL}")
+    with open(Path(tempfile.gettempdir()) / "vrnn-api-tests-redis-db13.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        conn.flushdb()  # database 13 only
+        try:
+            yield conn
+        finally:
+            conn.flushdb()
+            conn.close()

@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from apikit import HAND, REDIS_URL, ROOT, SPEECH, child_env, wav
+from apikit import HAND, REDIS_URL, ROOT, SPEECH, child_env, redis_db, wav
 from fastapi.testclient import TestClient
 
 from app.main import create_app
@@ -21,15 +21,8 @@ redis = pytest.importorskip("redis")
 
 @pytest.fixture()
 def db():
-    conn = redis.Redis.from_url(REDIS_URL)
-    try:
-        conn.ping()
-    except redis.exceptions.ConnectionError:
-        pytest.skip(f"needs a Redis server at {REDIS_URL}")
-    conn.flushdb()
-    yield conn
-    conn.flushdb()
-    conn.close()
+    with redis_db() as conn:
+        yield conn
 
 
 def redis_settings(checkpoint_dir, **overrides):

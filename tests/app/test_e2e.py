@@ -9,7 +9,19 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from apikit import HAND, REDIS_URL, SPEECH, child_env, free_port, start, stop, strokes_json, wait_until, wav
+from apikit import (
+    HAND,
+    REDIS_URL,
+    SPEECH,
+    child_env,
+    free_port,
+    redis_db,
+    start,
+    stop,
+    strokes_json,
+    wait_until,
+    wav,
+)
 
 httpx = pytest.importorskip("httpx")
 redis = pytest.importorskip("redis")
@@ -21,12 +33,11 @@ QUEUE = "vrnn-e2e"
 
 @pytest.fixture(scope="module")
 def servers(checkpoint_dir, tmp_path_factory):
-    conn = redis.Redis.from_url(REDIS_URL)
-    try:
-        conn.ping()
-    except redis.exceptions.ConnectionError:
-        pytest.skip(f"needs a Redis server at {REDIS_URL}")
-    conn.flushdb()
+    with redis_db():
+        yield from _servers(checkpoint_dir, tmp_path_factory)
+
+
+def _servers(checkpoint_dir, tmp_path_factory):
     logs = tmp_path_factory.mktemp("e2e-logs")
     ports = {"embedded": free_port(), "redis": free_port()}
     common = {"CHECKPOINT_DIR": str(checkpoint_dir), "EMBEDDED_WORKERS": "1"}
@@ -44,8 +55,6 @@ def servers(checkpoint_dir, tmp_path_factory):
     finally:
         for proc in procs.values():
             stop(proc)
-        conn.flushdb()
-        conn.close()
 
 
 def generate_all(base: str) -> dict[str, bytes]:
@@ -82,7 +91,12 @@ def test_redis_mode_jobs_errors_and_no_torch(servers):
         assert r.status_code == 202
         location = r.headers["location"]
         deadline = time.monotonic() + 30
-        while (state := c.get(location).json())["status"] not in ("finished", "failed"):
+        while True:
+            polled = c.get(location)
+            assert polled.status_code == 200, polled.text
+            state = polled.json()
+            if state["status"] in ("finished", "failed"):
+                break
             assert time.monotonic() < deadline, state
             time.sleep(0.1)
         assert state["status"] == "finished"
