@@ -209,7 +209,7 @@ def write_results(checkpoints: Path, out: Path, seed: int, curves_from: Path | N
         "```bash",
         "make setup",
         "scripts/train_checkpoints.sh runs/ckpt 2   # builds data/*-demo, trains every model (2 at a time)",
-        "cp runs/ckpt/*-*.safetensors runs/ckpt/*-*.json checkpoints/   # not the .resume.* files",
+        "for f in runs/ckpt/*.train.log; do n=${f%.train.log}; cp $n.safetensors $n.json checkpoints/; done",
         f"python -m model.results --checkpoints checkpoints --curves-from runs/ckpt --out {out} --seed {seed}",
         "python -m model.evaluate checkpoints/speech-*.safetensors --data data/speech-demo   # re-score",
         "```",
