@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 from typing import Any
 
 from fastapi import Request, Response
@@ -32,6 +33,18 @@ def prefers(request: Request) -> tuple[bool, float | None]:
                 with contextlib.suppress(ValueError):
                     wait = max(0.0, float(value.strip().strip('"')))
     return asynchronous, wait
+
+
+def client_id(request: Request, settings: Settings) -> str | None:
+    """Who submits, for MAX_JOBS_PER_CLIENT: the API key (hashed; RequireApiKey has checked it) when API_KEYS is
+    set, else the remote address. None (no cap) when the cap is off or the address is unknown."""
+    if settings.max_jobs_per_client <= 0:
+        return None
+    key = request.headers.get("x-api-key")
+    if settings.api_key_set and key:
+        return "key:" + hashlib.sha256(key.encode()).hexdigest()[:32]
+    host = request.client.host if request.client else None
+    return f"addr:{host}" if host else None
 
 
 def job_url(request: Request, job_id: str) -> str:
@@ -64,7 +77,7 @@ def result_response(result: dict[str, Any], job_id: str) -> Response:
 async def run_job(
     request: Request, backend: Backend, settings: Settings, metrics: Metrics, kind: str, params: dict[str, Any]
 ) -> Response:
-    job_id = await run_in_threadpool(backend.submit, kind, params)
+    job_id = await run_in_threadpool(backend.submit, kind, params, client_id(request, settings))
     metrics.submitted.labels(kind).inc()
     asynchronous, wait = prefers(request)
     if asynchronous:

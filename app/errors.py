@@ -1,7 +1,8 @@
 """Error answers: every error body is {"detail": "<what went wrong and what to change>"}.
 
 422 invalid input, 413 too large, 415 wrong media type, 401 no or wrong API key, 404 unknown model or
-job, 503 + Retry-After when the queue is full or nobody can run jobs. Bad input never gives a 500.
+job, 429 + Retry-After when the client has MAX_JOBS_PER_CLIENT jobs queued or running, 503 + Retry-After when
+the queue is full or nobody can run jobs. Bad input never gives a 500.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .backends import JobFailedError, QueueFullError, UnavailableError, UnknownJobError
+from .backends import ClientLimitError, JobFailedError, QueueFullError, UnavailableError, UnknownJobError
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,11 @@ def install(app: FastAPI, retry_after_s: int) -> None:
     @app.exception_handler(QueueFullError)
     async def queue_full(request: Request, exc: QueueFullError) -> JSONResponse:
         return error(503, f"the job queue is full ({exc}); retry later", retry_after(retry_after_s))
+
+    @app.exception_handler(ClientLimitError)
+    async def client_limit(request: Request, exc: ClientLimitError) -> JSONResponse:
+        detail = f"too many jobs at once: {exc} (MAX_JOBS_PER_CLIENT); wait for one to finish, then retry"
+        return error(429, detail, retry_after(retry_after_s))
 
     @app.exception_handler(UnavailableError)
     async def unavailable(request: Request, exc: UnavailableError) -> JSONResponse:

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from . import errors
 from .backends import make_backend
 from .bodylimit import BodyLimitMiddleware
-from .metrics import Metrics, MetricsMiddleware
+from .metrics import Metrics, MetricsMiddleware, configure_access_log
 from .routes import analyze, generate, health, jobs, models, page, score
 from .routes.page import STATIC_DIR
 from .settings import Settings, get_settings
@@ -31,6 +31,7 @@ are `{"detail": "..."}` saying what to change."""
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     metrics = Metrics()
+    configure_access_log(settings.log_level)  # app.access: one JSON line per request, with its X-Request-Id
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await run_in_threadpool(backend.start)  # embedded: loads every checkpoint once
         app.state.backend = backend
         metrics.queue_depth = backend.queue_depth
+        metrics.bind(backend)  # scrape-time gauges: running and failed jobs, workers
         log.info("serving in %s mode, checkpoints from %s", backend.mode, settings.checkpoint_dir)
         try:
             yield

@@ -1,38 +1,124 @@
-"""Prometheus metrics of one app instance (its own registry, so that tests can build several apps).
+"""Prometheus metrics, request ids and the access log of one app instance (its own registry, so that tests
+can build several apps).
 
 vrnn_http_requests_total{method, route, status}       requests answered, by route template
 vrnn_http_request_duration_seconds{method, route}      latency histogram
+vrnn_http_requests_in_progress                         requests being answered now
 vrnn_jobs_submitted_total{kind}                        jobs queued by this process
 vrnn_job_duration_seconds{kind, status}                run time of finished jobs (embedded: every
                                                        job; Redis mode: each job this process saw end)
-vrnn_queue_depth                                       jobs waiting to start, read at scrape time
+vrnn_job_failures_total{kind}                          failed jobs among those (any cause: bad input too)
+vrnn_job_retries_total{kind}                           extra attempts those jobs took (Redis mode; RQ's
+                                                       Retry: a worker error or a worker that died)
+vrnn_queue_depth                                       jobs waiting to start        } read from the backend
+vrnn_jobs_running                                      jobs started, not ended      } (RQ's registries in
+vrnn_jobs_failed_stored                                failed jobs still kept       }  Redis, or the thread
+vrnn_workers                                           job runners: live RQ workers }  pool) at scrape time
+                                                       on the queue, or the pool's threads
+vrnn_backend_up                                        1 when those reads worked (0: Redis unreachable)
+
+Every request gets an id: the client's `X-Request-Id` when it is a short token, else a fresh one. It is sent
+back in `X-Request-Id`, is in every line of the `app.access` log (one JSON object per request, with the job id
+of the answer when there is one), and in Redis mode goes into the job's meta (`request_id`), which the
+worker's log lines carry.
 """
 
 from __future__ import annotations
 
+import contextvars
+import json
+import logging
+import re
+import sys
 import time
+import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # Sync calls run jobs (up to SYNC_WAIT_S); the buckets reach past 30 s.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-JOB_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+JOB_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+REQUEST_ID_HEADER = "X-Request-Id"
+_REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")  # anything else is replaced, never logged
+_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("vrnn_request_id", default=None)
+
+access_log = logging.getLogger("app.access")
 
 
-class _QueueDepth:
-    def __init__(self, read: Callable[[], int]):
-        self.read = read
+def current_request_id() -> str | None:
+    """The id of the request being answered (also in the threads it runs work in), or None outside one."""
+    return _request_id.get()
+
+
+def request_id_from(value: str | None) -> str:
+    """The client's X-Request-Id when it is a short token of safe characters, else a fresh random id."""
+    if value and _REQUEST_ID_OK.match(value):
+        return value
+    return uuid.uuid4().hex
+
+
+class _BackendGauges:
+    """Gauges read from the backend at scrape time; a backend that cannot answer gives vrnn_backend_up 0."""
+
+    def __init__(self, metrics: Metrics):
+        self.metrics = metrics
 
     def describe(self):
-        yield GaugeMetricFamily("vrnn_queue_depth", "Jobs waiting to start.")
+        return []  # no describe: the registry must not read the backend when the collector is registered
 
     def collect(self):
-        yield GaugeMetricFamily("vrnn_queue_depth", "Jobs waiting to start.", value=self.read())
+        m = self.metrics
+        up = 1
+        try:
+            depth = int(m.queue_depth())
+        except Exception:
+            depth, up = 0, 0
+        values = {"running": 0, "failed": 0, "workers": 0}
+        if m.backend is not None:
+            try:
+                values.update(backend_counts(m.backend))
+            except Exception:
+                up = 0
+        yield GaugeMetricFamily("vrnn_queue_depth", "Jobs waiting to start.", value=depth)
+        yield GaugeMetricFamily("vrnn_jobs_running", "Jobs started and not ended.", value=values["running"])
+        yield GaugeMetricFamily(
+            "vrnn_jobs_failed_stored", "Failed jobs still kept (FAILURE_TTL_S).", value=values["failed"]
+        )
+        yield GaugeMetricFamily(
+            "vrnn_workers",
+            "Job runners: live RQ workers on the queue (Redis mode) or the thread pool's size (embedded).",
+            value=values["workers"],
+        )
+        yield GaugeMetricFamily("vrnn_backend_up", "1 when the job backend answered this scrape.", value=up)
+
+
+def backend_counts(backend: Any) -> dict[str, int]:
+    """{"running", "failed", "workers"} of a backend, read now. Redis mode reads the sizes of RQ's started and
+    failed registries directly (ZCARD: RQ's own `count` would also clean the registries up, moving abandoned
+    jobs, which is the workers' maintenance's job) and counts the workers whose heartbeat key is alive."""
+    if getattr(backend, "mode", None) == "redis":
+        conn, queue = backend.connection, backend.queue
+        with conn.pipeline(transaction=False) as pipe:
+            pipe.zcard(queue.started_job_registry.key)
+            pipe.zcard(queue.failed_job_registry.key)
+            running, failed = pipe.execute()
+        return {"running": int(running), "failed": int(failed), "workers": int(backend.live_workers())}
+    jobs = list(getattr(backend, "_jobs", {}).values())
+    pool_size = getattr(getattr(backend, "settings", None), "embedded_workers", 0)
+    return {
+        "running": sum(1 for j in jobs if j.status == "started"),
+        "failed": sum(1 for j in jobs if j.status == "failed"),
+        "workers": int(pool_size) if getattr(backend, "_pool", None) is not None else 0,
+    }
 
 
 class Metrics:
@@ -48,6 +134,9 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.in_progress = Gauge(
+            "vrnn_http_requests_in_progress", "HTTP requests being answered now.", registry=self.registry
+        )
         self.submitted = Counter("vrnn_jobs_submitted", "Jobs queued.", ["kind"], registry=self.registry)
         self.job_duration = Histogram(
             "vrnn_job_duration_seconds",
@@ -56,18 +145,81 @@ class Metrics:
             buckets=JOB_BUCKETS,
             registry=self.registry,
         )
+        self.job_failures = Counter(
+            "vrnn_job_failures", "Jobs that ended failed (bad input included).", ["kind"], registry=self.registry
+        )
+        self.job_retries = Counter(
+            "vrnn_job_retries", "Extra attempts of ended jobs (RQ retries).", ["kind"], registry=self.registry
+        )
         self.queue_depth: Callable[[], int] = lambda: 0
-        self.registry.register(_QueueDepth(lambda: self.queue_depth()))
+        self.backend: Any = None
+        self.registry.register(_BackendGauges(self))
 
-    def observe_job(self, kind: str, status: str, seconds: float) -> None:
-        self.job_duration.labels(kind or "unknown", status).observe(max(0.0, seconds))
+    def bind(self, backend: Any) -> None:
+        """Read the scrape-time gauges from this backend (called once it has started)."""
+        self.backend = backend
+        self.queue_depth = backend.queue_depth
+
+    def observe_job(self, kind: str, status: str, seconds: float, retries: int = 0) -> None:
+        kind = kind or "unknown"
+        self.job_duration.labels(kind, status).observe(max(0.0, seconds))
+        if status == "failed":
+            self.job_failures.labels(kind).inc()
+        if retries > 0:
+            self.job_retries.labels(kind).inc(retries)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
 
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg, and the request's fields when there are."""
+
+    FIELDS = ("request_id", "method", "route", "path", "status", "duration_s", "job_id", "client")
+
+    def format(self, record: logging.LogRecord) -> str:
+        obj: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for name in self.FIELDS:
+            if name in record.__dict__:
+                obj[name] = record.__dict__[name]
+        if "request_id" not in obj and current_request_id():
+            obj["request_id"] = current_request_id()
+        if record.exc_info:
+            obj["exc"] = self.formatException(record.exc_info)
+        return json.dumps(obj, default=str)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """A StreamHandler on whatever sys.stderr is when a line is written (test runners swap it)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def configure_access_log(level: str = "info") -> None:
+    """Send the `app.access` log (one JSON line per request) to stderr, once per process."""
+    if not any(getattr(h, "_vrnn_access", False) for h in access_log.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(JsonLogFormatter())
+        handler._vrnn_access = True  # type: ignore[attr-defined]
+        access_log.addHandler(handler)
+        access_log.propagate = False
+    access_log.setLevel(level.upper() if level.upper() in logging.getLevelNamesMapping() else "INFO")
+
+
 class MetricsMiddleware:
-    """Counts and times every HTTP request by its route template (/jobs/{job_id}, not each id)."""
+    """Counts and times every HTTP request by its route template (/jobs/{job_id}, not each id), gives it a
+    request id (X-Request-Id, in and out) and writes its access log line."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics):
         self.app, self.metrics = app, metrics
@@ -76,18 +228,40 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        start, status = time.perf_counter(), 500
+        start, status, job_id = time.perf_counter(), 500, None
+        given = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"x-request-id"), None)
+        request_id = request_id_from(given)
+        token = _request_id.set(request_id)
 
         async def send_status(message: Message) -> None:
-            nonlocal status
+            nonlocal status, job_id
             if message["type"] == "http.response.start":
                 status = message["status"]
+                headers = MutableHeaders(scope=message)
+                headers[REQUEST_ID_HEADER] = request_id
+                job_id = headers.get("x-job-id")
             await send(message)
 
+        self.metrics.in_progress.inc()
         try:
             await self.app(scope, receive, send_status)
         finally:
+            self.metrics.in_progress.dec()
+            elapsed = time.perf_counter() - start
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             method = scope.get("method", "")
             self.metrics.requests.labels(method, route, str(status)).inc()
-            self.metrics.latency.labels(method, route).observe(time.perf_counter() - start)
+            self.metrics.latency.labels(method, route).observe(elapsed)
+            if access_log.isEnabledFor(logging.INFO):
+                fields = {
+                    "request_id": request_id,
+                    "method": method,
+                    "route": route,
+                    "path": scope.get("path", ""),
+                    "status": status,
+                    "duration_s": round(elapsed, 4),
+                }
+                if job_id:
+                    fields["job_id"] = job_id
+                access_log.info("%s %s %s", method, scope.get("path", ""), status, extra=fields)
+            _request_id.reset(token)

@@ -168,6 +168,10 @@ class Readiness(BaseModel):
     ready: bool
     mode: Literal["embedded", "redis"]
     reasons: list[str] = Field(description="Why it is not ready (empty when ready).")
+    failed: dict[str, str] = Field(
+        default_factory=dict,
+        description="Checkpoints that could not be loaded, with the reason; the others keep serving (as /models).",
+    )
 
 
 class ErrorBody(BaseModel):

@@ -54,8 +54,16 @@ class Settings(BaseSettings):
         300,
         ge=1,
         description="Redis mode: a worker stops a job running longer and the call answers 504. (A job whose "
-        "worker died is recovered by heartbeat, about 100 s later: see worker.queueing.enqueue.) Embedded jobs "
-        "cannot be stopped and have no timeout.",
+        "worker died is recovered by heartbeat, about 100 s later: see worker.queueing.enqueue.) A job that waited "
+        "this long while no worker is alive on the queue is failed (503, 'no worker'), so that a polling client "
+        "always sees an end. Embedded jobs cannot be stopped and have no timeout.",
+    )
+    redis_timeout_s: float = Field(
+        3.0,
+        gt=0,
+        le=60,
+        description="Redis mode: the longest wait for one Redis command (connecting: at most 2 s). A Redis that is "
+        "down or hung makes requests answer 503 after this, never hang.",
     )
     result_ttl_s: int = Field(3600, ge=1, description="How long a finished job's result can be fetched.")
     failure_ttl_s: int = Field(3600, ge=1, description="How long a failed job's error can be fetched.")
@@ -72,7 +80,16 @@ class Settings(BaseSettings):
         description="Backpressure: a submission while this many jobs wait answers 503 + Retry-After (RQ has no "
         "queue cap of its own). Embedded mode counts jobs waiting for a thread.",
     )
-    retry_after_s: int = Field(5, ge=1, description="Retry-After (seconds) of 503 answers (queue full, not ready).")
+    max_jobs_per_client: int = Field(
+        8,
+        ge=0,
+        description="Fairness: jobs one client may have queued or running at once (client = its API key when "
+        "API_KEYS is set, else its remote address); one more answers 429 + Retry-After. 0: no per-client cap. "
+        "Counted across API processes in Redis mode.",
+    )
+    retry_after_s: int = Field(
+        5, ge=1, description="Retry-After (seconds) of 503 and 429 answers (queue full, not ready, client at its cap)."
+    )
     embedded_workers: int = Field(
         2,
         ge=1,

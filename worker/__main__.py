@@ -35,7 +35,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from rq import SimpleWorker
+from rq import SimpleWorker, worker_registration
 from rq.exceptions import AbandonedJobError
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
@@ -114,6 +114,8 @@ class ModelWorker(SimpleWorker):
     """SimpleWorker (jobs in this process) with heartbeats during jobs and published model names."""
 
     job_class = RestrictedJob
+    # RQ backs off up to 60 s between reconnection attempts while Redis is down; 5 s keeps recovery quick.
+    max_connection_wait_time = 5.0
 
     def __init__(self, *args: Any, models_info: dict[str, Any], heartbeat_grace: int, **kwargs: Any):
         kwargs.setdefault("log_job_description", False)  # a description could carry uploads: log job ids only
@@ -130,14 +132,24 @@ class ModelWorker(SimpleWorker):
     def models_key(self) -> str:
         return queueing.models_key(self.name)
 
+    @property
+    def liveness_ttl(self) -> int:
+        """How long the published models outlive the last heartbeat: the longest gap between two heartbeats (the
+        idle wait on the queue, worker_ttl - 15 s, or the heartbeat interval during a job) plus the grace. The API
+        reads a missing key as "no live worker" (/readyz, and failing jobs nobody can run)."""
+        return int(max(self.worker_ttl - 15, self.job_monitoring_interval) + self.heartbeat_grace + 5)
+
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
         super().heartbeat(timeout, pipeline)
         conn = pipeline if pipeline is not None else self.connection
-        conn.set(self.models_key, self._models_payload, ex=int(timeout or self.worker_ttl + 60))
+        # Registered again at every heartbeat: a Redis restarted without persistence has forgotten the worker
+        # sets, and the API would see no worker on the queue until this worker restarted.
+        worker_registration.register(self, conn)
+        conn.set(self.models_key, self._models_payload, ex=self.liveness_ttl)
 
     def register_birth(self) -> None:
         super().register_birth()
-        self.connection.set(self.models_key, self._models_payload, ex=self.worker_ttl + 60)
+        self.connection.set(self.models_key, self._models_payload, ex=self.liveness_ttl)
 
     def register_death(self) -> None:
         self.connection.delete(self.models_key)
@@ -194,6 +206,8 @@ class ModelWorker(SimpleWorker):
         self._beat_thread.start()
         meta = job.meta or {}
         fields = {"job_id": job.id, "func": meta.get("kind") or job.func_name, "worker": self.name}
+        if meta.get("request_id"):  # the API request that queued the job (X-Request-Id)
+            fields["request_id"] = str(meta["request_id"])[:128]
         log.info("job %s started", job.id, extra={"event": "job_started", **fields})
         try:
             ok = self.perform_job(job, queue)
@@ -247,6 +261,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _LOG_FIELDS = (
     "event",
     "job_id",
+    "request_id",
     "func",
     "queue",
     "worker",
@@ -389,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     info = {
         "models": cache.names,
         "failed": sorted(cache.failed),
+        "failed_reasons": dict(cache.failed),  # name -> why it did not load (the API's /models and /readyz show it)
         "defaults": cache.defaults,
         "device": cache.device,
         "hostname": socket.gethostname(),

@@ -76,6 +76,8 @@ def enqueue(
     failure_ttl: int,
     retries: int,
     ttl: int | None = None,
+    job_id: str | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> str:
     """Put one job function call on `queue` -> the job id.
 
@@ -86,6 +88,8 @@ def enqueue(
                  a reason other than the input: the worker dying, a CUDA or Redis error. Input errors
                  (JobInputError, UnknownModelError) and timeouts are not retried: they would fail again.
     ttl:         seconds the job may wait in the queue before RQ discards it (None: no limit).
+    meta:        extra JSON-safe job meta (the API puts the request's `request_id` there for the logs).
+    job_id:      the id to give the job (None: RQ draws one); the API reserves it first for its per-client count.
 
     A job whose worker is killed outright (SIGKILL, OOM killer, lost machine) stays in the queue's
     StartedJobRegistry. The worker (`python -m worker`) refreshes that entry with its heartbeat every
@@ -96,7 +100,8 @@ def enqueue(
     re-enqueued (`retries_left` goes down by one) and another worker runs it from the start; without, it moves
     to the FailedJobRegistry with RQ's AbandonedJobError, and `job_error(job)` reports it. So with the defaults
     a killed worker's job is retried or failed within about 100 s, provided a live worker is idle at some point;
-    with no live worker at all it waits for one (the API's /readyz reports that no worker is up).
+    with no live worker at all the API runs the same cleanup while a client polls the job, and fails a job that
+    waited JOB_TIMEOUT_S in the queue with no live worker (NoWorkerError), so a polling client always sees an end.
     """
     if kind not in JOB_FUNCTIONS:
         raise ValueError(f"unknown job kind {kind!r}; one of {', '.join(JOB_NAMES)}")
@@ -116,7 +121,8 @@ def enqueue(
         ttl=ttl,
         retry=Retry(max=retries) if retries > 0 else None,
         description=kind,  # not the call's repr: that would copy base64 uploads into the job hash and logs
-        meta={"kind": kind},
+        meta={**(meta or {}), "kind": kind},
+        job_id=job_id,
     )
     return job.id
 

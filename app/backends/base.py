@@ -10,7 +10,8 @@ A job's state, as `status()` gives it (times are ISO 8601 UTC, None until they h
 `error_status` is what the synchronous call would have answered: 422 for bad input (worker's
 JobInputError), 413 for input over a limit (InputTooLargeError), 415 for an upload of the wrong kind
 (UnsupportedMediaError), 404 for an unknown model (UnknownModelError), 504 for a job that outran
-JOB_TIMEOUT_S (Redis mode), 500 for anything else.
+JOB_TIMEOUT_S (Redis mode), 503 for a job no worker took while none was alive (Redis mode, NoWorkerError), 500 for
+anything else.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ class QueueFullError(BackendError):
     """MAX_QUEUED_JOBS are waiting already: 503 + Retry-After."""
 
 
+class ClientLimitError(BackendError):
+    """This client has MAX_JOBS_PER_CLIENT jobs queued or running already: 429 + Retry-After."""
+
+
 class UnavailableError(BackendError):
     """No one can run jobs now (Redis unreachable, no live worker, models not loaded): 503 + Retry-After."""
 
@@ -71,8 +76,9 @@ class Backend(Protocol):
     def close(self) -> None:
         """Called once when the app stops."""
 
-    def submit(self, kind: str, params: dict[str, Any]) -> str:
-        """Queue a job -> its id. Raises QueueFullError or UnavailableError."""
+    def submit(self, kind: str, params: dict[str, Any], client: str | None = None) -> str:
+        """Queue a job -> its id. `client` identifies the submitter for MAX_JOBS_PER_CLIENT (None: not capped).
+        Raises QueueFullError, ClientLimitError or UnavailableError."""
 
     def status(self, job_id: str) -> dict[str, Any]:
         """The job's state (see the module docstring). Raises UnknownJobError."""

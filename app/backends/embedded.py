@@ -18,6 +18,7 @@ from ..settings import Settings
 from .base import (
     INTERNAL_ERROR_MESSAGE,
     KINDS,
+    ClientLimitError,
     JobFailedError,
     JobObserver,
     JobPendingError,
@@ -36,6 +37,7 @@ class _Job:
     id: str
     kind: str
     params: dict[str, Any]
+    client: str | None = None
     status: str = "queued"
     enqueued_at: float = field(default_factory=now)
     started_at: float | None = None
@@ -99,18 +101,23 @@ class EmbeddedBackend:
 
     # Jobs ----------------------------------------------------------------------------------------
 
-    def submit(self, kind: str, params: dict[str, Any]) -> str:
+    def submit(self, kind: str, params: dict[str, Any], client: str | None = None) -> str:
         if kind not in KINDS:
             raise ValueError(f"unknown job kind {kind!r}")
         if self._pool is None:
             raise UnavailableError("the job runner has not started")
         if self._load_error:
             raise UnavailableError(self._load_error)
-        job = _Job(id=str(uuid.uuid4()), kind=kind, params=params)
+        job = _Job(id=str(uuid.uuid4()), kind=kind, params=params, client=client)
+        cap = self.settings.max_jobs_per_client
         with self._lock:
             self._forget_old()
             if self._queued() >= self.settings.max_queued_jobs:
                 raise QueueFullError(f"{self.settings.max_queued_jobs} jobs are waiting already")
+            if client is not None and cap > 0:
+                active = sum(1 for j in self._jobs.values() if j.client == client and j.ended_at is None)
+                if active >= cap:
+                    raise ClientLimitError(f"you have {active} jobs queued or running, the most allowed per client")
             self._jobs[job.id] = job
         self._pool.submit(self._run, job)
         return job.id

@@ -7,12 +7,19 @@ registered on the queue, is refused with 503 + Retry-After rather than queued fo
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import time
+import uuid
 from collections import OrderedDict
+from datetime import UTC
 from typing import Any
 
 from redis import Redis
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.retry import Retry
 from rq.exceptions import DeserializationError, InvalidJobOperation
 from rq.job import Job, JobStatus
 from rq.worker_registration import get_keys
@@ -20,10 +27,12 @@ from rq.worker_registration import get_keys
 from worker import queueing  # redis and rq only: no torch, no model
 
 from ..catalog import read_catalog
+from ..metrics import current_request_id
 from ..settings import Settings
 from .base import (
     INTERNAL_ERROR_MESSAGE,
     KINDS,
+    ClientLimitError,
     JobFailedError,
     JobObserver,
     JobPendingError,
@@ -56,7 +65,11 @@ def _state(status: JobStatus | str | None) -> str:
 _POLL_FIRST_S, _POLL_MAX_S = 0.02, 0.25  # waiting polls the job's status, backing off to this period
 _SEEN_MAX = 10_000  # finished jobs remembered so that each is counted once in the job metrics
 # Server-side failures whose worker message is safe and useful to pass on (the rest stay in the worker's log).
-PUBLIC_ERRORS = ("JobTimeoutException", "AbandonedJobError")
+PUBLIC_ERRORS = ("JobTimeoutException", "AbandonedJobError", "NoWorkerError")
+_CLEANUP_EVERY_S = 1.0  # the API runs RQ's abandoned-job cleanup at most this often (while someone polls a job)
+# Per-client job ids (a sorted set by submission time) for MAX_JOBS_PER_CLIENT, shared by every API process.
+CLIENT_KEY_PREFIX = "vrnn:client:"
+_ACTIVE_RQ_STATES = {b"created", b"queued", b"deferred", b"scheduled", b"started"}
 
 
 class RedisBackend:
@@ -66,9 +79,18 @@ class RedisBackend:
         assert settings.redis_url
         self.settings = settings
         self.observer = observer
-        self.connection = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10)
+        # Bounded waits: a Redis that is down or hung costs a request at most REDIS_TIMEOUT_S per command (503),
+        # never a hang. A connection broken by a Redis restart is retried once at once on a fresh one.
+        timeout = settings.redis_timeout_s
+        self.connection = Redis.from_url(
+            settings.redis_url,
+            socket_connect_timeout=min(2.0, timeout),
+            socket_timeout=timeout,
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        )
         self.queue = queueing.make_queue(self.connection, settings.queue_name)
         self._seen: OrderedDict[str, None] = OrderedDict()
+        self._last_cleanup = 0.0
 
     def start(self) -> None:
         """Nothing to load: workers hold the models. Redis may come up later; /readyz tells."""
@@ -78,16 +100,20 @@ class RedisBackend:
 
     # Jobs ----------------------------------------------------------------------------------------
 
-    def submit(self, kind: str, params: dict[str, Any]) -> str:
+    def submit(self, kind: str, params: dict[str, Any], client: str | None = None) -> str:
         if kind not in KINDS:
             raise ValueError(f"unknown job kind {kind!r}")
         s = self.settings
+        job_id = str(uuid.uuid4())
+        reserved = None
         try:
             if self.queue.count >= s.max_queued_jobs:
                 raise QueueFullError(f"{s.max_queued_jobs} jobs are waiting already")
             if self.live_workers() == 0:
                 raise UnavailableError(f"no worker is running on queue {s.queue_name!r}; start `python -m worker`")
-            return queueing.enqueue(
+            if client is not None and s.max_jobs_per_client > 0:
+                reserved = self._reserve(client, job_id)
+            job_id = queueing.enqueue(
                 self.queue,
                 kind,
                 params,
@@ -95,13 +121,60 @@ class RedisBackend:
                 result_ttl=s.result_ttl_s,
                 failure_ttl=s.failure_ttl_s,
                 retries=s.job_retries,
+                job_id=job_id,
+                meta={"request_id": request_id} if (request_id := current_request_id()) else None,
             )
+            reserved = None  # the job exists: it holds its place until it ends
+            return job_id
         except RedisError as e:
             raise UnavailableError(f"the job queue (Redis) is unreachable: {type(e).__name__}") from None
+        finally:
+            if reserved is not None:  # refused or failed after the reservation: give the place back
+                with contextlib.suppress(RedisError):
+                    self.connection.zrem(reserved, job_id)
+
+    def _client_key(self, client: str) -> str:
+        digest = hashlib.sha256(client.encode()).hexdigest()[:32]  # never the raw key or address in Redis keys
+        return f"{CLIENT_KEY_PREFIX}{self.settings.queue_name}:{digest}"
+
+    def _reserve(self, client: str, job_id: str) -> str:
+        """Add `job_id` to the client's set of active jobs, or raise ClientLimitError when it has
+        MAX_JOBS_PER_CLIENT active already. Ended or expired jobs are pruned first. Add-then-count keeps the cap
+        under concurrent submissions from several API processes (a race refuses one too many, never admits)."""
+        s = self.settings
+        key = self._client_key(client)
+        members = self.connection.zrange(key, 0, -1)
+        if members:
+            with self.connection.pipeline(transaction=False) as pipe:
+                for m in members:
+                    pipe.hget(Job.key_for(m.decode()), "status")
+                states = pipe.execute()
+            # An id reserved a moment ago by another request has no job yet: kept for a minute. An id whose job
+            # ended, or expired, no longer counts.
+            young = {m for m, _ in self.connection.zrangebyscore(key, time.time() - 60, "+inf", withscores=True)}
+            ended = [
+                m
+                for m, st in zip(members, states, strict=True)
+                if (st is not None and st not in _ACTIVE_RQ_STATES) or (st is None and m not in young)
+            ]
+            if ended:
+                self.connection.zrem(key, *ended)
+        with self.connection.pipeline() as pipe:
+            pipe.zadd(key, {job_id: time.time()})
+            pipe.zcard(key)
+            # The set outlives no job: a client idle for the longest a job can live is forgotten.
+            pipe.expire(key, s.job_timeout_s * (s.job_retries + 1) + s.failure_ttl_s + 3600)
+            _, count, _ = pipe.execute()
+        if count > s.max_jobs_per_client:
+            self.connection.zrem(key, job_id)
+            raise ClientLimitError(f"you have {count - 1} jobs queued or running, the most allowed per client")
+        return key
 
     def status(self, job_id: str) -> dict[str, Any]:
         job = self._fetch(job_id)
         try:
+            if _state(job.get_status(refresh=False)) in ("queued", "started") and self._recover(job):
+                job = self._fetch(job_id)
             state = _state(job.get_status(refresh=False))
             info = {
                 "id": job.id,
@@ -119,6 +192,43 @@ class RedisBackend:
             raise UnavailableError(f"the job queue (Redis) is unreachable: {type(e).__name__}") from None
         self._observe(job, info)
         return info
+
+    def _recover(self, job: Job) -> bool:
+        """Bring a job that nobody will finish to its end, so that a client polling it always sees one (True: the
+        job's state may have changed).
+
+        - Started, but its worker's heartbeats stopped (killed, lost): RQ's abandoned-job cleanup, which a live
+          worker's maintenance pass also runs: retried if it has retries left, else failed (AbandonedJobError). The
+          API runs it too, because with no live worker nobody else would.
+        - Queued for longer than JOB_TIMEOUT_S while no live worker is on the queue: failed (NoWorkerError).
+        """
+        state = _state(job.get_status(refresh=False))
+        if state == "started":
+            t = time.monotonic()
+            if t - self._last_cleanup < _CLEANUP_EVERY_S:
+                return False
+            self._last_cleanup = t
+            self.queue.started_job_registry.cleanup()
+            return True
+        waited = time.time() - job.enqueued_at.replace(tzinfo=UTC).timestamp() if job.enqueued_at else 0.0
+        if waited <= self.settings.job_timeout_s or queueing.live_workers(self.connection, self.settings.queue_name):
+            return False
+        return self._fail_unrun(job, waited)
+
+    def _fail_unrun(self, job: Job, waited: float) -> bool:
+        if not self.connection.lrem(self.queue.key, 1, job.id):
+            return False  # not waiting in the queue (a worker took it a moment ago, or it is scheduled)
+        message = (
+            f"no worker took the job in {waited:.0f} s (JOB_TIMEOUT_S is {self.settings.job_timeout_s} s): no worker "
+            f"is running on queue {self.settings.queue_name!r}; submit it again once one is (see /readyz)"
+        )
+        job.meta["error"] = {"type": "NoWorkerError", "message": message, "status": 503}
+        job.save_meta()
+        with self.connection.pipeline() as pipe:
+            job.set_status(JobStatus.FAILED, pipeline=pipe)
+            job._handle_failure(f"NoWorkerError: {message}", pipe, worker_name="")
+            pipe.execute()
+        return True
 
     def result(self, job_id: str) -> dict[str, Any]:
         info = self.status(job_id)
@@ -175,6 +285,14 @@ class RedisBackend:
             workers = queueing.live_workers(self.connection, self.settings.queue_name)
         except RedisError:
             workers = {}
+        # A checkpoint whose JSON reads fine but whose weights the workers could not load (truncated, corrupted)
+        # is theirs to report: it moves from "models" to "failed", with the worker's reason.
+        for w in workers.values():
+            reasons = w.get("failed_reasons")
+            if isinstance(reasons, dict):
+                for name, why in reasons.items():
+                    catalog["failed"].setdefault(str(name), str(why)[:500])
+        catalog["models"] = [m for m in catalog["models"] if m["name"] not in catalog["failed"]]
         defaults = next((w["defaults"] for w in workers.values() if isinstance(w.get("defaults"), dict)), None)
         if defaults is not None:
             catalog["defaults"] = defaults
@@ -235,7 +353,17 @@ class RedisBackend:
         if len(self._seen) > _SEEN_MAX:
             self._seen.popitem(last=False)
         if job.started_at and job.ended_at:
-            self.observer(info["kind"], info["status"], (job.ended_at - job.started_at).total_seconds())
+            seconds = (job.ended_at - job.started_at).total_seconds()
+            self.observer(info["kind"], info["status"], seconds, _retries_taken(job, info, self.settings.job_retries))
+
+
+def _retries_taken(job: Job, info: dict[str, Any], retries: int) -> int:
+    """Extra attempts an ended job took: the retries it was given less those left. A job failed for a reason
+    that would recur (bad input: 4xx; timeout: 504) had its retries cancelled by the worker, not used."""
+    left = getattr(job, "retries_left", None)
+    if left is None or (info["status"] == "failed" and (info.get("error_status") or 500) != 500):
+        return 0
+    return max(0, retries - int(left))
 
 
 def _kind(job: Job) -> str:

@@ -12,6 +12,7 @@ _ERRORS = {
     413: "Body or input file too large.",
     415: "Wrong Content-Type, or an input that is neither audio nor strokes.",
     422: "Invalid input; the message says what to change.",
+    429: "This client has MAX_JOBS_PER_CLIENT jobs queued or running; retry after Retry-After seconds.",
     503: "Queue full or no worker running; retry after Retry-After seconds.",
 }
 
@@ -46,4 +47,4 @@ def binary(media_types: dict[str, str], headers: dict[str, Any]) -> dict[str, An
     return {"description": description, "content": content, "headers": headers}
 
 
-JOB_ERRORS = errors(401, 404, 413, 415, 422, 503)
+JOB_ERRORS = errors(401, 404, 413, 415, 422, 429, 503)

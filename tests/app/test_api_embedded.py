@@ -140,7 +140,7 @@ class FakeBackend:
     def __init__(self, refuse: Exception | None = None):
         self.refuse = refuse
 
-    def submit(self, kind, params):
+    def submit(self, kind, params, client=None):
         if self.refuse:
             raise self.refuse
         return "job-1"
@@ -378,7 +378,8 @@ def test_models_lists_loaded_and_failed_checkpoints(checkpoint_dir, tmp_path):
     with TestClient(create_app(make_settings(broken))) as c:
         body = c.get("/models").json()
         assert [m["name"] for m in body["models"]] == ["speech"] and "torn" in body["failed"]
-        assert c.get("/readyz").json() == {"ready": True, "mode": "embedded", "reasons": []}
+        ready = c.get("/readyz").json()
+        assert (ready["ready"], ready["mode"], ready["reasons"]) == (True, "embedded", []) and "torn" in ready["failed"]
         assert c.post("/generate/speech", json={"model": "torn"}).status_code == 404
 
 

@@ -110,7 +110,7 @@ def test_jobs_through_redis(checkpoint_dir, rq_worker):
     app = create_app(redis_settings(checkpoint_dir, sync_wait_s=0.2, max_queued_jobs=2))
     async_ = {"Prefer": "respond-async"}
     with TestClient(app) as c:
-        assert c.get("/readyz").json() == {"ready": True, "mode": "redis", "reasons": []}
+        assert c.get("/readyz").json() == {"ready": True, "mode": "redis", "reasons": [], "failed": {}}
         ok = c.post("/generate/speech", json={"model": SPEECH, "duration_s": 0.25, "seed": 3}, headers=async_)
         assert ok.status_code == 202 and ok.headers["location"] == f"/jobs/{ok.json()['id']}"
         assert ok.json()["status"] == "queued" and ok.json()["kind"] == "generate_speech"

@@ -141,6 +141,17 @@ def test_redis(base):
     assert "ports" not in redis, "Redis is for the api and the workers only: do not publish it on the host"
 
 
+def test_redis_persists_the_queue(base):
+    """Accepted jobs survive a Redis restart: an append-only file on a named volume (tests/reliability shows a
+    job accepted before a restart finishing after it)."""
+    redis = base["services"]["redis"]
+    command = redis["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    volume = next(v for v in redis["volumes"] if (v["target"] if isinstance(v, dict) else v.split(":")[1]) == "/data")
+    name = volume["source"] if isinstance(volume, dict) else volume.split(":")[0]
+    assert name in base["volumes"], "a named volume, so that the data outlives the container"
+
+
 @pytest.mark.parametrize("name", ["api", "worker"])
 def test_app_services_share_one_image(base, name):
     service = base["services"][name]
