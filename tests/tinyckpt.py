@@ -45,3 +45,13 @@ def write_tiny_checkpoint(path: Path, cfg: ModelConfig, dataset: str = "unit-tes
     """Build `cfg` with a fixed seed and save it at `path` with the trainer's metadata."""
     torch.manual_seed(seed)
     return save_checkpoint(build_model(cfg), path, metadata=tiny_metadata(cfg.modality, dataset))
+
+
+def tone_wav(seconds: float = 0.25, rate: int = 16000) -> bytes:
+    """A WAV file's bytes: a 220 Hz tone with a faint overtone, `seconds` long."""
+    import numpy as np
+
+    from model.render import wav_bytes
+
+    t = np.arange(round(seconds * rate)) / rate
+    return wav_bytes(0.3 * np.sin(2 * np.pi * 220 * t) + 0.01 * np.cos(2 * np.pi * 1234 * t), rate)

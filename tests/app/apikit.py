@@ -5,7 +5,6 @@ Redis-mode tests can check that the API itself never imports it."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
@@ -58,12 +57,9 @@ def write_checkpoints(directory: Path) -> Path:
 
 
 def wav(seconds: float = 0.25, rate: int = 16000) -> bytes:
-    import numpy as np
+    from tinyckpt import tone_wav
 
-    from model.render import wav_bytes
-
-    t = np.arange(round(seconds * rate)) / rate
-    return wav_bytes(0.3 * np.sin(2 * np.pi * 220 * t) + 0.01 * np.cos(2 * np.pi * 1234 * t), rate)
+    return tone_wav(seconds, rate)
 
 
 def strokes_json() -> bytes:
@@ -133,26 +129,8 @@ def wait_until(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90.
     raise AssertionError(f"{url} did not answer {status} in {timeout} s (last: {last}):\n{log.read_text()[-4000:]}")
 
 
-@contextlib.contextmanager
 def redis_db():
-    """A client of the API tests' database (13), emptied before and after. A file lock serialises its
-    users between concurrent test runs on this machine, which would otherwise empty each other's data."""
-    import fcntl
-    import tempfile
+    """A client of the API tests' database (13), emptied before and after, locked against concurrent runs."""
+    from rediskit import redis_db as shared
 
-    import pytest
-    import redis
-
-    conn = redis.Redis.from_url(REDIS_URL)
-    try:
-        conn.ping()
-    except redis.exceptions.ConnectionError:
-        pytest.skip(f"needs a Redis server at {REDIS_URL}")
-    with open(Path(tempfile.gettempdir()) / "vrnn-api-tests-redis-db13.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        conn.flushdb()  # database 13 only
-        try:
-            yield conn
-        finally:
-            conn.flushdb()
-            conn.close()
+    return shared(REDIS_URL)

@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "app"))  # apikit: the API tests' helpers
 from apikit import child_env, make_settings, start, stop, wav, write_checkpoints
+from rediskit import redis_db
 
 from app.main import create_app
 from app.metrics import JsonLogFormatter, access_log
@@ -112,24 +113,9 @@ def test_metrics_still_answer_when_redis_is_unreachable(checkpoint_dir):
 
 @pytest.fixture()
 def db11():
-    """A client of database 11, emptied before and after (a file lock serialises concurrent runs)."""
-    import fcntl
-    import tempfile
-
-    redis = pytest.importorskip("redis")
-    conn = redis.Redis.from_url(REDIS_URL)
-    try:
-        conn.ping()
-    except redis.exceptions.ConnectionError:
-        pytest.skip(f"needs a Redis server at {REDIS_URL}")
-    with open(Path(tempfile.gettempdir()) / "vrnn-reliability-redis-db11.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        conn.flushdb()  # database 11 only
-        try:
-            yield conn
-        finally:
-            conn.flushdb()
-            conn.close()
+    """A client of database 11, emptied before and after, locked against concurrent runs."""
+    with redis_db(REDIS_URL) as conn:
+        yield conn
 
 
 @pytest.mark.slow

@@ -4,20 +4,19 @@ worker.queueing run in the worker process; a job whose worker is SIGKILLed is fi
 from __future__ import annotations
 
 import base64
-import fcntl
 import io
 import json
 import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import zlib
 from pathlib import Path
 
 import pytest
 import soundfile as sf
+from rediskit import redis_db
 from workerkit import HAND, REDIS_URL, SPEECH, SPEECH_RNN, b64, strokes_json, wav, write_checkpoints
 
 from worker import queueing
@@ -31,23 +30,10 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture
 def conn():
-    """A client of database 14, emptied before and after. A file lock serialises these tests between
-    concurrent test runs on this machine (they would empty each other's database)."""
-    redis = pytest.importorskip("redis")
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.exceptions.ConnectionError as e:
-        pytest.skip(f"no Redis at {REDIS_URL}: {e}")
-    assert client.connection_pool.connection_kwargs["db"] == 14
-    with open(Path(tempfile.gettempdir()) / "vrnn-worker-tests-redis-db14.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        client.flushdb()  # database 14 only
-        try:
-            yield client
-        finally:
-            client.flushdb()
-            client.close()
+    """A client of database 14, emptied before and after, locked against concurrent runs."""
+    with redis_db(REDIS_URL) as client:
+        assert client.connection_pool.connection_kwargs["db"] == 14
+        yield client
 
 
 @pytest.fixture(scope="module")

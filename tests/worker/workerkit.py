@@ -39,12 +39,9 @@ def write_checkpoints(directory: Path) -> Path:
 
 
 def wav(seconds: float = 0.25, rate: int = 16000) -> bytes:
-    import numpy as np
+    from tinyckpt import tone_wav
 
-    from model.render import wav_bytes
-
-    t = np.arange(round(seconds * rate)) / rate
-    return wav_bytes(0.3 * np.sin(2 * np.pi * 220 * t) + 0.01 * np.cos(2 * np.pi * 1234 * t), rate)
+    return tone_wav(seconds, rate)
 
 
 STROKES = [[[0, 0], [5, 3], [10, 8], [14, 9]], [[20, 0], [25, 5], [27, 9]], [[30, 2], [31, 2]]]
