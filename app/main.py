@@ -7,8 +7,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
+from swagger_ui_bundle import swagger_ui_path
 
 from . import errors
 from .backends import make_backend
@@ -46,13 +49,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             backend.close()
 
-    app = FastAPI(title="VRNN service", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    # docs_url=None: /docs is served below from a vendored Swagger UI, not from a CDN, so that it works
+    # on machines without internet access (like the demo page, which loads nothing from outside).
+    app = FastAPI(title="VRNN service", version="0.1.0", description=DESCRIPTION, lifespan=lifespan, docs_url=None)
     app.state.settings = settings
     app.state.metrics = metrics
     errors.install(app, settings.retry_after_s)
     for module in (generate, score, analyze, jobs, models, health, page):
         app.include_router(module.router)
+    app.mount("/static/swagger", StaticFiles(directory=swagger_ui_path), name="swagger")  # before /static
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title}: API documentation",
+            swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+            swagger_css_url="/static/swagger/swagger-ui.css",
+            swagger_favicon_url="/static/swagger/favicon-32x32.png",
+        )
+
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # added last: outermost, sees every answer
     return app

@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import math
+import re
 import time
 import xml.etree.ElementTree as ET
 from typing import Any
@@ -419,7 +420,17 @@ def test_openapi_declares_binary_responses(client):
     for code in ("202", "413", "415", "422", "503"):
         assert code in paths["/score"]["post"]["responses"]
     assert "X-API-Key" in json.dumps(spec["components"]["securitySchemes"])
-    assert client.get("/docs").status_code == 200
+
+
+def test_docs_load_nothing_from_outside(client):
+    """Swagger UI is served from the vendored bundle: /docs works on a machine without internet."""
+    html = client.get("/docs")
+    assert html.status_code == 200 and "/openapi.json" in html.text
+    urls = re.findall(r'(?:src|href|url)\s*[=:]\s*["\']([^"\']+)', html.text)
+    assert urls and all(u.startswith("/") for u in urls), urls
+    for u in urls:
+        assert client.get(u).status_code == 200, u
+    assert "SwaggerUIBundle" in client.get("/static/swagger/swagger-ui-bundle.js").text
 
 
 def test_index_page(client):
