@@ -41,6 +41,8 @@ from rq.job import Job
 from rq.timeouts import JobTimeoutException
 from rq.worker import WorkerStatus
 
+from model.cli import positive_int
+
 from . import queueing
 from .errors import JobInputError, UnknownModelError
 
@@ -318,16 +320,6 @@ def _env_int(name: str, default: int) -> int:
         raise SystemExit(f"error: {name} must be a whole number of seconds, got {value!r}") from None
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m worker",
@@ -354,21 +346,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=os.environ.get("WORKER_NAME"), help="worker name (default: host.pid.random)")
     p.add_argument(
         "--maintenance-interval",
-        type=_positive,
+        type=positive_int,
         default=_env_int("WORKER_MAINTENANCE_S", DEFAULT_MAINTENANCE_S),
         metavar="S",
         help="seconds between maintenance passes that recover abandoned jobs (default: %(default)s)",
     )
     p.add_argument(
         "--heartbeat",
-        type=_positive,
+        type=positive_int,
         default=_env_int("WORKER_HEARTBEAT_S", DEFAULT_HEARTBEAT_S),
         metavar="S",
         help="seconds between heartbeats while a job runs (default: %(default)s)",
     )
     p.add_argument(
         "--heartbeat-grace",
-        type=_positive,
+        type=positive_int,
         default=_env_int("WORKER_HEARTBEAT_GRACE_S", DEFAULT_HEARTBEAT_GRACE_S),
         metavar="S",
         help="a running job counts as abandoned this long after its last heartbeat is due (default: %(default)s)",
