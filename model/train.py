@@ -181,6 +181,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     t.add_argument("--max-len", type=int, help="crop training sequences to random windows of this many frames")
     t.add_argument("--chunk-seconds", type=float, help="speech: cut files into chunks of this length (0: whole files)")
     t.add_argument("--clip-grad", type=float, default=10.0, help="gradient-norm clip, applied before step() (10)")
+    t.add_argument(
+        "--kl-warmup",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="raise the KL term's weight linearly from 0 to 1 over STEPS steps against posterior collapse "
+        "(0, the paper's setting: the plain ELBO from the start); validation always uses the ELBO",
+    )
     t.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
     t.add_argument("--max-minutes", type=float, help="stop after this much wall time")
     t.add_argument("--eval-every", type=int, help="steps between validation passes")
@@ -218,6 +226,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ):
         if getattr(args, key) < 1:
             p.error(f"--{key.replace('_', '-')} must be positive")
+    if args.kl_warmup < 0:
+        p.error("--kl-warmup must be 0 or more")
     for key in ("max_len", "max_steps", "threads"):
         if getattr(args, key) is not None and getattr(args, key) < 1:
             p.error(f"--{key.replace('_', '-')} must be positive")
@@ -281,6 +291,11 @@ def pick_device(name: str) -> torch.device:
         if name == "cuda" and "LOCAL_RANK" in os.environ:
             name = f"cuda:{os.environ['LOCAL_RANK']}"
     return torch.device(name)
+
+
+def kl_weight(step: int, warmup: int) -> float:
+    """The KL term's weight at optimiser step `step` (0-based): step / warmup, reaching 1 at `warmup`."""
+    return 1.0 if warmup <= 0 else min(1.0, (step + 1) / warmup)
 
 
 DIVERGED = "diverged: {what} is not finite (NaN/Inf); lower --lr, raise --std-floor or check the data"
@@ -448,7 +463,9 @@ def train(args: argparse.Namespace) -> int:
         model.train()
         out_ = net(x, mask)
         frames = mask.sum()
-        loss = -out_.elbo.sum() / frames  # nats per frame: a scale that does not depend on the batch
+        neg_elbo = -out_.elbo.sum() / frames  # nats per frame: a scale that does not depend on the batch
+        beta = kl_weight(state["step"], args.kl_warmup)
+        loss = neg_elbo if beta == 1.0 else (out_.nll.sum() + beta * out_.kl.sum()) / frames
         if any_rank(not torch.isfinite(loss).item(), d):
             stop_reason = DIVERGED.format(what="the training loss")
             break
@@ -457,7 +474,7 @@ def train(args: argparse.Namespace) -> int:
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)  # before step()
         opt.step()
         state["step"] += 1
-        window.append((loss.item(), (out_.kl.sum() / frames).item(), int(frames)))
+        window.append((neg_elbo.item(), (out_.kl.sum() / frames).item(), int(frames)))
         elapsed = time.monotonic() - start
         if bar is not None:
             bar.update(1)
@@ -476,6 +493,7 @@ def train(args: argparse.Namespace) -> int:
                 "train_loss_per_frame": sum(w[0] for w in window) / len(window),
                 "train_kl_per_frame": sum(w[1] for w in window) / len(window),
                 "grad_norm": float(grad_norm),
+                "kl_weight": beta,
                 "valid_elbo": "",
                 "valid_elbo_per_frame": "",
             }
@@ -558,6 +576,7 @@ def metadata(
             "batch_size": args.batch_size,
             "max_len": args.max_len,
             "clip_grad": args.clip_grad,
+            "kl_warmup": args.kl_warmup,
             "seed": args.seed,
             "finished": not partial,
         },

@@ -162,6 +162,22 @@ def test_non_finite_loss_stops_with_a_clear_message(speech_dir, tmp_path, capsys
         assert "no checkpoint was written" in err
 
 
+def test_kl_warmup_weights_the_kl_and_logs_the_true_elbo(speech_dir, tmp_path):
+    assert [train_mod.kl_weight(s, 4) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    assert train_mod.kl_weight(0, 0) == 1.0
+    out = tmp_path / "w.safetensors"
+    args = train_mod.parse_args([
+        "--data", str(speech_dir), "--preset", "speech-demo", "--family", "vrnn", "--out", str(out),
+        "--max-steps", "4", "--eval-every", "1", "--batch-size", "4", "--h-dim", "8", "--mlp-width", "8",
+        "--z-dim", "4", "--test-samples", "2", "--no-progress", "--kl-warmup", "4",
+    ])  # fmt: skip
+    assert train_mod.train(args) == 0
+    rows = (tmp_path / "w.log.csv").read_text().splitlines()
+    weights = [float(r.split(",")[rows[0].split(",").index("kl_weight")]) for r in rows[1:]]
+    assert weights == [0.25, 0.5, 0.75, 1.0]
+    assert load_checkpoint(out)[1]["training"]["kl_warmup"] == 4
+
+
 def test_parameter_matching_follows_the_paper():
     """RNN-GMM and VRNNs get the width that matches the RNN-Gauss networks' parameter count."""
     ref = ModelConfig(family="rnn", output="gauss", x_dim=200, z_dim=32, h_dim=256, mlp_layers=1, mlp_width=512)
