@@ -24,7 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from . import defaults
 from .config import ModelConfig
 from .reference import reference_forward
-from .runtime import tune_malloc
+from .runtime import resolve_device, tune_malloc
 from .vrnn import VRNN, build_model
 
 # The benchmark setting: paper-like speech frames, a mid-sized VRNN-Gauss.
@@ -139,11 +139,10 @@ def bench_sampling(cfg: ModelConfig, seconds: float, repeats: int, device: torch
 
 
 def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda asked for, but PyTorch sees no CUDA device")
-    return torch.device(name)
+    try:
+        return resolve_device(name)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -24,6 +24,7 @@ import torch
 from . import defaults
 from .checkpoint import CheckpointError, load_checkpoint
 from .data import Corpus, DataError, NormStats, load_handwriting_corpus, load_speech_corpus, pad_batch
+from .runtime import resolve_device
 from .vrnn import VRNN
 
 
@@ -158,7 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.num_samples < 1 or args.batch_size < 1:
         parser.error("--num-samples and --batch-size must be positive")
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu")
+    try:
+        device = str(resolve_device(args.device))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     rows = []
     try:
         for path in args.checkpoints:

@@ -43,15 +43,14 @@ class SampleError(ValueError):
 
 def pick_device(name: str = "auto") -> str:
     """ "auto" -> "cuda" when PyTorch sees a GPU, else "cpu"; "cuda" without a GPU is an error."""
-    import torch
+    from .runtime import resolve_device
 
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SampleError("--device cuda asked for, but PyTorch sees no CUDA device")
-    if name not in ("cpu", "cuda"):
+    if name not in ("auto", "cpu", "cuda"):
         raise SampleError(f"device must be auto, cpu or cuda, got {name!r}")
-    return name
+    try:
+        return resolve_device(name).type
+    except ValueError as e:
+        raise SampleError(str(e)) from None
 
 
 def norm_stats(meta: dict[str, Any], source: str = "checkpoint"):

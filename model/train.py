@@ -33,7 +33,7 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import FAMILIES, OUTPUTS, ModelConfig
 from .data import Corpus, DataError, make_loader
 from .evaluate import evaluate_sequences, load_corpus
-from .runtime import tune_malloc
+from .runtime import resolve_device, tune_malloc
 from .vrnn import VRNN, build_model
 
 # The paper's settings (Section 4) and small demo settings. `mlp_width` is the RNN-Gauss width; the
@@ -283,14 +283,14 @@ def setup_distributed(device: torch.device) -> Dist:
 
 
 def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise SystemExit("error: --device cuda, but PyTorch sees no CUDA device (use --device cpu)")
-        if name == "cuda" and "LOCAL_RANK" in os.environ:
-            name = f"cuda:{os.environ['LOCAL_RANK']}"
-    return torch.device(name)
+    """The shared device rule; under torchrun a bare "cuda" means this rank's GPU (LOCAL_RANK)."""
+    try:
+        device = resolve_device(name)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    if name == "cuda" and "LOCAL_RANK" in os.environ:
+        device = torch.device(f"cuda:{os.environ['LOCAL_RANK']}")
+    return device
 
 
 def kl_weight(step: int, warmup: int) -> float:
