@@ -21,16 +21,20 @@ from pathlib import Path
 TIMEOUT_S = 5.0
 
 
-def detect_role() -> str | None:
-    """`api` or `worker`, from the command lines of this container's processes."""
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+# The module each role runs (docker/entrypoint.sh: `api` execs `python -m app`, `worker` `python -m worker`).
+ROLE_OF_MODULE = {b"app": "api", b"worker": "worker"}
+
+
+def detect_role(proc: Path = Path("/proc")) -> str | None:
+    """`api` or `worker`, from the command lines of this container's processes (`python -m app` is the api)."""
+    for cmdline in proc.glob("[0-9]*/cmdline"):
         try:
             argv = cmdline.read_bytes().split(b"\0")
         except OSError:
             continue
         for i, arg in enumerate(argv[:-1]):
-            if arg == b"-m" and argv[i + 1] in (b"app", b"worker"):
-                return argv[i + 1].decode()
+            if arg == b"-m" and argv[i + 1] in ROLE_OF_MODULE:
+                return ROLE_OF_MODULE[argv[i + 1]]
     return None
 
 

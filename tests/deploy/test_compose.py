@@ -135,7 +135,9 @@ def test_services(base):
 
 def test_redis(base):
     redis = base["services"]["redis"]
-    assert re.fullmatch(r"redis:7(\.\d+)*(-[a-z0-9.]+)?", redis["image"]), redis["image"]
+    image = interpolate(redis["image"])  # REDIS_IMAGE overrides it (air-gapped engines: docker/README.md)
+    assert redis["image"].startswith("${REDIS_IMAGE:-"), redis["image"]
+    assert re.fullmatch(r"redis:7(\.\d+)*(-[a-z0-9.]+)?", image), image
     assert "redis-cli" in " ".join(redis["healthcheck"]["test"]) and "ping" in redis["healthcheck"]["test"]
     assert redis.get("restart") in ("always", "unless-stopped")
     assert "ports" not in redis, "Redis is for the api and the workers only: do not publish it on the host"

@@ -293,6 +293,66 @@ def test_healthcheck_api():
     assert down.returncode == 1 and "healthz" in down.stderr
 
 
+def load_healthcheck():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("vrnn_healthcheck", HEALTHCHECK)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("argv", "role"),
+    [
+        ([b"python", b"-m", b"app"], "api"),  # what docker/entrypoint.sh execs for `api`
+        ([b"/opt/venv/bin/python", b"-m", b"worker", b"--burst"], "worker"),
+        ([b"python", b"-m", b"model.sample"], None),
+        ([b"sh"], None),
+    ],
+)
+def test_healthcheck_detects_the_role_the_entrypoint_runs(tmp_path, argv, role):
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "cmdline").write_bytes(b"/sbin/docker-init\0--\0vrnn-entrypoint\0")
+    (tmp_path / "7").mkdir()
+    (tmp_path / "7" / "cmdline").write_bytes(b"\0".join(argv) + b"\0")
+    assert load_healthcheck().detect_role(tmp_path) == role
+
+
+HEALTHZ_STUB = """
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/healthz" else 404)
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+def test_healthcheck_without_a_role_checks_the_api_that_runs():
+    """The image's `HEALTHCHECK` passes no role. With a process whose command line is `... -m app` (what the
+    entrypoint runs for `api`) serving /healthz, the check must pass: it once said "unknown role 'app'" and
+    marked a working API unhealthy. (Run in a container, where the API is the only such process.)"""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-c", HEALTHZ_STUB, str(port), "-m", "app"])
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        assert load_healthcheck().detect_role() == "api"
+        ok = health([], {**os.environ, "PORT": str(port)})
+        assert ok.returncode == 0, ok.stderr
+        assert "healthy (api)" in ok.stdout
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
 def test_healthcheck_unknown_role():
     assert health(["nonsense"], dict(os.environ)).returncode == 1
 
