@@ -85,11 +85,27 @@ def bivariate_mixture_log_prob(x: Tensor, p: BivariateMixture) -> Tensor:
 
 def sharpen(logits: Tensor | None, std: Tensor, temperature: float, bias: float) -> tuple[Tensor | None, Tensor]:
     """Sampling controls: temperature scales stds and flattens mixture weights (logits / T); Graves'
-    bias b >= 0 sharpens (logits * (1 + b), std * exp(-b))."""
+    bias b >= 0 sharpens (logits * (1 + b), std * exp(-b)).
+
+    Safe for every positive temperature, subnormal ones included: a std scaled below the smallest
+    float is 0 (the draw is the component mean), and a row of logits that (1 + b) / T scales out of
+    the floating-point range takes its T -> 0 limit instead of inf or NaN (see `_scale_logits`)."""
     std = std * (temperature * math.exp(-bias))
     if logits is not None:
-        logits = logits * ((1.0 + bias) / temperature)
+        logits = _scale_logits(logits, (1.0 + bias) / temperature)
     return logits, std
+
+
+def _scale_logits(logits: Tensor, scale: float) -> Tensor:
+    """logits * scale, in log space without overflow: each row (N, K) whose product is not all finite
+    (scale near or past the float range: inf - inf in the softmax would be NaN) becomes the limit of
+    softmax(logits * scale) as scale -> inf, log-weights 0 at its largest logit(s) and -inf elsewhere.
+    Finite rows are the plain product, so ordinary temperatures draw exactly the same samples."""
+    scaled = logits * scale
+    finite = torch.isfinite(scaled).all(dim=-1, keepdim=True)
+    top = logits == logits.amax(dim=-1, keepdim=True)
+    limit = torch.zeros_like(logits).masked_fill(~top, -math.inf)
+    return torch.where(finite, scaled, limit)
 
 
 def _pick_component(logits: Tensor | None, generator: torch.Generator | None) -> Tensor | None:

@@ -13,7 +13,8 @@ MAX_DURATION_S = 20.0
 MIN_STEPS = 1
 MAX_STEPS = 3000
 
-# Temperature scales output stds; above 5 samples are noise, and 0 would be a division by zero.
+# Temperature scales output stds; above 5 samples are noise, and 0 would be a division by zero. Any positive value
+# up to it samples (model.distributions.sharpen): a tiny or subnormal one gives the T -> 0 limit, never inf or NaN.
 MAX_TEMPERATURE = 5.0
 
 # Graves' sampling bias shrinks stds by exp(-bias); beyond 10 that is below the std floor anyway.
@@ -44,6 +45,9 @@ MAX_HANDWRITING_POINTS = 20_000
 
 # Model names are checkpoint file stems; they travel in URLs, headers and logs.
 MAX_MODEL_NAME_CHARS = 128
+# ... made of letters, digits, '.', '_' and '-', not starting with a punctuation mark (the cache loads no other
+# file name, so no other name can exist; the API refuses others with a 422 and documents the pattern).
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 # An upload's filename only picks the parser by its suffix; longer names are truncated in messages.
 MAX_FILENAME_CHARS = 255

@@ -18,6 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = "redis://127.0.0.1:6379/13"  # the API tests' own database: emptied before and after
 SPEECH, SPEECH_RNN, HAND = "speech-vrnn", "speech-rnn", "hand-vrnn"
+# Mixture-output (GMM) checkpoints: the sampling path of the shipped handwriting default (write_gmm_checkpoints).
+SPEECH_GMM, HAND_GMM = "speech-vrnn-gmm", "hand-vrnn-gmm"
 # Small limits for the TestClient apps, so that the 413 paths are cheap to reach.
 MAX_UPLOAD = 256 * 1024
 MAX_BODY = 512 * 1024
@@ -40,11 +42,11 @@ def make_settings(checkpoint_dir: Path, **overrides):
     return Settings(**values)
 
 
-def write_checkpoint(path: Path, modality: str, family: str = "vrnn") -> Path:
+def write_checkpoint(path: Path, modality: str, family: str = "vrnn", output: str = "gauss") -> Path:
     """A freshly initialised tiny model, saved with the trainer's metadata."""
     from tinyckpt import tiny_config, write_tiny_checkpoint
 
-    return write_tiny_checkpoint(path, tiny_config(modality, family), dataset="api-test")
+    return write_tiny_checkpoint(path, tiny_config(modality, family, output), dataset="api-test")
 
 
 def write_checkpoints(directory: Path) -> Path:
@@ -53,6 +55,15 @@ def write_checkpoints(directory: Path) -> Path:
     write_checkpoint(directory / f"{SPEECH}.safetensors", "speech")
     write_checkpoint(directory / f"{SPEECH_RNN}.safetensors", "speech", family="rnn")
     write_checkpoint(directory / f"{HAND}.safetensors", "handwriting")
+    return directory
+
+
+def write_gmm_checkpoints(directory: Path) -> Path:
+    """speech-vrnn-gmm and hand-vrnn-gmm (2-component mixture outputs) in `directory`: alone there, they are the
+    defaults of their modality, so requests without a model sample a mixture."""
+    directory.mkdir(parents=True, exist_ok=True)
+    write_checkpoint(directory / f"{SPEECH_GMM}.safetensors", "speech", output="gmm")
+    write_checkpoint(directory / f"{HAND_GMM}.safetensors", "handwriting", output="gmm")
     return directory
 
 

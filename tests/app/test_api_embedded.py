@@ -223,6 +223,10 @@ def test_invalid_speech_requests_are_422_saying_what_to_change(client, body, wor
         ("/generate/handwriting", {"steps": 0}, "steps"),
         ("/generate/handwriting", {"steps": 3001}, "steps"),
         ("/generate/handwriting", {"bias": -1}, "bias"),
+        ("/generate/handwriting", {"bias": 10.5}, "bias"),
+        ("/generate/handwriting", {"temperature": 0}, "temperature"),
+        ("/generate/handwriting", {"temperature": 5.5}, "temperature"),
+        ("/generate/speech", {"temperature": -5e-324}, "temperature"),
         ("/generate/handwriting", {"stroke_width": 50}, "stroke_width"),
         ("/generate/handwriting", {"color": "url(javascript:x)"}, "color"),
         ("/generate/handwriting?format=pdf", {}, "format"),
@@ -231,7 +235,9 @@ def test_invalid_speech_requests_are_422_saying_what_to_change(client, body, wor
         ("/analyze/latent?format=gif", {"data_b64": "AAAA"}, "format"),
     ],
 )
-def test_out_of_range_fields_are_422(client, url, body, field):
+@pytest.mark.parametrize("output", ["gauss", "gmm"])
+def test_out_of_range_fields_are_422(request, output, url, body, field):
+    client = request.getfixturevalue("gmm_client" if output == "gmm" else "client")
     r = client.post(url, json=body)
     assert r.status_code == 422, r.text
     assert field in r.json()["detail"]
@@ -309,9 +315,13 @@ def test_api_keys(checkpoint_dir):
             assert c.get(url).status_code == 200, url
 
 
-def test_bad_input_never_gives_a_500(client):
-    """A few garbage bodies, media types and uploads at every POST endpoint: all 4xx, none a 500."""
+@pytest.mark.parametrize("output", ["gauss", "gmm"])
+def test_bad_input_never_gives_a_500(request, output):
+    """A few garbage bodies, media types and uploads at every POST endpoint: all 4xx, none a 500 (or a 200 for the
+    extreme but valid ones), on Gauss and on mixture-output (GMM) default models."""
     import random
+
+    client = request.getfixturevalue("gmm_client" if output == "gmm" else "client")
 
     rng = random.Random(0)
     noise = [bytes(rng.getrandbits(8) for _ in range(n)) for n in (1, 17, 300, 5000)]
@@ -325,6 +335,8 @@ def test_bad_input_never_gives_a_500(client):
         b'{"model": 12}',
         b'{"model": "../../etc/passwd"}',
         b'{"seed": 1e400}',
+        b'{"temperature": 5e-324, "duration_s": 0.05}',  # subnormal: the T -> 0 limit, a 200 for speech
+        b'{"temperature": 5e-324, "bias": 10, "steps": 20}',  # and for handwriting
         b'{"seed": 99999999999999999999999}',
         b'{"duration_s": "1"}',
         b'{"data_b64": 5}',
