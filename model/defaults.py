@@ -34,3 +34,10 @@ FORGET_BIAS_INIT = 1.0
 # The IS estimate runs K copies of each sequence as one batch; above this many rows the batch of
 # sequences is split into chunks so that memory stays bounded (K samples of a sequence stay together).
 MAX_IS_BATCH = 4096
+
+# Working memory of one chunk of no-grad decoding (the IS estimate, a scored or analysed upload): the
+# K x T rows of an importance-sampled score are run a few time steps at a time, and plain no-grad
+# decoding a few thousand rows at a time, so that a request's memory does not grow with K x T.
+# 256 MiB keeps the decoder's products large enough to run at full speed (speech-vrnn-gmm: about
+# 2000 rows of its 20 x 200 mixture per chunk).
+NO_GRAD_CHUNK_BYTES = 256 * 2**20

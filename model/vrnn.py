@@ -134,17 +134,32 @@ class VRNN(nn.Module):
             return h_prev.new_zeros(shape), h_prev.new_ones(shape)
         return self.prior(h_prev)
 
-    def _decode(self, p: _Pass):
-        """Output distribution parameters for every step at once, rows flattened to (T * B)."""
-        h = p.h_prev.reshape(-1, p.h_prev.shape[-1])
-        if p.phi_z is None:
-            return self.decoder(h)
-        return self.decoder(p.phi_z.reshape(-1, p.phi_z.shape[-1]), h)
-
     def _log_px(self, p: _Pass, x_tm: Tensor) -> Tensor:
-        """log p(x_t | z_<=t, x_<t) -> (T, B)."""
-        params = self._decode(p)
-        return self.decoder.head.log_prob(x_tm.reshape(-1, x_tm.shape[-1]), params).view(x_tm.shape[:2])
+        """log p(x_t | z_<=t, x_<t) -> (T, B). Without gradients, decoded a chunk of `_chunk_rows()` rows at
+        a time (the output head's parameters and temporaries are the largest tensors of a pass)."""
+        T, B = x_tm.shape[:2]
+        steps = T if torch.is_grad_enabled() else max(1, self._chunk_rows() // B)
+        parts = []
+        for i in range(0, T, steps):
+            h = p.h_prev[i : i + steps].flatten(0, 1)  # rows flattened to (steps * B)
+            params = self.decoder(h) if p.phi_z is None else self.decoder(p.phi_z[i : i + steps].flatten(0, 1), h)
+            parts.append(self.decoder.head.log_prob(x_tm[i : i + steps].flatten(0, 1), params).view(-1, B))
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def _chunk_rows(self) -> int:
+        """How many (time step x sequence) rows one no-grad chunk may hold: defaults.NO_GRAD_CHUNK_BYTES over an
+        estimate of the floats one row needs at once (posterior pass, prior, the output head's parameters and
+        its per-component temporaries, which dominate: 6 x components x dims)."""
+        cfg = self.config
+        H, Z, W, D = cfg.h_dim, cfg.z_dim, cfg.mlp_width, cfg.x_dim
+        k = cfg.n_components if cfg.output == "gmm" else 1
+        head_params = self.decoder.head.hidden_to_params
+        assert isinstance(head_params, nn.Linear)
+        head = head_params.out_features
+        mixture = 6 * k * (D if cfg.modality == "speech" else 5)
+        per_row = 2 * (H + 3 * Z + W) + W * (cfg.mlp_layers + 1) + 4 * Z + 2 * D + head + mixture
+        size = torch.finfo(self._dtype()).bits // 8
+        return max(1, defaults.NO_GRAD_CHUNK_BYTES // (size * per_row))
 
     # ------------------------------------------------------------------ the recurrence
 
@@ -268,7 +283,10 @@ class VRNN(nn.Module):
 
         Their log-mean-exp is the IS estimate; their mean is a K-sample ELBO estimate that, on the same
         draws, can never exceed it (Jensen). Sequences are split into chunks of at most
-        MAX_IS_BATCH rows; the K samples of one sequence always run together."""
+        MAX_IS_BATCH rows; the K samples of one sequence always run together. Time is split into chunks of
+        `_chunk_rows()` // (K x sequences) steps, each decoded and summed before the next one runs, so memory
+        stays bounded whatever T and K; the noise is drawn in the same order, so the chunks change nothing
+        but the order of a float sum."""
         _check_samples(num_samples)
         if not self.config.has_latent:
             raise ValueError(f"{self.config.name} has no latent variables: its likelihood is exact")
@@ -282,16 +300,23 @@ class VRNN(nn.Module):
         return torch.cat(out, dim=1)
 
     def _log_weights(self, x_tm: Tensor, m: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
-        _T, B = x_tm.shape[:2]
-        p = self._posterior_pass(x_tm, self._noise(generator), k=k)  # row j * B + b: sample j of sequence b
-        xk = x_tm.repeat(1, k, 1)  # (T, K * B, D) in the same order
-        assert p.z is not None and p.mu_q is not None and p.std_q is not None
-        mu_p, std_p = self._prior(p.h_prev)
-        log_pz = gaussian_log_prob(p.z, mu_p, std_p).sum(-1)
-        log_qz = gaussian_log_prob(p.z, p.mu_q, p.std_q).sum(-1)
-        log_w = self._log_px(p, xk) + log_pz - log_qz  # (T, K * B): log p(x, z) - log q(z | x)
-        log_w = torch.where(m.repeat(1, k), log_w, torch.zeros((), dtype=log_w.dtype, device=log_w.device))
-        return log_w.sum(0).view(k, B)
+        T, B = x_tm.shape[:2]
+        noise = self._noise(generator)  # one draw of (K, B, Z) per step, whatever the chunks: the same draws
+        steps = max(1, self._chunk_rows() // (k * B))
+        total = x_tm.new_zeros(k * B)
+        state = None
+        for i in range(0, T, steps):
+            xs, ms = x_tm[i : i + steps], m[i : i + steps]
+            p = self._posterior_pass(xs, noise, k=k, state=state)  # row j * B + b: sample j of sequence b
+            state = p.state
+            assert p.z is not None and p.mu_q is not None and p.std_q is not None
+            mu_p, std_p = self._prior(p.h_prev)
+            log_pz = gaussian_log_prob(p.z, mu_p, std_p).sum(-1)
+            log_qz = gaussian_log_prob(p.z, p.mu_q, p.std_q).sum(-1)
+            log_w = self._log_px(p, xs.repeat(1, k, 1)) + log_pz - log_qz  # (steps, K * B): log p(x, z) - log q(z | x)
+            total += torch.where(ms.repeat(1, k), log_w, torch.zeros((), dtype=log_w.dtype, device=log_w.device)).sum(0)
+            del p, mu_p, std_p, log_pz, log_qz, log_w
+        return total.view(k, B)
 
     @torch.no_grad()
     def sample(

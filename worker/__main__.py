@@ -12,7 +12,9 @@
 - Uses RQ's JSONSerializer (never pickle) and runs only the functions of `worker.jobs` (plus any
   given with --allow-function): a job naming any other function fails without running.
 - Runs RQ's maintenance (abandoned jobs -> retried or failed with AbandonedJobError) every
-  --maintenance-interval seconds while idle; see `worker.queueing.enqueue` for the timeline.
+  --maintenance-interval seconds while idle; see `worker.queueing.enqueue` for the timeline. A job that
+  has killed a worker runs at most once more; after a second death it fails (PoisonJobError), never run
+  by a third worker (`worker.queueing.on_abandoned`).
 - SIGTERM or Ctrl+C: warm shutdown (the current job finishes, then the worker exits); a second
   one: cold shutdown (the job fails and is retried if it has retries left).
 - Publishes its loaded models at "vrnn:worker:<name>:models" (JSON), refreshed by its heartbeat,
@@ -57,17 +59,24 @@ class ForbiddenJobError(RuntimeError):
     """A job names a function this worker does not run."""
 
 
+class PoisonJobError(RuntimeError):
+    """A job whose runs have killed queueing.MAX_WORKER_DEATHS workers already: refused without running."""
+
+
 # Errors that would recur on a retry: not retried, whatever Retry(max=...) the job has.
-NOT_RETRIED = (JobInputError, UnknownModelError, ForbiddenJobError, JobTimeoutException)
+NOT_RETRIED = (JobInputError, UnknownModelError, ForbiddenJobError, JobTimeoutException, PoisonJobError)
 
 
 class RestrictedJob(Job):
     """A Job that resolves only allowed function names and never imports callbacks by name."""
 
     allowed_functions: frozenset[str] = frozenset(queueing.JOB_FUNCTIONS.values())
+    refused: str | None = None  # set by the worker for a poison job: why it is not run
 
     @property
     def func(self):
+        if self.refused:
+            raise PoisonJobError(self.refused)
         name = self.func_name
         if name not in self.allowed_functions:
             raise ForbiddenJobError(
@@ -108,7 +117,7 @@ def _error_info(exc: BaseException) -> dict[str, Any]:
         status = 500
     message = str(exc) or kind
     if isinstance(exc, AbandonedJobError):
-        message = "the worker running this job stopped (killed or lost) before the job finished"
+        message = queueing.ABANDONED_MESSAGE
     return {"type": kind, "message": message[:2000], "status": status}
 
 
@@ -211,6 +220,7 @@ class ModelWorker(SimpleWorker):
         if meta.get("request_id"):  # the API request that queued the job (X-Request-Id)
             fields["request_id"] = str(meta["request_id"])[:128]
         log.info("job %s started", job.id, extra={"event": "job_started", **fields})
+        self._count_attempt(job)
         try:
             ok = self.perform_job(job, queue)
         finally:
@@ -230,6 +240,20 @@ class ModelWorker(SimpleWorker):
 
     # Failures -----------------------------------------------------------------------------------
 
+    def _count_attempt(self, job: Job) -> None:
+        """Count this attempt in the job's meta (queueing.worker_deaths reads the count), or refuse a job whose runs
+        have killed MAX_WORKER_DEATHS workers already: a registry cleanup without queueing.on_abandoned (RQ's
+        registry count() runs one) may have re-enqueued it. A refused job fails with PoisonJobError unrun."""
+        deaths = queueing.worker_deaths(job)
+        if deaths >= queueing.MAX_WORKER_DEATHS and isinstance(job, RestrictedJob):  # this worker's job class
+            job.refused = queueing.poison_message(deaths)
+            return
+        job.meta["attempts"] = int(job.meta.get("attempts", 0)) + 1
+        try:
+            job.save_meta()
+        except Exception as e:  # Redis down for a moment: the job runs anyway, uncounted
+            log.warning("could not count the attempt of job %s: %s", job.id, e, extra={"job_id": job.id})
+
     def handle_exception(self, job: Job, *exc_info: Any) -> None:
         """Bad input is the client's error, not the worker's: no traceback at error level for it (the
         job_failed line carries its message); everything else goes through RQ's logging."""
@@ -247,9 +271,17 @@ class ModelWorker(SimpleWorker):
             exc_value = exc_type()
         if exc_value is None:
             return True
+        if isinstance(exc_value, AbandonedJobError):  # its worker died: count the death, poison jobs fail
+            try:
+                return queueing.on_abandoned(job)
+            except Exception as e:
+                log.warning("could not record the death of job %s: %s", job.id, e, extra={"job_id": job.id})
+                return True
         if isinstance(exc_value, NOT_RETRIED):
             job.retries_left = 0
         try:
+            if not isinstance(exc_value, PoisonJobError):  # an attempt that ended in this process, not with it
+                job.meta["failures"] = int(job.meta.get("failures", 0)) + 1
             job.meta["error"] = _error_info(exc_value)
             job.save_meta()
         except Exception as e:  # never let bookkeeping hide the failure itself
@@ -330,8 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "environment: REDIS_URL, QUEUE_NAME, CHECKPOINT_DIR, DEVICE (auto|cpu|cuda), DEFAULT_SPEECH_MODEL, "
             "DEFAULT_HANDWRITING_MODEL, WORKER_MAINTENANCE_S, WORKER_HEARTBEAT_S, WORKER_HEARTBEAT_GRACE_S, "
-            "WORKER_NAME, LOG_FORMAT (json|text), LOG_LEVEL. Options override them. Exit status: 0 done, "
-            "1 no checkpoint loaded or Redis unreachable, 2 bad arguments."
+            "WORKER_NAME, TORCH_THREADS, LOG_FORMAT (json|text), LOG_LEVEL. Options override them. Exit status: "
+            "0 done, 1 no checkpoint loaded or Redis unreachable, 2 bad arguments."
         ),
     )
     p.add_argument("--burst", action="store_true", help="process the queued jobs, then exit")
@@ -344,6 +376,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", default=os.environ.get("DEVICE") or "auto", choices=("auto", "cpu", "cuda"), help="default: DEVICE"
     )
     p.add_argument("--name", default=os.environ.get("WORKER_NAME"), help="worker name (default: host.pid.random)")
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=os.environ.get("TORCH_THREADS") or "1",
+        metavar="N",
+        help="PyTorch intra-op threads of this process (default: TORCH_THREADS or 1). Workers scale by processes: "
+        "several workers each using every core fight over them and serve fewer requests under load than one at a "
+        "time, so run one single-threaded worker per core; more threads only for a lone worker on idle cores",
+    )
     p.add_argument(
         "--maintenance-interval",
         type=positive_int,
@@ -384,8 +425,11 @@ def main(argv: list[str] | None = None) -> int:
         log.error("no Redis URL: set REDIS_URL or pass --redis-url (e.g. redis://localhost:6379/0)")
         return 2
 
+    from model.runtime import set_threads
+
     from .cache import ModelCache, set_cache
 
+    set_threads(args.threads)  # before any PyTorch work; see --threads
     started = time.monotonic()
     try:
         cache = ModelCache(args.checkpoints, args.device)
@@ -399,15 +443,17 @@ def main(argv: list[str] | None = None) -> int:
         "failed_reasons": dict(cache.failed),  # name -> why it did not load (the API's /models and /readyz show it)
         "defaults": cache.defaults,
         "device": cache.device,
+        "threads": args.threads,
         "hostname": socket.gethostname(),
         "pid": os.getpid(),
     }
     log.info(
-        "loaded %d checkpoint(s) from %s in %.1f s (%d failed)",
+        "loaded %d checkpoint(s) from %s in %.1f s (%d failed; %d PyTorch thread(s))",
         len(cache),
         args.checkpoints,
         time.monotonic() - started,
         len(cache.failed),
+        args.threads,
         extra={"event": "models_loaded", "models": cache.names, "failed": cache.failed, "device": cache.device},
     )
     if not len(cache):

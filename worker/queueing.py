@@ -45,6 +45,52 @@ ERROR_STATUS = {
 }
 
 
+# Poison jobs. A job whose worker dies while running it (SIGKILL, the OOM killer, a lost machine, or a job stuck in
+# native code past its timeout) is retried at most once more, whatever its retries allow: one death may be an
+# accident (a deploy, a lost machine), but a job that takes down a second worker is what takes them all down, one
+# after the other, if retried blindly. The second death fails it with POISON_ERROR (500, its message public). The
+# worker counts the attempts it begins (meta "attempts") and those that ended by an exception in its process
+# (meta "failures"); every other attempt ended with its worker.
+MAX_WORKER_DEATHS = 2
+POISON_ERROR = "PoisonJobError"
+ABANDONED_MESSAGE = "the worker running this job stopped (killed or lost) before the job finished"
+
+
+def worker_deaths(job: Job) -> int:
+    """How many attempts of this (not running) job ended with the death of their worker."""
+    meta = job.meta or {}
+    return max(0, int(meta.get("attempts", 0)) - int(meta.get("failures", 0)))
+
+
+def poison_message(deaths: int) -> str:
+    return (
+        f"this job stopped {deaths} workers while it ran (each killed, perhaps out of memory, or lost); it is not "
+        "tried again, so that it cannot take down more of them. If the input is large, send a shorter one or fewer "
+        "num_samples; else report it with this job's id"
+    )
+
+
+def on_abandoned(job: Job, *exc_info: Any) -> bool:
+    """Exception handler of RQ's StartedJobRegistry.cleanup for a job whose worker died mid-run (the workers'
+    maintenance passes and the API run it): counts the death, leaves at most one more attempt, fails the job with
+    POISON_ERROR at the MAX_WORKER_DEATHS-th death, and records the error for `job_error`. Returns True (RQ then
+    retries the job if it has retries left, else fails it)."""
+    deaths = worker_deaths(job)
+    if deaths == 0:  # its worker died before counting the attempt (or was older than the count): count it here
+        job.meta["attempts"] = int(job.meta.get("attempts", 0)) + 1
+        deaths = 1
+    if deaths >= MAX_WORKER_DEATHS:
+        job.retries_left = 0
+        error = {"type": POISON_ERROR, "message": poison_message(deaths), "status": 500}
+    else:
+        if job.retries_left:
+            job.retries_left = min(job.retries_left, MAX_WORKER_DEATHS - deaths)
+        error = {"type": "AbandonedJobError", "message": ABANDONED_MESSAGE, "status": 500}
+    job.meta.update(error=error, worker_deaths=deaths)
+    job.save_meta()
+    return True
+
+
 def queue_name() -> str:
     """QUEUE_NAME from the environment, else "vrnn"."""
     return os.environ.get("QUEUE_NAME") or DEFAULT_QUEUE
@@ -98,7 +144,9 @@ def enqueue(
     The next maintenance pass of any live worker on the queue (every `--maintenance-interval`, WORKER_MAINTENANCE_S,
     30 s by default; it runs while a worker is idle) then treats the job as abandoned: with retries left it is
     re-enqueued (`retries_left` goes down by one) and another worker runs it from the start; without, it moves
-    to the FailedJobRegistry with RQ's AbandonedJobError, and `job_error(job)` reports it. So with the defaults
+    to the FailedJobRegistry with RQ's AbandonedJobError, and `job_error(job)` reports it. A job that has
+    killed a worker is retried at most once more, and fails (PoisonJobError) at its second death: see
+    MAX_WORKER_DEATHS and `on_abandoned`. So with the defaults
     a killed worker's job is retried or failed within about 100 s, provided a live worker is idle at some point;
     with no live worker at all the API runs the same cleanup while a client polls the job, and fails a job that
     waited JOB_TIMEOUT_S in the queue with no live worker (NoWorkerError), so a polling client always sees an end.
@@ -160,8 +208,7 @@ def job_error(job: Job) -> dict[str, Any] | None:
     result = job.latest_result()
     text = (result.exc_string or "") if result is not None else ""
     if "AbandonedJobError" in text:
-        message = "the worker running this job stopped (killed or lost) before the job finished"
-        return {"type": "AbandonedJobError", "message": message, "status": 500}
+        return {"type": "AbandonedJobError", "message": ABANDONED_MESSAGE, "status": 500}
     last = next((line for line in reversed(text.strip().splitlines()) if line.strip()), "")
     kind, sep, message = last.partition(": ")
     kind = kind.rsplit(".", 1)[-1].strip()

@@ -65,7 +65,7 @@ def _state(status: JobStatus | str | None) -> str:
 _POLL_FIRST_S, _POLL_MAX_S = 0.02, 0.25  # waiting polls the job's status, backing off to this period
 _SEEN_MAX = 10_000  # finished jobs remembered so that each is counted once in the job metrics
 # Server-side failures whose worker message is safe and useful to pass on (the rest stay in the worker's log).
-PUBLIC_ERRORS = ("JobTimeoutException", "AbandonedJobError", "NoWorkerError")
+PUBLIC_ERRORS = ("JobTimeoutException", "AbandonedJobError", "NoWorkerError", queueing.POISON_ERROR)
 _CLEANUP_EVERY_S = 1.0  # the API runs RQ's abandoned-job cleanup at most this often (while someone polls a job)
 # Per-client job ids (a sorted set by submission time) for MAX_JOBS_PER_CLIENT, shared by every API process.
 CLIENT_KEY_PREFIX = "vrnn:client:"
@@ -198,7 +198,8 @@ class RedisBackend:
         job's state may have changed).
 
         - Started, but its worker's heartbeats stopped (killed, lost): RQ's abandoned-job cleanup, which a live
-          worker's maintenance pass also runs: retried if it has retries left, else failed (AbandonedJobError). The
+          worker's maintenance pass also runs: retried if it has retries left, else failed (AbandonedJobError); a
+          job that has killed a worker before is not retried again (queueing.on_abandoned: PoisonJobError). The
           API runs it too, because with no live worker nobody else would.
         - Queued for longer than JOB_TIMEOUT_S while no live worker is on the queue: failed (NoWorkerError).
         """
@@ -208,7 +209,7 @@ class RedisBackend:
             if t - self._last_cleanup < _CLEANUP_EVERY_S:
                 return False
             self._last_cleanup = t
-            self.queue.started_job_registry.cleanup()
+            self.queue.started_job_registry.cleanup(exception_handlers=[queueing.on_abandoned])
             return True
         waited = time.time() - job.enqueued_at.replace(tzinfo=UTC).timestamp() if job.enqueued_at else 0.0
         if waited <= self.settings.job_timeout_s or queueing.live_workers(self.connection, self.settings.queue_name):
@@ -363,6 +364,9 @@ def _retries_taken(job: Job, info: dict[str, Any], retries: int) -> int:
     left = getattr(job, "retries_left", None)
     if left is None or (info["status"] == "failed" and (info.get("error_status") or 500) != 500):
         return 0
+    attempts = (job.meta or {}).get("attempts")  # counted by the workers: a job that killed one has fewer retries left
+    if isinstance(attempts, int) and not isinstance(attempts, bool) and attempts >= 1:
+        return attempts - 1
     return max(0, retries - int(left))
 
 
