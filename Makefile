@@ -8,7 +8,8 @@ PY := $(VENV)/bin/python
 
 # Debian packages: a speech synthesiser and stroke fonts for the demo corpora (model.prepare), Chromium
 # and its driver for the demo page's browser test, redis-server for the service tests. Without them the
-# tests that need them are skipped and say why; the PyPI Hershey-Fonts stands in for the fonts.
+# tests that need them are skipped and say why (under CI=true they fail instead: tests/cikit.py); the PyPI
+# Hershey-Fonts stands in for the fonts.
 APT_PACKAGES := festival festvox-us-slt-hts espeak-ng hershey-fonts-data chromium chromium-driver redis-server
 
 .PHONY: setup system-deps serve worker test test-fast lint format bench clean

@@ -74,18 +74,100 @@ def json_openapi(model: type[BaseModel], required: bool = False) -> dict[str, An
     }
 
 
+# What `sniff` accepts, for the OpenAPI document: the file's first bytes decide, not its Content-Type.
+CONTENT_RULE = (
+    "The content decides what it is, not its name or Content-Type: RIFF/RF64 WAVE, FLAC, Ogg or AIFF audio, a "
+    ".npy array (\\x93NUMPY), or text (UTF-8, BOM and leading whitespace allowed) starting with '<' (IAM-OnDB "
+    "XML), '[' or '{' (JSON strokes); anything else: 415."
+)
+UPLOAD_MEDIA_TYPES = (
+    "audio/wav, audio/x-wav, audio/flac, audio/ogg, audio/aiff, application/xml, text/xml, application/json, "
+    "application/octet-stream"
+)
+_EXAMPLE_STROKES = b"[[[0, 0], [5, 3], [10, 8], [14, 9]], [[20, 0], [25, 5], [27, 9]]]"
+
+
 def data_openapi(model: type[BaseModel]) -> dict[str, Any]:
-    """openapi_extra documenting the two ways to send an input file (see `read_data`)."""
+    """openapi_extra documenting the two ways to send an input file (see `read_data`). The size limits depend on
+    the app's settings: `document_limits` adds them when the document is built."""
     schema = model.model_json_schema()
+    schema["properties"]["data_b64"]["description"] += " " + CONTENT_RULE
     form_props = {k: v for k, v in schema["properties"].items() if k not in ("data_b64", "filename")}
-    form_props[FILE_FIELD] = {"type": "string", "format": "binary", "description": f"The input: {UPLOAD_KINDS}."}
-    form = {"type": "object", "properties": form_props, "required": [FILE_FIELD]}
+    form_props[FILE_FIELD] = {
+        "type": "string",
+        "format": "binary",
+        "contentMediaType": "application/octet-stream",
+        "description": f"The input: {UPLOAD_KINDS}. {CONTENT_RULE} Its file name's suffix picks the parser.",
+    }
+    form = {
+        "type": "object",
+        "properties": form_props,
+        "required": [FILE_FIELD],
+        "additionalProperties": False,
+    }
+    example = {"data_b64": encode_b64(_EXAMPLE_STROKES), "filename": "line.json"}
     return {
         "requestBody": {
             "required": True,
-            "content": {"multipart/form-data": {"schema": form}, "application/json": {"schema": schema}},
+            "description": "multipart/form-data with the input in the `file` field (one file) and the other "
+            "parameters as form fields, or a JSON object with the input base64-encoded in `data_b64` "
+            "(application/json or any application/*+json; a body without Content-Type is read as JSON). Any "
+            "other Content-Type: 415.",
+            "content": {
+                "multipart/form-data": {
+                    "schema": form,
+                    "encoding": {FILE_FIELD: {"contentType": UPLOAD_MEDIA_TYPES}},
+                },
+                "application/json": {"schema": schema, "example": example},
+            },
         }
     }
+
+
+def b64_length(n: int) -> int:
+    """Characters of the padded base64 of `n` bytes: the longest data_b64 that can decode to at most `n` bytes."""
+    return (n + 2) // 3 * 4
+
+
+def _string_branch(schema: dict[str, Any]) -> dict[str, Any]:
+    """The string schema of an optional field (anyOf [string, null]), or `schema` itself."""
+    for branch in schema.get("anyOf", ()):
+        if branch.get("type") == "string":
+            return branch
+    return schema
+
+
+def document_limits(spec: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """The OpenAPI document with this app's size limits filled in (in place): maxLength of every uploaded file
+    (multipart `file`: bytes) and of every base64 input (`data_b64`, `prime`: characters, `format: byte`), the
+    request-body limit, and the 413 answers' descriptions."""
+    upload, body = settings.max_upload_bytes, settings.max_body_bytes
+    sizes = (
+        f"An input file may have at most {upload} bytes (MAX_UPLOAD_BYTES: decoded, for base64), the request body "
+        f"at most {body} bytes (MAX_BODY_BYTES)."
+    )
+    for operations in spec.get("paths", {}).values():
+        for operation in operations.values():
+            if not isinstance(operation, dict) or "requestBody" not in operation:
+                continue
+            request_body = operation["requestBody"]
+            documented = False
+            for media, content in request_body.get("content", {}).items():
+                props = content.get("schema", {}).get("properties", {})
+                if media == "multipart/form-data" and FILE_FIELD in props:
+                    props[FILE_FIELD]["maxLength"] = upload
+                    documented = True
+                for key in ("data_b64", "prime"):
+                    if key in props:
+                        field = _string_branch(props[key])
+                        field.update(format="byte", contentEncoding="base64", maxLength=b64_length(upload))
+                        documented = True
+            if documented:
+                request_body["description"] = f"{request_body.get('description', '')} {sizes}".strip()
+                too_large = operation.get("responses", {}).get("413")
+                if too_large is not None:
+                    too_large["description"] = f"Body or input file too large. {sizes}"
+    return spec
 
 
 def decode_b64(text: str, field: str, settings: Settings) -> bytes:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -16,6 +18,7 @@ from swagger_ui_bundle import swagger_ui_path
 from . import errors
 from .backends import make_backend
 from .bodylimit import BodyLimitMiddleware
+from .inputs import document_limits
 from .metrics import Metrics, MetricsMiddleware, configure_access_log
 from .routes import analyze, generate, health, jobs, models, page, score
 from .routes.page import STATIC_DIR
@@ -54,6 +57,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="VRNN service", version="0.1.0", description=DESCRIPTION, lifespan=lifespan, docs_url=None)
     app.state.settings = settings
     app.state.metrics = metrics
+
+    def openapi() -> dict[str, Any]:  # the document states this app's size limits (settings), not the defaults
+        if app.openapi_schema is None:
+            # A copy: FastAPI's document shares dicts with the routes' openapi_extra, which every app shares.
+            app.openapi_schema = document_limits(copy.deepcopy(FastAPI.openapi(app)), settings)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     errors.install(app, settings.retry_after_s)
     for module in (generate, score, analyze, jobs, models, health, page):
         app.include_router(module.router)

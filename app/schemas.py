@@ -15,7 +15,10 @@ def _model_name() -> Any:
         None,
         min_length=1,
         max_length=limits.MAX_MODEL_NAME_CHARS,
-        description="Checkpoint name (file stem, see GET /models); omitted: the default model of the modality.",
+        pattern=limits.MODEL_NAME_PATTERN,
+        description="Checkpoint name (file stem, see GET /models; the names depend on the server's checkpoints): "
+        f"letters, digits, '.', '_' and '-', at most {limits.MAX_MODEL_NAME_CHARS} characters. Omitted: the default "
+        "model of the modality. A well-formed name that no loaded checkpoint has: 404.",
         examples=[None],
     )
 
@@ -32,7 +35,12 @@ def _seed() -> Any:
 
 def _temperature() -> Any:
     return Field(
-        1.0, gt=0, le=limits.MAX_TEMPERATURE, description="Scales the output distribution's spread (1: as trained)."
+        1.0,
+        gt=0,
+        le=limits.MAX_TEMPERATURE,
+        description=f"Scales the output distribution's spread (1: as trained): any number above 0 and at most "
+        f"{limits.MAX_TEMPERATURE:g}. Near 0 the sample tends to the most likely mixture component's mean (tiny and "
+        "subnormal values give that limit); above about 2 it is mostly noise.",
     )
 
 
@@ -61,7 +69,12 @@ class HandwritingRequest(_Request):
     model: str | None = _model_name()
     steps: int = Field(700, ge=limits.MIN_STEPS, le=limits.MAX_STEPS, description="Pen steps (one line: about 700).")
     seed: int | None = _seed()
-    bias: float = Field(0.0, ge=0, le=limits.MAX_BIAS, description="Graves' sampling bias: higher writes neater.")
+    bias: float = Field(
+        0.0,
+        ge=0,
+        le=limits.MAX_BIAS,
+        description=f"Graves' sampling bias, from 0 (none) to {limits.MAX_BIAS:g}: higher writes neater.",
+    )
     temperature: float = _temperature()
     prime: str | None = Field(
         None, description="Base64 IAM-OnDB XML or JSON strokes to continue from; the response holds the continuation."
@@ -82,7 +95,11 @@ class DataRequest(_Request):
 
     model: str | None = _model_name()
     data_b64: str = Field(
-        ..., min_length=1, description="Base64 of the input: WAV/FLAC audio, IAM-OnDB XML or JSON strokes."
+        ...,
+        min_length=1,
+        description="Base64 (RFC 4648, with padding; whitespace and a `data:...;base64,` prefix are ignored) of the "
+        "input: WAV/FLAC audio, IAM-OnDB XML or JSON strokes. Its decoded size is limited (MAX_UPLOAD_BYTES, 413).",
+        json_schema_extra={"format": "byte", "contentEncoding": "base64"},
     )
     filename: str | None = Field(
         None, max_length=limits.MAX_FILENAME_CHARS, description="Its file name; the suffix picks the parser."

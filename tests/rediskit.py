@@ -2,7 +2,8 @@
 
 Each test file that talks to Redis has its own database number (11-14). The database is emptied
 before and after, and a file lock serialises its users between concurrent test runs on this machine,
-which would otherwise empty each other's data. No Redis answering: the test is skipped, saying why."""
+which would otherwise empty each other's data. No Redis answering: the test is skipped, saying why (under CI
+it fails instead: see cikit.py)."""
 
 from __future__ import annotations
 

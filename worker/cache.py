@@ -32,7 +32,7 @@ log = logging.getLogger("worker.cache")
 MODALITIES = ("speech", "handwriting")
 DEFAULT_ENV = {"speech": "DEFAULT_SPEECH_MODEL", "handwriting": "DEFAULT_HANDWRITING_MODEL"}
 PREFERRED = {"speech": "VRNN-Gauss", "handwriting": "VRNN-GMM"}
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+NAME_PATTERN = re.compile(limits.MODEL_NAME_PATTERN)
 # Files beside checkpoints that are not checkpoints: the trainer's resume state and temporaries.
 SKIPPED_SUFFIXES = (".resume.safetensors", ".tmp.safetensors")
 

@@ -14,6 +14,7 @@ _ERRORS = {
     422: "Invalid input; the message says what to change.",
     429: "This client has MAX_JOBS_PER_CLIENT jobs queued or running; retry after Retry-After seconds.",
     503: "Queue full or no worker running; retry after Retry-After seconds.",
+    504: "Redis mode: the job ran longer than JOB_TIMEOUT_S and was stopped.",
 }
 
 RESULT_HEADERS = {
@@ -33,8 +34,16 @@ ACCEPTED = {
 }
 
 
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
+
+
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": ErrorBody, "description": _ERRORS[code]} for code in codes}
+    answers: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        answers[code] = {"model": ErrorBody, "description": _ERRORS[code]}
+        if code in (429, 503):
+            answers[code]["headers"] = _RETRY_AFTER
+    return answers
 
 
 def binary(media_types: dict[str, str], headers: dict[str, Any]) -> dict[str, Any]:
@@ -47,4 +56,4 @@ def binary(media_types: dict[str, str], headers: dict[str, Any]) -> dict[str, An
     return {"description": description, "content": content, "headers": headers}
 
 
-JOB_ERRORS = errors(401, 404, 413, 415, 422, 429, 503)
+JOB_ERRORS = errors(401, 404, 413, 415, 422, 429, 503, 504)

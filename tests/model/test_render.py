@@ -196,6 +196,15 @@ def test_latent_figure_honours_the_mask_and_takes_the_padded_batch(speech_analys
     an, x = speech_analysis
     png = latent_figure(an, x, "speech", index=1)  # row 1 has 5 valid steps and NaN padding
     assert len(png) > 10_000
+    # The same figure as row 1 alone, cut to its 5 valid steps: nothing of the padding shows.
+    L = int(an.mask[1].sum())
+    assert L == 5
+    alone = type(an)(an.kl[1:, :L], an.kl_per_dim[1:, :L], an.delta_mu[1:, :L], an.mu_z[1:, :L], an.mask[1:, :L])
+    assert latent_figure(alone, x[1, :L], "speech") == png
+    # ... and the mask is what cuts it: the padded steps made valid draw another figure (the row's analysis
+    # values there are finite; its input there is replaced by zeros, as the NaN could not be drawn).
+    unmasked = type(an)(an.kl, an.kl_per_dim, an.delta_mu, an.mu_z, torch.ones_like(an.mask))
+    assert latent_figure(unmasked, np.nan_to_num(x), "speech", index=1) != png
     with pytest.raises(ValueError, match="T >= 12"):
         latent_figure(an, x[0, :6], "speech")
 

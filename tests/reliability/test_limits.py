@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import subprocess
 import sys
 import time
 import uuid
@@ -83,12 +84,31 @@ def test_bodies_over_max_body_bytes_are_413_in_every_form(client):
     assert r.status_code == 413
 
 
-def test_audio_longer_than_the_limit_is_413_before_decoding(client):
+def test_audio_longer_than_the_limit_is_413_before_decoding(client, monkeypatch):
+    """The header's length decides: the samples of a too-long recording are never decoded (spied on the decoders,
+    which the embedded job threads of this process call)."""
+    import model.sample
+
+    decoded: list[str] = []
+
+    def spy(name, real):
+        def wrapper(*args, **kwargs):
+            decoded.append(name)
+            return real(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(model.sample, "read_input", spy("read_input", model.sample.read_input))
+    monkeypatch.setattr(sf, "read", spy("sf.read", sf.read))
+    assert score_file(client, "short.wav", audio(0.5, 16000), model=SPEECH).status_code == 200
+    assert "read_input" in decoded and "sf.read" in decoded  # the spies see an accepted file being decoded
+    decoded.clear()
     long = audio(limits.MAX_AUDIO_SECONDS + 1, 1000)  # 61 s at 1 kHz: small in bytes, long in time
     r = score_file(client, "long.wav", long, model=SPEECH)
     assert r.status_code == 413 and f"{limits.MAX_AUDIO_SECONDS:g} s" in detail(r)
     r = client.post("/generate/speech", json={"model": SPEECH, "prime": base64.b64encode(long).decode()})
     assert r.status_code == 413
+    assert decoded == []
 
 
 @pytest.mark.parametrize("rate", [limits.MIN_AUDIO_SAMPLE_RATE - 1, limits.MAX_AUDIO_SAMPLE_RATE + 1])
@@ -200,13 +220,34 @@ def test_non_finite_arrays_and_samples_are_422(client):
     detail(r)
 
 
+class _Touch:
+    """Unpickling one calls open(path, "w"): what any pickle in an upload could do, were it loaded."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
 def test_a_pickled_npy_is_refused_without_being_run(client, tmp_path):
     marker = tmp_path / "pwned"
-    payload = np.array([{"x": 1}], dtype=object)
     buf = io.BytesIO()
-    np.save(buf, payload, allow_pickle=True)
-    r = score_file(client, "evil.npy", buf.getvalue(), model=HAND)
-    assert r.status_code in (415, 422) and not marker.exists(), r.text
+    np.save(buf, np.array([_Touch(marker)], dtype=object), allow_pickle=True)
+    evil = buf.getvalue()
+    # The payload works: loading it with pickles allowed (in another process) creates the marker.
+    load = "import io, sys, numpy as np; np.load(io.BytesIO(sys.stdin.buffer.read()), allow_pickle=True)"
+    subprocess.run([sys.executable, "-c", load], input=evil, check=True, timeout=120)
+    assert marker.exists()
+    marker.unlink()
+    for r in (
+        score_file(client, "evil.npy", evil, model=HAND),
+        client.post("/analyze/latent", files={"file": ("evil.npy", evil)}),
+        client.post("/generate/handwriting", json={"steps": 5, "prime": base64.b64encode(evil).decode()}),
+    ):
+        assert r.status_code in (415, 422), r.text
+        detail(r)
+    assert not marker.exists()
 
 
 # File names --------------------------------------------------------------------------------------------------

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import base64
-import builtins
 import io
 import json
 import math
-import tempfile
+import os
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 import soundfile as sf
 from workerkit import HAND, IAM_XML, SPEECH, SPEECH_RNN, b64, strokes_json, wav, write_checkpoints
 
+from model.data.handwriting import offsets_to_strokes
 from worker import jobs, limits
 from worker.cache import ModelCache, set_cache
 from worker.errors import InputTooLargeError, JobInputError, UnknownModelError, UnsupportedMediaError
@@ -91,12 +93,18 @@ def test_generate_handwriting_svg_and_json() -> None:
     r = jobs.generate_handwriting({"steps": 60, "seed": 2, "color": "navy", "stroke_width": 3})
     assert r["media_type"] == "image/svg+xml" and r["headers"]["X-Model"] == HAND and r["headers"]["X-Seed"] == "2"
     root = ET.fromstring(body(r).decode("utf-8"))
-    assert root.tag == f"{SVG}svg" and root.iter(f"{SVG}path") is not None
-    assert "navy" in body(r).decode()
     j = jobs.generate_handwriting({"steps": 60, "seed": 2, "format": "json"})
     assert j["media_type"] == "application/json" and j["headers"]["X-Output"] == "sample"
     offsets = j["json"]["offsets"]
     assert len(offsets) == 60 and all(len(row) == 3 and row[2] in (0, 1) for row in offsets)
+    # The SVG draws the same sample: one non-empty <path> per stroke (the JSON's pen-up bits end strokes), in the
+    # requested colour and width.
+    strokes = offsets_to_strokes(np.asarray(offsets, dtype=np.float64))
+    paths = list(root.iter(f"{SVG}path"))
+    assert root.tag == f"{SVG}svg" and len(strokes) >= 1
+    assert len(paths) == len(strokes) and all(p.get("d", "").startswith("M") for p in paths)
+    (group,) = root.iter(f"{SVG}g")
+    assert group.get("stroke") == "navy" and float(group.get("stroke-width")) > 0
     primed = jobs.generate_handwriting({"steps": 20, "seed": 2, "format": "json", "prime_b64": b64(IAM_XML)})
     assert len(primed["json"]["offsets"]) == 20
     json.dumps(j, allow_nan=False)
@@ -149,22 +157,98 @@ def test_list_models() -> None:
     assert jobs.list_models(None) == r
 
 
-def test_uploads_never_touch_the_disk(monkeypatch) -> None:
-    def no_write_open(file, mode="r", *args, **kwargs):
-        if any(c in mode for c in "wax+"):
-            raise AssertionError(f"a job opened {file!r} for writing")
-        return real_open(file, mode, *args, **kwargs)
+# The child process of the test below: runs every job that takes an upload once to import everything, then again
+# under an audit hook (PEP 578) recording each write to the file system a Python process can make: open() or
+# Path.write_* for writing (the "open" event with a write mode), os.open with write flags, tempfile, mkdir, rename,
+# remove, copy. Then it checks that the hook catches each of those ways (the guard is live), and lists the files
+# that appeared meanwhile under its working, temporary and home folders (writes from C code raise no event).
+_NO_DISK_CHILD = r"""
+import json, os, sys, tempfile
+from pathlib import Path
 
-    def no_temp(*args, **kwargs):
-        raise AssertionError("a job created a temporary file")
+from workerkit import IAM_XML, SPEECH, b64, wav
 
-    real_open = builtins.open
-    monkeypatch.setattr(builtins, "open", no_write_open)
-    for name in ("mkstemp", "NamedTemporaryFile", "TemporaryFile", "SpooledTemporaryFile", "mkdtemp"):
-        monkeypatch.setattr(tempfile, name, no_temp)
+from worker import jobs
+from worker.cache import ModelCache, set_cache
+
+set_cache(ModelCache(sys.argv[1], device="cpu", default_speech=SPEECH))
+watched = [Path(p) for p in sys.argv[2:]]
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+EVENTS = {"os.mkdir", "os.rename", "os.link", "os.symlink", "os.truncate", "os.remove", "os.rmdir",
+          "shutil.copyfile", "shutil.copytree", "shutil.move", "tempfile.mkstemp", "tempfile.mkdtemp"}
+recorded, phase = [], [None]
+
+
+def hook(event, args):
+    if phase[0] is None:
+        return
+    if event == "open":
+        path, mode, flags = args
+        if (any(c in mode for c in "wax+") if isinstance(mode, str) else bool(flags & WRITE_FLAGS)):
+            recorded.append([phase[0], event, str(path)])
+    elif event in EVENTS:
+        recorded.append([phase[0], event, str(args[0]) if args else ""])
+
+
+def run_jobs():
     jobs.score({"data_b64": b64(wav(0.1)), "num_samples": 2})
-    jobs.score({"data_b64": b64(IAM_XML), "num_samples": 2})
+    jobs.score({"data_b64": b64(IAM_XML), "filename": "../../line.xml", "num_samples": 2})
+    jobs.analyze_latent({"data_b64": b64(wav(0.1)), "filename": "/tmp/a.wav"})
+    jobs.analyze_latent({"data_b64": b64(IAM_XML), "format": "png"})
     jobs.generate_speech({"duration_s": 0.05, "seed": 0, "prime_b64": b64(wav(0.05))})
+    jobs.generate_handwriting({"steps": 10, "seed": 0, "prime_b64": b64(IAM_XML)})
+
+
+def files():
+    return {str(p) for root in watched for p in root.rglob("*")}
+
+
+run_jobs()  # every lazy import and cache done before the hook looks
+sys.addaudithook(hook)
+before = files()
+phase[0] = "jobs"
+run_jobs()
+phase[0] = None
+appeared = sorted(files() - before)
+canary = watched[0] / "canary"
+for name, write in [
+    ("open", lambda: open(canary, "wb").close()),
+    ("Path.write_bytes", lambda: canary.write_bytes(b"x")),
+    ("os.open", lambda: os.close(os.open(canary, os.O_WRONLY))),
+    ("tempfile", lambda: os.close(tempfile.mkstemp(dir=watched[0])[0])),
+    ("mkdir", lambda: (watched[0] / "d").mkdir()),
+]:
+    phase[0] = name
+    write()
+phase[0] = None
+print(json.dumps({"recorded": recorded, "appeared": appeared}))
+"""
+
+
+def test_uploads_never_touch_the_disk(cache, tmp_path) -> None:
+    """Uploads (data_b64, prime_b64) are parsed in memory: no job writes a file while handling one."""
+    here = Path(__file__).resolve().parent
+    folders = {name: tmp_path / name for name in ("cwd", "tmp", "home")}
+    for folder in folders.values():
+        folder.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("DEFAULT_SPEECH_MODEL", "DEFAULT_HANDWRITING_MODEL")}
+    env.update(
+        PYTHONPATH=os.pathsep.join([str(here.parents[1]), str(here.parent), str(here)]),
+        PYTHONDONTWRITEBYTECODE="1",
+        TMPDIR=str(folders["tmp"]),
+        HOME=str(folders["home"]),
+        MPLCONFIGDIR=str(folders["home"] / "mpl"),
+        MPLBACKEND="Agg",
+        OMP_NUM_THREADS="1",
+    )
+    args = [sys.executable, "-c", _NO_DISK_CHILD, str(cache.directory), *(str(f) for f in folders.values())]
+    child = subprocess.run(args, cwd=folders["cwd"], env=env, capture_output=True, text=True, timeout=600)
+    assert child.returncode == 0, child.stderr[-4000:]
+    report = json.loads(child.stdout.strip().splitlines()[-1])
+    assert [r for r in report["recorded"] if r[0] == "jobs"] == [], report["recorded"]
+    assert report["appeared"] == []
+    # The guard is live: it caught every way of writing the child tried afterwards.
+    assert {r[0] for r in report["recorded"]} == {"open", "Path.write_bytes", "os.open", "tempfile", "mkdir"}
 
 
 # Bad input -----------------------------------------------------------------------------------------
@@ -255,9 +339,29 @@ def test_bad_input_raises_job_input_error_with_a_helpful_message(job, params, er
 
 
 def test_upload_size_limit_is_checked_before_decoding(monkeypatch) -> None:
+    """An oversized data_b64 is refused from its length alone: neither the base64 nor the audio is decoded."""
+    import model.sample
+
+    calls: list[str] = []
+
+    def spy(name, real):
+        def wrapper(*args, **kwargs):
+            calls.append(name)
+            return real(*args, **kwargs)
+
+        return wrapper
+
+    payload = {"data_b64": b64(wav(0.25)), "num_samples": 2}
+    monkeypatch.setattr(base64, "b64decode", spy("b64decode", base64.b64decode))
+    monkeypatch.setattr(model.sample, "read_input", spy("read_input", model.sample.read_input))
+    monkeypatch.setattr(sf, "info", spy("sf.info", sf.info))
+    jobs.score(payload)  # under the limit: the spies see each decoding step
+    assert {"b64decode", "sf.info", "read_input"} <= set(calls), calls
+    calls.clear()
     monkeypatch.setattr(limits, "MAX_UPLOAD_BYTES", 1000)
     with pytest.raises(InputTooLargeError, match="larger than"):
-        jobs.score({"data_b64": b64(wav(0.25))})
+        jobs.score(payload)
+    assert calls == []
 
 
 @pytest.mark.parametrize("job", ["generate_speech", "generate_handwriting", "score", "analyze_latent"])
