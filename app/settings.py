@@ -94,8 +94,16 @@ class Settings(BaseSettings):
         2,
         ge=1,
         le=64,
-        description="Embedded mode: threads running jobs. Each PyTorch job uses several cores already, so a few "
-        "threads keep the machine busy without thrashing.",
+        description="Embedded mode: threads running jobs at once.",
+    )
+    torch_threads: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="PyTorch intra-op threads of the process that runs jobs. 0: the available cores (CPU affinity "
+        "and cgroup quota) divided among the EMBEDDED_WORKERS job threads, at least 1, because job runners that "
+        "each use every core fight over them and serve fewer requests under load than one at a time. "
+        "`python -m worker` reads the same variable (default 1: one single-threaded worker per core).",
     )
     device: str = Field(
         "auto",

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
+import math
+import os
 import sys
+from pathlib import Path
 
 import torch
 
@@ -41,3 +45,51 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {name} asked for, but PyTorch sees no CUDA device (use --device cpu)")
     return torch.device(name)
+
+
+def available_cores(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """The cores this process may use: its CPU affinity, capped by a cgroup CPU quota (a container's
+    `--cpus`, cgroup v2 `cpu.max` or v1 `cpu.cfs_quota_us`), at least 1."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    quota = _cgroup_quota(cgroup_root)
+    if quota is not None:
+        cores = min(cores, max(1, math.ceil(quota)))
+    return max(1, cores)
+
+
+def _cgroup_quota(root: Path) -> float | None:
+    """CPUs allowed by the cgroup quota, or None when unlimited or unreadable."""
+    try:
+        text = (root / "cpu.max").read_text().split()
+        if len(text) == 2 and text[0] != "max":
+            return int(text[0]) / int(text[1])
+        return None
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota / period if quota > 0 and period > 0 else None
+
+
+def threads_for(setting: int, sharers: int, cores: int | None = None) -> int:
+    """Intra-op threads for one of `sharers` job runners on this machine's cores: `setting` when positive
+    (the operator's choice), else the cores divided among the runners (at least 1). Several runners each
+    using every core fight over them and serve fewer requests under load than one at a time."""
+    if setting > 0:
+        return setting
+    return max(1, (cores or available_cores()) // max(1, sharers))
+
+
+def set_threads(threads: int) -> int:
+    """Set PyTorch's intra-op threads (and one inter-op thread, before any parallel work); returns `threads`."""
+    torch.set_num_threads(threads)
+    # Raises once set, or once parallel work has started: the intra-op setting is what matters.
+    with contextlib.suppress(RuntimeError):
+        torch.set_num_interop_threads(1)
+    return threads

@@ -10,7 +10,8 @@ Redis of --redis-url, whose database is emptied before and after), `--workers` `
 and one `python -m app` (uvicorn), all on CHECKPOINT_DIR (--checkpoints, default the shipped ones), and stops
 them at the end. With --embedded the server runs the jobs itself (EMBEDDED_WORKERS = --workers threads).
 
-Scenarios (--scenarios): `speech` POST /generate/speech {duration_s: 0.5}; `handwriting` POST
+Scenarios (--scenarios): `speech2` POST /generate/speech {} (the default 2 s); `speech` the same with
+{duration_s: 0.5}; `handwriting` POST
 /generate/handwriting {steps: 300}; `score8`, `score40` POST /score with a 0.5 s WAV upload and num_samples
 8 or 40. Each runs at each concurrency (--concurrency, default 1,4,16) for --requests requests or --seconds
 seconds, whichever ends first (requests in flight then are awaited, each bounded by --timeout), after
@@ -85,6 +86,7 @@ class Scenario:
 
 
 SCENARIOS = {
+    "speech2": Scenario("speech2", "Generate speech, 2 s (the default)", "/generate/speech", "json", {}),
     "speech": Scenario(
         "speech", "Generate speech, 0.5 s", "/generate/speech", "json", {"duration_s": 0.5, "temperature": 1.0}
     ),
@@ -256,17 +258,29 @@ def free_port() -> int:
 
 
 def child_env(**extra: str) -> dict[str, str]:
+    """The service's processes run with its own defaults: no thread settings are passed on (the service sizes
+    its PyTorch threads itself; OMP_NUM_THREADS here once hid that it did not)."""
     drop = {"REDIS_URL", "API_KEYS", "CHECKPOINT_DIR", "QUEUE_NAME", "HOST", "PORT", "EMBEDDED_WORKERS"}
+    drop |= {"OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_THREADS"}
     env = {k: v for k, v in os.environ.items() if k not in drop}
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1", MPLBACKEND="Agg", **extra)
+    env.update(PYTHONUNBUFFERED="1", MPLBACKEND="Agg", **extra)
     return env
 
 
 class Stack:
     """redis-server (or a given Redis database), workers and the API as subprocesses on loopback."""
 
-    def __init__(self, checkpoints: Path, workers: int, embedded: bool, redis_url: str | None, logs: Path):
+    def __init__(
+        self,
+        checkpoints: Path,
+        workers: int,
+        embedded: bool,
+        redis_url: str | None,
+        logs: Path,
+        torch_threads: int | None = None,
+    ):
         self.checkpoints, self.workers, self.embedded = checkpoints, workers, embedded
+        self.torch_threads = torch_threads
         self.redis_url, self.logs = redis_url, logs
         self.procs: list[tuple[str, subprocess.Popen]] = []
         self.url = ""
@@ -314,6 +328,8 @@ class Stack:
         try:
             port = free_port()
             common = {"CHECKPOINT_DIR": str(self.checkpoints), "SYNC_WAIT_S": "30", "LOG_LEVEL": "info"}
+            if self.torch_threads:
+                common["TORCH_THREADS"] = str(self.torch_threads)
             if self.embedded:
                 env = child_env(**common, EMBEDDED_WORKERS=str(self.workers))
                 self.description = f"embedded mode: one `python -m app`, {self.workers} job threads"
@@ -628,6 +644,8 @@ def observations(result: dict[str, Any]) -> list[str]:
                 f"{_ms(low['p50_s'])} to {_ms(high['p50_s'])} ms and throughput from {low['ok_rps']:.1f} to "
                 f"{high['ok_rps']:.1f}/s"
             )
+            if low["ok_rps"]:
+                text += f" ({high['ok_rps'] / low['ok_rps']:.2f}x)"
         lines.append(text + ".")
     totals: Counter[str] = Counter()
     for r in result["runs"]:
@@ -660,6 +678,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedded", action="store_true", help="start the API in embedded mode (no Redis, no workers)")
     p.add_argument("--checkpoints", type=Path, default=ROOT / "checkpoints", help="CHECKPOINT_DIR of what it starts")
     p.add_argument("--workers", type=int, default=2, help="worker processes (embedded: job threads); default 2")
+    p.add_argument(
+        "--torch-threads",
+        type=int,
+        metavar="N",
+        help="TORCH_THREADS of the processes it starts (default: the service's own sizing; e.g. the core count "
+        "to measure workers that each take every core)",
+    )
     p.add_argument(
         "--redis-url",
         help=f"use this Redis database (emptied before and after, e.g. {DEFAULT_REDIS_URL}) instead of "
@@ -703,8 +728,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             url, service = args.url.rstrip("/"), f"the running service at {args.url}"
         else:
             logs = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vrnn-loadtest-")))
-            s = stack.enter_context(Stack(args.checkpoints, args.workers, args.embedded, args.redis_url, logs))
+            s = stack.enter_context(
+                Stack(args.checkpoints, args.workers, args.embedded, args.redis_url, logs, args.torch_threads)
+            )
             url, service = s.url, s.description
+            if args.torch_threads:
+                service += f"; TORCH_THREADS={args.torch_threads} in every process"
         result = asyncio.run(
             run_all(
                 url,

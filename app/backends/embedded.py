@@ -72,6 +72,7 @@ class EmbeddedBackend:
         self._jobs_module: Any = None
         self._errors: Any = None  # the worker.errors module, once imported
         self._load_error: str | None = None
+        self.torch_threads: int | None = None  # set by start(): see Settings.torch_threads
         # The job functions use worker.cache's process-wide cache. A process normally holds one app; where it
         # holds several (tests), each installs its own cache before each call.
         self._cache: Any = None
@@ -81,11 +82,13 @@ class EmbeddedBackend:
 
     def start(self) -> None:
         """Import the job functions (and torch) and load every checkpoint once."""
+        from model.runtime import set_threads, threads_for
         from worker import errors, jobs
         from worker.cache import ModelCache, set_cache
 
         self._errors = errors
         self._set_cache = set_cache
+        self.torch_threads = set_threads(threads_for(self.settings.torch_threads, self.settings.embedded_workers))
         try:
             self._cache = ModelCache(self.settings.checkpoint_dir, device=self.settings.device)
             set_cache(self._cache)
