@@ -120,11 +120,32 @@ def wait_ready(base: str, timeout: float) -> float:
     raise AssertionError(f"/readyz not 200 after {timeout} s: {last}")
 
 
+def carry_host_pip_settings() -> list[Path]:
+    """The host's pip settings into the build's local folders, where those are empty: the CA bundle of PIP_CERT
+    (a proxy with its own CA) into docker/certs/, and a torch wheel of PIP_FIND_LINKS into docker/wheels/. What
+    a developer would copy by hand (docker/README.md, "Air-gapped builds"); returns the files it added."""
+    added: list[Path] = []
+    certs, wheels = ROOT / "docker" / "certs", ROOT / "docker" / "wheels"
+    cert = os.environ.get("PIP_CERT")
+    if cert and Path(cert).is_file() and not list(certs.glob("*.crt")):
+        added.append(certs / "host-pip-cert.crt")
+        shutil.copyfile(cert, added[-1])
+    if not list(wheels.glob("torch-*.whl")):
+        for folder in os.environ.get("PIP_FIND_LINKS", "").split():
+            found = sorted(Path(folder).glob("torch-*cp311*.whl")) if Path(folder).is_dir() else []
+            if found:
+                added.append(wheels / found[-1].name)
+                shutil.copyfile(found[-1], added[-1])
+                break
+    return added
+
+
 @pytest.fixture(scope="module")
 def stack():
     problem = engine_problem()
     if problem:
         pytest.skip(problem)
+    added = carry_host_pip_settings()
     env = dict(os.environ)
     if "PYTHON_IMAGE" not in env and image_exists(LOCAL_PYTHON):
         env["PYTHON_IMAGE"] = LOCAL_PYTHON
@@ -141,10 +162,10 @@ def stack():
     env["VRNN_TAG"] = "smoke"
     s = Stack(f"vrnnsmoke{os.getpid()}", env)
     timings: dict[str, float] = {}
-    start = time.monotonic()
-    s("build", timeout=BUILD_TIMEOUT_S)
-    timings["build_s"] = time.monotonic() - start
     try:
+        start = time.monotonic()
+        s("build", timeout=BUILD_TIMEOUT_S)
+        timings["build_s"] = time.monotonic() - start
         start = time.monotonic()
         s("up", "-d", timeout=UP_TIMEOUT_S)
         timings["up_s"] = time.monotonic() - start
@@ -158,6 +179,8 @@ def stack():
         s("down", "-v", "--remove-orphans", timeout=600, check=False)
         timings["down_s"] = time.monotonic() - start
         print(f"\ncompose stack timings (s): {json.dumps({k: round(v, 1) for k, v in timings.items()})}")
+        for path in added:
+            path.unlink(missing_ok=True)
 
 
 def post(s: Stack, path: str, **kw) -> httpx.Response:
