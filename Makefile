@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 # and its driver for the demo page's browser test, redis-server for the service tests. Without them the
 # tests that need them are skipped and say why (under CI=true they fail instead: tests/cikit.py); the PyPI
 # Hershey-Fonts stands in for the fonts.
-APT_PACKAGES := festival festvox-us-slt-hts espeak-ng hershey-fonts-data chromium chromium-driver redis-server
+APT_PACKAGES := festival festvox-us-slt-hts espeak-ng hershey-fonts-data chromium chromium-driver redis-server tesseract-ocr
 
 .PHONY: setup system-deps serve worker test test-fast lint format bench clean
 
@@ -39,6 +39,7 @@ worker: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy  # pyproject's [tool.mypy]
 
 test: lint
 	$(VENV)/bin/pytest

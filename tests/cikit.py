@@ -5,8 +5,8 @@ Outside CI, tests that need something this machine lacks skip and say why, so th
 .ci/run) the same skip would let the run go green with the Redis, fault, browser or speech-demo tests never run, so
 it is a failure instead. Required: Redis (redis-server on PATH, a Redis answering where a test expects one),
 Chromium and chromedriver (and selenium) for the page test, festival and espeak-ng for the speech demo corpus, and
-every Python package a test imports with pytest.importorskip (all are in the [dev] extra). Not required: a Docker
-engine, so a skip whose reason mentions Docker stays a skip.
+Tesseract for the sample-quality tests, every Python package a test imports with pytest.importorskip (all are in the
+[dev] extra). Not required: a Docker engine, so a skip whose reason mentions Docker stays a skip.
 
 A skip is recognised by its reason, which every such site writes naming the tool; tests/conftest.py applies these
 hooks to every test and collection report, so a new skip site needs nothing more than a reason naming its tool.
@@ -22,7 +22,7 @@ import pytest
 
 # Reasons that say a required tool is missing; the first group names it.
 _REQUIRED = re.compile(
-    r"(redis-server|redis|chromium-driver|chromedriver|chromium|selenium|festival|espeak-ng)"
+    r"(redis-server|redis|chromium-driver|chromedriver|chromium|selenium|festival|espeak-ng|tesseract)"
     r"|could not import '([^']+)'",  # pytest.importorskip's reason
     re.IGNORECASE,
 )
