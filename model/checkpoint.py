@@ -79,7 +79,13 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     """Rebuild the model from its JSON config and load the safetensors weights -> (model in eval mode, metadata)."""
     weights_path, _ = _paths(path)
     meta = read_metadata(weights_path)
-    model = build_model(ModelConfig.from_dict(meta["config"]))
+    config = ModelConfig.from_dict(meta["config"])
+    if config.takes_text:
+        from .conditional import TextVRNN  # text-conditioned handwriting (imports vrnn: kept out of module load)
+
+        model = TextVRNN(config)
+    else:
+        model = build_model(config)
     try:
         state = load_file(str(weights_path), device="cpu")
     except FileNotFoundError:

@@ -28,6 +28,9 @@ class ModelConfig:
     mlp_layers:  hidden ReLU layers of every phi network (paper: 4 for speech, 1 for handwriting).
     mlp_width:   width of those layers.
     std_floor:   added to every softplus std.
+    alphabet:    the characters a text-conditioned handwriting model writes (model.conditional.TextVRNN);
+                 empty (the default): the paper's unconditional models.
+    window_components: Gaussians of the text model's attention window (Graves 2013, Eq. 46).
     """
 
     family: str = "vrnn"
@@ -40,6 +43,8 @@ class ModelConfig:
     n_components: int = defaults.N_COMPONENTS
     modality: str = "speech"
     std_floor: float = defaults.STD_FLOOR
+    alphabet: str = ""
+    window_components: int = 10
 
     def __post_init__(self) -> None:
         problems = []
@@ -59,6 +64,13 @@ class ModelConfig:
             problems.append(f"mlp_layers must be an integer >= 1, got {self.mlp_layers!r}")
         if not (isinstance(self.std_floor, (int, float)) and self.std_floor > 0):
             problems.append(f"std_floor must be a positive number, got {self.std_floor!r}")
+        if self.alphabet:
+            if self.modality != "handwriting":
+                problems.append("a text alphabet is for handwriting models only")
+            if not isinstance(self.alphabet, str) or len(set(self.alphabet)) != len(self.alphabet):
+                problems.append("alphabet must be a string of distinct characters")
+            if not isinstance(self.window_components, int) or self.window_components < 1:
+                problems.append(f"window_components must be a positive integer, got {self.window_components!r}")
         if problems:
             raise ValueError("invalid ModelConfig: " + "; ".join(problems))
 
@@ -67,12 +79,21 @@ class ModelConfig:
         return self.family != "rnn"
 
     @property
+    def takes_text(self) -> bool:
+        return bool(self.alphabet)
+
+    @property
     def name(self) -> str:
-        """The paper's name for this model, e.g. "VRNN-GMM"."""
-        return f"{_FAMILY_NAMES[self.family]}-{_OUTPUT_NAMES[self.output]}"
+        """The paper's name for this model, e.g. "VRNN-GMM"; "Text-VRNN-GMM" for a text-conditioned one."""
+        name = f"{_FAMILY_NAMES[self.family]}-{_OUTPUT_NAMES[self.output]}"
+        return f"Text-{name}" if self.alphabet else name
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """JSON-safe fields; the text fields only for a text model (unconditional configs read as before)."""
+        out = dataclasses.asdict(self)
+        if not self.alphabet:
+            del out["alphabet"], out["window_components"]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:

@@ -1,0 +1,337 @@
+"""Text-conditioned handwriting: the paper's VRNN (and, as baseline, the RNN) whose recurrence also reads a soft
+window over the characters of the line (Graves 2013, Section 5; Aksan et al. 2018 put a VRNN under it).
+
+At step t, from h_{t-1} and the window's previous centres, Graves' window (model.attention) gives w_t, a soft
+one-hot vector of the characters being written. w_t joins every network's input:
+
+    prior      p(z_t | h_{t-1}, w_t)                 (VRNN; N(0, I) for VRNN-I)
+    encoder    q(z_t | x_t, h_{t-1}, w_t)
+    decoder    p(x_t | z_t, h_{t-1}, w_t)            (p(x_t | h_{t-1}, w_t) for the RNN)
+    recurrence h_t = LSTM([phi_x(x_t), phi_z(z_t), w_t], h_{t-1})
+
+so every likelihood (ELBO, IS estimate, the RNN's exact one) is conditional on the text. The loop runs one step at
+a time in Python (the window depends on h_{t-1}, so nothing of it hoists like `vrnn.VRNN`'s x-only work).
+
+Sampling writes until Graves' stopping rule fires (the window has passed the last character) or `max_steps`;
+style priming reads a line and its text through the posterior first, then writes the new text in that style:
+the window runs over "prime text" + " " + "new text", so it is already past the primed characters when the new
+ones begin (Graves' priming). The alphabet is in the checkpoint's config; characters outside it are refused with
+an error naming them (model.text).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from . import defaults
+from .attention import GravesWindow, Window
+from .config import ModelConfig
+from .distributions import gaussian_kl, gaussian_log_prob, standard_normal_kl
+from .networks import MLP, BivariateOutput, Decoder, GaussianLatent, init_lstm
+from .text import encode, one_hot_batch
+from .vrnn import SAMPLE_MODES, VRNNOutput
+
+# The step cap of a line when none is given: pen points per character, well above the ~25-35 of handwriting.
+MAX_STEPS_PER_CHAR = 40
+
+
+@dataclass
+class TextSample:
+    offsets: list[Tensor]  # per line: (T_i, 3) in the model's normalised space, as written
+    finished: list[bool]  # the stopping rule fired (False: max_steps cut the line)
+    phi: list[Tensor]  # per line: (T_i, U_i) the window's weight on each character at each step
+
+
+@dataclass
+class TextAnalysis:
+    kl: Tensor  # (B, T) KL per step (zeros for the RNN)
+    mu_z: Tensor | None  # (B, T, Z) posterior means
+    phi: Tensor  # (B, T, U) attention weights on the characters
+    mask: Tensor  # (B, T)
+
+
+class TextVRNN(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        if not config.takes_text:
+            raise ValueError("TextVRNN needs a config with an alphabet (ModelConfig.alphabet)")
+        self.config = cfg = config
+        W, L, H, Z, A = cfg.mlp_width, cfg.mlp_layers, cfg.h_dim, cfg.z_dim, len(cfg.alphabet)
+        k = cfg.n_components if cfg.output == "gmm" else 1
+        self.window = GravesWindow(H, cfg.window_components)
+        self.phi_x = MLP([cfg.x_dim], W, L)
+        head = BivariateOutput(W, k, cfg.std_floor)
+        if cfg.has_latent:
+            self.phi_z: MLP | None = MLP([Z], W, L)
+            self.encoder: GaussianLatent | None = GaussianLatent([W, H, A], W, L, Z, cfg.std_floor)
+            self.prior = GaussianLatent([H, A], W, L, Z, cfg.std_floor) if cfg.family == "vrnn" else None
+            self.decoder = Decoder([W, H, A], W, L, head)
+            rnn_in = 2 * W + A
+        else:
+            self.phi_z = self.encoder = self.prior = None
+            self.decoder = Decoder([H, A], W, L, head)
+            rnn_in = W + A
+        self.rnn = nn.LSTMCell(rnn_in, H)
+        init_lstm(self.rnn)
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def device(self) -> torch.device:
+        return self.rnn.weight_hh.device
+
+    def _dtype(self) -> torch.dtype:
+        return self.rnn.weight_hh.dtype
+
+    def encode_texts(self, texts: list[str]) -> tuple[Tensor, Tensor]:
+        """Lines of text -> one-hot characters (B, U, A) and their mask (B, U); unknown characters: an error
+        naming them (model.text.UnsupportedCharactersError, a ValueError)."""
+        chars, mask = one_hot_batch([encode(t, self.config.alphabet) for t in texts], len(self.config.alphabet))
+        return chars.to(self.device, self._dtype()), mask.to(self.device)
+
+    def _prepare(self, x: Tensor, mask: Tensor | None, batch: int) -> tuple[Tensor, Tensor]:
+        if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[-1] != self.config.x_dim or x.shape[1] == 0:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"x must be a (batch, time, {self.config.x_dim}) tensor with time steps, got {shape}")
+        if x.shape[0] != batch:
+            raise ValueError(f"{x.shape[0]} sequences but {batch} texts: give one text per sequence")
+        x = x.to(device=self.device, dtype=self._dtype())
+        m = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device) if mask is None else mask.to(x.device).bool()
+        if tuple(m.shape) != tuple(x.shape[:2]):
+            raise ValueError(f"mask must have shape {tuple(x.shape[:2])}, got {tuple(m.shape)}")
+        x = torch.where(m.unsqueeze(-1), x, torch.zeros((), dtype=x.dtype, device=x.device))
+        return x, m
+
+    def _prior(self, h: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+        if self.prior is None:
+            shape = (h.shape[0], self.config.z_dim)
+            return h.new_zeros(shape), h.new_ones(shape)
+        return self.prior(h, w)
+
+    def _start(self, rows: int) -> tuple[Tensor, Tensor, Tensor]:
+        h = torch.zeros(rows, self.config.h_dim, device=self.device, dtype=self._dtype())
+        return h, h, self.window.initial_kappa(rows, h)
+
+    def _step(
+        self,
+        x_t: Tensor,
+        state: tuple[Tensor, Tensor, Tensor],
+        chars: Tensor,
+        char_mask: Tensor,
+        eps: Tensor | None,
+    ) -> tuple[dict[str, Tensor | None], tuple[Tensor, Tensor, Tensor], Window]:
+        """One step of the posterior pass: log p(x_t | .), the KL terms, the new state and the window."""
+        h, c, kappa = state
+        win = self.window(h, kappa, chars, char_mask)
+        w = win.w
+        px = self.phi_x(x_t)
+        out: dict[str, Tensor | None] = {"z": None, "mu_q": None, "std_q": None, "mu_p": None, "std_p": None}
+        if self.encoder is None:
+            params = self.decoder(h, w)
+            rnn_in = torch.cat([px, w], dim=-1)
+        else:
+            assert self.phi_z is not None
+            mu_q, std_q = self.encoder(px, h, w)
+            z = mu_q if eps is None else mu_q + std_q * eps
+            mu_p, std_p = self._prior(h, w)
+            pz = self.phi_z(z)
+            params = self.decoder(pz, h, w)
+            rnn_in = torch.cat([px, pz, w], dim=-1)
+            out.update(z=z, mu_q=mu_q, std_q=std_q, mu_p=mu_p, std_p=std_p)
+        out["log_px"] = self.decoder.head.log_prob(x_t, params)
+        h, c = self.rnn(rnn_in, (h, c))
+        return out, (h, c, win.kappa), win
+
+    # ------------------------------------------------------------------ likelihoods
+
+    def forward(
+        self,
+        x: Tensor,
+        texts: list[str],
+        mask: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> VRNNOutput:
+        """The ELBO of x (B, T, 3) given its texts (exact log-likelihood for the RNN), one z draw per step."""
+        chars, char_mask = self.encode_texts(texts)
+        x, m = self._prepare(x, mask, len(texts))
+        B, T = x.shape[:2]
+        state = self._start(B)
+        zero = torch.zeros((), dtype=x.dtype, device=x.device)
+        nll, kl = [], []
+        for t in range(T):
+            eps = self._noise(generator, B)
+            out, state, _ = self._step(x[:, t], state, chars, char_mask, eps)
+            assert out["log_px"] is not None
+            nll.append(torch.where(m[:, t], -out["log_px"], zero))
+            kl.append(torch.where(m[:, t], self._kl(out).sum(-1), zero) if out["mu_q"] is not None else zero.expand(B))
+        nll_t, kl_t = torch.stack(nll, 1), torch.stack(kl, 1)
+        elbo = -(nll_t + kl_t).sum(1)
+        return VRNNOutput(loss=-elbo.mean(), elbo=elbo, kl=kl_t, nll=nll_t)
+
+    def _kl(self, out: dict[str, Tensor | None]) -> Tensor:
+        mu_q, std_q, mu_p, std_p = out["mu_q"], out["std_q"], out["mu_p"], out["std_p"]
+        assert mu_q is not None and std_q is not None and mu_p is not None and std_p is not None
+        return standard_normal_kl(mu_q, std_q) if self.prior is None else gaussian_kl(mu_q, std_q, mu_p, std_p)
+
+    def _noise(self, generator: torch.Generator | None, rows: int) -> Tensor | None:
+        if not self.config.has_latent:
+            return None
+        return torch.randn(rows, self.config.z_dim, generator=generator, device=self.device, dtype=self._dtype())
+
+    @torch.no_grad()
+    def log_weights(
+        self,
+        x: Tensor,
+        texts: list[str],
+        mask: Tensor | None = None,
+        num_samples: int = defaults.NUM_IS_SAMPLES,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Importance log-weights log p(x, z^k | text) - log q(z^k | x, text) -> (K, B) (VRNNs only)."""
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        if not self.config.has_latent:
+            raise ValueError(f"{self.config.name} has no latent variables: its likelihood is exact")
+        chars, char_mask = self.encode_texts(texts)
+        x, m = self._prepare(x, mask, len(texts))
+        B, T = x.shape[:2]
+        K = num_samples
+        chars, char_mask = chars.repeat(K, 1, 1), char_mask.repeat(K, 1)  # row j * B + b: sample j of line b
+        xk, mk = x.repeat(K, 1, 1), m.repeat(K, 1)
+        state = self._start(K * B)
+        total = x.new_zeros(K * B)
+        for t in range(T):
+            out, state, _ = self._step(xk[:, t], state, chars, char_mask, self._noise(generator, K * B))
+            z, mu_q, std_q, mu_p, std_p = (out[k] for k in ("z", "mu_q", "std_q", "mu_p", "std_p"))
+            assert z is not None and mu_q is not None and std_q is not None and mu_p is not None and std_p is not None
+            log_w = out["log_px"] + (gaussian_log_prob(z, mu_p, std_p) - gaussian_log_prob(z, mu_q, std_q)).sum(-1)
+            total += torch.where(mk[:, t], log_w, torch.zeros_like(log_w))
+        return total.view(K, B)
+
+    @torch.no_grad()
+    def log_likelihood(
+        self,
+        x: Tensor,
+        texts: list[str],
+        mask: Tensor | None = None,
+        num_samples: int = defaults.NUM_IS_SAMPLES,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """log p(x | text) (B,): exact for the RNN, else the K-sample importance-sampled estimate."""
+        if not self.config.has_latent:
+            return self.forward(x, texts, mask).elbo
+        log_w = self.log_weights(x, texts, mask, num_samples, generator)
+        return torch.logsumexp(log_w, 0) - math.log(num_samples)
+
+    @torch.no_grad()
+    def analyze(self, x: Tensor, texts: list[str], mask: Tensor | None = None) -> TextAnalysis:
+        """Posterior means of z (no sampling), the KL per step and the attention weights per step."""
+        chars, char_mask = self.encode_texts(texts)
+        x, m = self._prepare(x, mask, len(texts))
+        B, T = x.shape[:2]
+        state = self._start(B)
+        kls, mus, phis = [], [], []
+        for t in range(T):
+            out, state, win = self._step(x[:, t], state, chars, char_mask, None)
+            phis.append(win.phi)
+            if out["mu_q"] is not None:
+                kls.append(self._kl(out).sum(-1))
+                mus.append(out["mu_q"])
+        mf = m.to(x.dtype)
+        kl = torch.stack(kls, 1) * mf if kls else torch.zeros(B, T, dtype=x.dtype, device=x.device)
+        mu = torch.stack(mus, 1) * mf.unsqueeze(-1) if mus else None
+        return TextAnalysis(kl=kl, mu_z=mu, phi=torch.stack(phis, 1) * mf.unsqueeze(-1), mask=m)
+
+    # ------------------------------------------------------------------ sampling
+
+    @torch.no_grad()
+    def sample(
+        self,
+        texts: list[str],
+        max_steps: int | None = None,
+        temperature: float = 1.0,
+        bias: float = 0.0,
+        generator: torch.Generator | None = None,
+        mean: bool | str = False,
+        prime: tuple[Tensor, str] | None = None,
+        steps_per_char: float = MAX_STEPS_PER_CHAR,
+    ) -> TextSample:
+        """Write each text (one line each) until the stopping rule fires, or `max_steps` (default
+        `steps_per_char` x characters). `prime` = (offsets (T0, 3) in normalised space, its text): read first
+        through the posterior; each line then continues in its style. Modes and bias as `VRNN.sample`."""
+        if not (temperature > 0 and math.isfinite(temperature)) or not (bias >= 0 and math.isfinite(bias)):
+            raise ValueError(f"temperature must be positive and bias >= 0, got {temperature!r}, {bias!r}")
+        mode = {False: "sample", True: "mean"}.get(mean, mean) if isinstance(mean, bool) else mean
+        if mode not in SAMPLE_MODES:
+            raise ValueError(f"mean must be True, False or one of {SAMPLE_MODES}, got {mean!r}")
+        if not texts:
+            raise ValueError("give at least one text")
+        full = [f"{prime[1]} {t}" for t in texts] if prime is not None else list(texts)
+        chars, char_mask = self.encode_texts(full)
+        B = len(texts)
+        state = self._start(B)
+        if prime is not None:
+            x0 = prime[0].to(self.device, self._dtype())
+            if x0.dim() != 2 or x0.shape[1] != self.config.x_dim or len(x0) == 0:
+                raise ValueError(f"a prime must be (T0, {self.config.x_dim}) offsets, got {tuple(x0.shape)}")
+            for t in range(len(x0)):
+                _, state, _ = self._step(x0[t].expand(B, -1), state, chars, char_mask, self._noise(generator, B))
+        lengths = char_mask.sum(1)
+        own = torch.tensor([len(encode(t, self.config.alphabet)) for t in texts])
+        cap = max_steps if max_steps is not None else math.ceil(steps_per_char * int(own.max()))
+        if cap < 1:
+            raise ValueError(f"max_steps must be positive, got {cap}")
+        head = self.decoder.head
+        outs: list[Tensor] = []
+        phis: list[Tensor] = []
+        done = torch.zeros(B, dtype=torch.bool, device=self.device)
+        ended_at = torch.full((B,), cap, dtype=torch.long)
+        for t in range(cap):
+            h, c, kappa = state
+            win = self.window(h, kappa, chars, char_mask)
+            if self.phi_z is None:
+                params = self.decoder(h, win.w)
+                pz = None
+            else:
+                mu_p, std_p = self._prior(h, win.w)
+                noise = self._noise(generator, B)
+                assert noise is not None
+                pz = self.phi_z(mu_p + std_p * noise)
+                params = self.decoder(pz, h, win.w)
+            if mode == "mean":
+                x = emitted = head.mean(params)
+            elif mode == "component-mean":
+                x, emitted = head.sample(params, generator, temperature, bias, return_mean=True)
+            else:
+                x = emitted = head.sample(params, generator, temperature, bias)
+            outs.append(emitted)
+            phis.append(win.phi)
+            newly = win.finished & ~done
+            ended_at[newly.cpu()] = t + 1
+            done |= win.finished
+            if bool(done.all()):
+                break
+            px = self.phi_x(x)
+            rnn_in = torch.cat([px, win.w] if pz is None else [px, pz, win.w], dim=-1)
+            h, c = self.rnn(rnn_in, (h, c))
+            state = (h, c, win.kappa)
+        xs, ph = torch.stack(outs, 1), torch.stack(phis, 1)
+        start = (lengths - own.to(lengths.device)).tolist()  # the primed characters come first
+        return TextSample(
+            offsets=[xs[b, : int(ended_at[b])] for b in range(B)],
+            finished=[bool(done[b]) for b in range(B)],
+            phi=[ph[b, : int(ended_at[b]), int(start[b]) : int(lengths[b])] for b in range(B)],
+        )
+
+
+def build_text_model(config: ModelConfig, init: str = "default") -> TextVRNN:
+    if init != "default":
+        raise ValueError(f"text models support init 'default' only, got {init!r}")
+    return TextVRNN(config)
+
+
+__all__ = ["TextAnalysis", "TextSample", "TextVRNN", "build_text_model"]
