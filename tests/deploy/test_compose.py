@@ -230,7 +230,8 @@ def test_gpu_override(gpu, merged):
     assert len(devices) == 1
     assert devices[0]["driver"] == "nvidia"
     assert "gpu" in devices[0]["capabilities"]
-    assert str(interpolate(devices[0]["count"])) in ("1", "all") or "device_ids" in devices[0]
+    # Device IDs, not an interpolated count: Compose v1 reads `count: ${VAR:-1}` as the string "1" and refuses it.
+    assert "count" not in devices[0] and interpolate(devices[0]["device_ids"]) == ["0"]
     assert re.search(r"/whl/cu\d+", interpolate(worker["build"]["args"]["TORCH_INDEX_URL"]))
     assert interpolate(worker["image"]) != interpolate(merged["services"]["api"]["image"]), "a separate CUDA tag"
     # The merge keeps everything else of the worker (read-only checkpoints, health check, Redis).
