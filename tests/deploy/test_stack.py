@@ -255,3 +255,20 @@ def test_image_healthcheck_without_a_role_passes_for_the_api(stack):
             time.sleep(1)
     finally:
         run(["docker", "rm", "-f", name], check=False)
+
+
+def test_the_gpu_override_creates_workers_with_a_device_request(stack):
+    """Without a GPU here, create (not start) the stack with docker-compose.gpu.yml on the CPU image: the worker
+    must carry an NVIDIA device request (Compose v1 once refused the file's interpolated `count`)."""
+    env = {**stack.env, "VRNN_CUDA_TAG": stack.env["VRNN_TAG"]}
+    files = ["-f", str(ROOT / "docker-compose.yml"), "-f", str(ROOT / "docker-compose.gpu.yml")]
+    gpu = [*compose_command(), "-p", f"{stack.project}gpu", *files]
+    try:
+        run([*gpu, "up", "--no-start", "--no-build"], env=env, cwd=ROOT, timeout=120)
+        labels = [f"label=com.docker.compose.project={stack.project}gpu", "label=com.docker.compose.service=worker"]
+        worker = run(["docker", "ps", "-aq", "--filter", labels[0], "--filter", labels[1]]).stdout.split()[0]
+        requests = json.loads(run(["docker", "inspect", worker]).stdout)[0]["HostConfig"]["DeviceRequests"]
+        assert requests and requests[0]["Driver"] == "nvidia" and requests[0]["DeviceIDs"] == ["0"], requests
+        assert ["gpu"] in requests[0]["Capabilities"] or "gpu" in requests[0]["Capabilities"], requests
+    finally:
+        run([*gpu, "down", "-v"], env=env, cwd=ROOT, timeout=120, check=False)
