@@ -14,8 +14,24 @@ N_COMPONENTS = 20
 NUM_IS_SAMPLES = 40
 
 # Standard deviations are softplus(a) + STD_FLOOR: without a floor a std can reach zero and the
-# log-density becomes infinite (a known source of NaN losses in public VRNN code).
+# log-density becomes infinite (a known source of NaN losses in public VRNN code). Every checkpoint
+# stores its own floor (ModelConfig.std_floor), so changing this default changes new models only.
 STD_FLOOR = 1e-3
+
+# The authors' recipe (jych/nips2015_vrnn on jych/cle), offered by `python -m model.train --recipe cle`
+# and by its separate flags:
+#   * std = softplus(a) + 1e-4 (their `cons=1e-4` on every softplus layer);
+#   * every weight matrix drawn from U(-0.08, 0.08) (cle's InitCell('rand')), the LSTM's recurrent
+#     weights orthogonal (InitCell('ortho')), biases zero but 0.6 on the std heads;
+#   * each parameter's gradient clipped to norm 5 (cle's GradientClipping(scaler=5));
+#   * after every update, each unit's incoming weight vector rescaled to norm <= 1.9365 (cle's
+#     WeightNorm: the column norms of their (in, out) matrices, the rows of PyTorch's (out, in)).
+CLE_STD_FLOOR = 1e-4
+CLE_INIT_RANGE = 0.08
+CLE_MAX_COL_NORM = 1.9365
+
+# Gradient-norm clip of training: the authors' 5 (it was 10 here before their recipe was followed).
+CLIP_GRAD = 5.0
 
 # Bias of every std head, so that softplus(0.6) ~= 1.04: a freshly built model predicts unit
 # scale, which matches data normalised to unit variance (the original Theano code used 0.6).

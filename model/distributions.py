@@ -8,7 +8,8 @@ components and D for the data dimension. Every log-density is in nats.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -108,11 +109,62 @@ def _scale_logits(logits: Tensor, scale: float) -> Tensor:
     return torch.where(finite, scaled, limit)
 
 
-def _pick_component(logits: Tensor | None, generator: torch.Generator | None) -> Tensor | None:
+class RowGenerators:
+    """One `torch.Generator` per row of a batch. Every draw of row r comes from generator r, in the shape row r
+    would draw alone, so a row of a batch draws exactly what its own sample of one draws: requests batched
+    together keep the output their seeds give alone (with `model.rowwise` for the arithmetic)."""
+
+    def __init__(self, generators: Sequence[torch.Generator]):
+        self.generators = list(generators)
+        if not self.generators:
+            raise ValueError("RowGenerators needs at least one generator")
+
+    def __len__(self) -> int:
+        return len(self.generators)
+
+
+Generator = torch.Generator | RowGenerators | None
+
+
+def _per_row(generator: RowGenerators, rows: int) -> list[torch.Generator]:
+    if len(generator) != rows:
+        raise ValueError(f"{len(generator)} row generators for {rows} rows")
+    return generator.generators
+
+
+def randn(
+    shape: Sequence[int], generator: Generator, device: Any = None, dtype: Any = None, row_dim: int = 0
+) -> Tensor:
+    """Standard normal noise of `shape`; with RowGenerators, each index of `row_dim` from its own generator."""
+    if not isinstance(generator, RowGenerators):
+        return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
+    one = list(shape)
+    one[row_dim] = 1
+    gens = _per_row(generator, shape[row_dim])
+    return torch.cat([torch.randn(one, generator=g, device=device, dtype=dtype) for g in gens], dim=row_dim)
+
+
+def multinomial_one(probs: Tensor, generator: Generator) -> Tensor:
+    """One index per row of probs (N, K) -> (N, 1)."""
+    if not isinstance(generator, RowGenerators):
+        return torch.multinomial(probs, 1, generator=generator)
+    gens = _per_row(generator, probs.shape[0])
+    return torch.cat([torch.multinomial(probs[r : r + 1], 1, generator=g) for r, g in enumerate(gens)])
+
+
+def bernoulli(p: Tensor, generator: Generator) -> Tensor:
+    """A 0/1 draw per element of p (N, ...), row r from generator r with RowGenerators."""
+    if not isinstance(generator, RowGenerators):
+        return torch.bernoulli(p, generator=generator)
+    gens = _per_row(generator, p.shape[0])
+    return torch.cat([torch.bernoulli(p[r : r + 1], generator=g) for r, g in enumerate(gens)])
+
+
+def _pick_component(logits: Tensor | None, generator: Generator) -> Tensor | None:
     """Index (N,) of one mixture component per row, drawn with its weight."""
     if logits is None:
         return None
-    return torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator).squeeze(-1)
+    return multinomial_one(F.softmax(logits, dim=-1), generator).squeeze(-1)
 
 
 def _take(values: Tensor, index: Tensor | None) -> Tensor:
@@ -122,12 +174,15 @@ def _take(values: Tensor, index: Tensor | None) -> Tensor:
     return values[torch.arange(values.shape[0], device=values.device), index]
 
 
-def sample_diagonal_mixture(p: DiagonalMixture, generator: torch.Generator | None = None) -> Tensor:
-    """One draw per row -> (N, D)."""
+def sample_diagonal_mixture(
+    p: DiagonalMixture, generator: Generator = None, return_mean: bool = False
+) -> Tensor | tuple[Tensor, Tensor]:
+    """One draw per row -> (N, D); with return_mean, also the mean of the component each row drew
+    (the same random draws either way)."""
     k = _pick_component(p.logits, generator)
     mu, std = _take(p.mu, k), _take(p.std, k)
-    eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-    return mu + std * eps
+    eps = randn(mu.shape, generator, device=mu.device, dtype=mu.dtype)
+    return (mu + std * eps, mu) if return_mean else mu + std * eps
 
 
 def diagonal_mixture_mean(p: DiagonalMixture) -> Tensor:
@@ -137,17 +192,21 @@ def diagonal_mixture_mean(p: DiagonalMixture) -> Tensor:
     return (F.softmax(p.logits, dim=-1).unsqueeze(-1) * p.mu).sum(1)
 
 
-def sample_bivariate_mixture(p: BivariateMixture, generator: torch.Generator | None = None) -> Tensor:
-    """One draw of (dx, dy, pen) per row -> (N, 3)."""
+def sample_bivariate_mixture(
+    p: BivariateMixture, generator: Generator = None, return_mean: bool = False
+) -> Tensor | tuple[Tensor, Tensor]:
+    """One draw of (dx, dy, pen) per row -> (N, 3); with return_mean, also (mean of the drawn
+    component's (dx, dy), the drawn pen bit) (the same random draws either way)."""
     k = _pick_component(p.logits, generator)
     mu, std, rho = _take(p.mu, k), _take(p.std, k), _take(p.rho, k)
-    eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+    eps = randn(mu.shape, generator, device=mu.device, dtype=mu.dtype)
     # Correlate two standard normals: x2 = rho * e1 + sqrt(1 - rho^2) * e2.
     e1 = eps[:, 0]
     e2 = rho * e1 + torch.sqrt(1.0 - rho**2) * eps[:, 1]
     xy = mu + std * torch.stack([e1, e2], dim=-1)
-    pen = torch.bernoulli(torch.sigmoid(p.pen_logit), generator=generator)
-    return torch.cat([xy, pen.unsqueeze(-1)], dim=-1)
+    pen = bernoulli(torch.sigmoid(p.pen_logit), generator).unsqueeze(-1)
+    draw = torch.cat([xy, pen], dim=-1)
+    return (draw, torch.cat([mu, pen], dim=-1)) if return_mean else draw
 
 
 def bivariate_mixture_mean(p: BivariateMixture) -> Tensor:

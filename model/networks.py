@@ -70,7 +70,9 @@ class MLP(nn.Module):
 
 
 def _init_head(linear: nn.Linear, std_slices: Sequence[slice]) -> None:
-    """Small weights so a new model predicts its biases; std biases so softplus(b) ~= 1."""
+    """Small weights so a new model predicts its biases; std biases so softplus(b) ~= 1. The std slices
+    are remembered on the layer (`std_slices`) for re-initialisations such as `init_cle`."""
+    linear.std_slices = tuple(std_slices)  # type: ignore[assignment]
     nn.init.uniform_(linear.weight, -defaults.HEAD_INIT_RANGE, defaults.HEAD_INIT_RANGE)
     nn.init.zeros_(linear.bias)
     with torch.no_grad():
@@ -132,10 +134,15 @@ class DiagonalGaussianOutput(nn.Module):
 
     @staticmethod
     def sample(
-        p: DiagonalMixture, generator: torch.Generator | None, temperature: float = 1.0, bias: float = 0.0
-    ) -> Tensor:
+        p: DiagonalMixture,
+        generator: torch.Generator | None,
+        temperature: float = 1.0,
+        bias: float = 0.0,
+        return_mean: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """A draw (N, D); with return_mean, (draw, mean of the component it was drawn from)."""
         logits, std = sharpen(p.logits, p.std, temperature, bias)
-        return sample_diagonal_mixture(DiagonalMixture(logits, p.mu, std), generator)
+        return sample_diagonal_mixture(DiagonalMixture(logits, p.mu, std), generator, return_mean)
 
 
 class BivariateOutput(nn.Module):
@@ -166,10 +173,15 @@ class BivariateOutput(nn.Module):
 
     @staticmethod
     def sample(
-        p: BivariateMixture, generator: torch.Generator | None, temperature: float = 1.0, bias: float = 0.0
-    ) -> Tensor:
+        p: BivariateMixture,
+        generator: torch.Generator | None,
+        temperature: float = 1.0,
+        bias: float = 0.0,
+        return_mean: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """A draw (N, 3); with return_mean, (draw, (drawn component's mean dx, dy, the drawn pen bit))."""
         logits, std = sharpen(p.logits, p.std, temperature, bias)
-        return sample_bivariate_mixture(p._replace(logits=logits, std=std), generator)
+        return sample_bivariate_mixture(p._replace(logits=logits, std=std), generator, return_mean)
 
 
 class Decoder(nn.Module):
@@ -250,6 +262,49 @@ def init_lstm(cell: nn.LSTMCell) -> None:
         cell.bias_ih.zero_()
         cell.bias_hh.zero_()
         cell.bias_ih[h : 2 * h] = defaults.FORGET_BIAS_INIT  # PyTorch's gate order is i, f, g, o
+
+
+def init_cle(model: nn.Module, init_range: float = defaults.CLE_INIT_RANGE) -> None:
+    """The authors' initialisation (jych/cle): every weight matrix U(-init_range, init_range), the
+    LSTM's recurrent weights orthogonal per gate, every bias zero (the forget gate's too) except the
+    std heads', which keep their softplus^-1(~1) value (cle's `InitCell('const', mean=0.6)`)."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.LSTMCell):
+                h = module.hidden_size
+                nn.init.uniform_(module.weight_ih, -init_range, init_range)
+                for gate in range(4):
+                    nn.init.orthogonal_(module.weight_hh[gate * h : (gate + 1) * h])
+                module.bias_ih.zero_()
+                module.bias_hh.zero_()
+            elif isinstance(module, nn.Linear):
+                nn.init.uniform_(module.weight, -init_range, init_range)
+                if module.bias is not None:
+                    module.bias.zero_()
+                    for s in getattr(module, "std_slices", ()):  # set by _init_head on the std heads
+                        module.bias[s] = defaults.STD_BIAS_INIT
+
+
+def weight_matrices(model: nn.Module) -> list[Tensor]:
+    """The matrices the authors' max-norm constraint applies to (cle's parameters named W): every
+    Linear weight and the LSTM's input weights, not its recurrent weights (cle's U) nor any bias."""
+    out = []
+    for module in model.modules():
+        if isinstance(module, nn.LSTMCell):
+            out.append(module.weight_ih)
+        elif isinstance(module, nn.Linear):
+            out.append(module.weight)
+    return out
+
+
+@torch.no_grad()
+def max_col_norm_(model: nn.Module, max_norm: float) -> None:
+    """Rescale, in place, every unit's incoming weight vector whose L2 norm exceeds `max_norm` to that
+    norm (cle's WeightNorm after each update; their matrices are (in, out), so their columns are the
+    rows of PyTorch's (out, in) weights). Vectors within the bound are left exactly as they are."""
+    for w in weight_matrices(model):
+        norms = w.norm(dim=1, keepdim=True)
+        w.mul_(torch.where(norms > max_norm, max_norm / norms.clamp_min(1e-12), torch.ones_like(norms)))
 
 
 def lstm_pointwise(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:

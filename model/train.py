@@ -33,14 +33,15 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import FAMILIES, OUTPUTS, ModelConfig
 from .data import Corpus, DataError, make_loader
 from .evaluate import evaluate_sequences, load_corpus
+from .networks import max_col_norm_
 from .runtime import resolve_device, tune_malloc
-from .vrnn import VRNN, build_model
+from .vrnn import INIT_SCHEMES, VRNN, build_model
 
 # The paper's settings (Section 4) and small demo settings. `mlp_width` is the RNN-Gauss width; the
 # other models get the width that gives their networks (all but the LSTM) the same parameter count,
 # as the paper matched them. The paper does not give z's size: we use 200 for speech (the frame
-# size) and 20 for handwriting. The demo presets are sized so that all shipped checkpoints train in
-# about an hour on 2 CPU cores.
+# size) and, for handwriting, the authors' 50 (their IAM-OnDB config.txt). The demo presets are sized
+# so that all shipped checkpoints train in about an hour on 2 CPU cores.
 PRESETS: dict[str, dict[str, Any]] = {
     "blizzard": dict(
         modality="speech",
@@ -82,7 +83,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         batch_size=128,
         chunk_seconds=0.5,
     ),
-    "iam-ondb": dict(modality="handwriting", h_dim=1200, mlp_layers=1, mlp_width=600, z_dim=20, lr=3e-4, batch_size=64),
+    "iam-ondb": dict(modality="handwriting", h_dim=1200, mlp_layers=1, mlp_width=600, z_dim=50, lr=3e-4, batch_size=64),
     "speech-demo": dict(
         modality="speech",
         h_dim=256,
@@ -100,7 +101,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         h_dim=256,
         mlp_layers=1,
         mlp_width=256,
-        z_dim=16,
+        z_dim=50,
         lr=1e-3,
         batch_size=64,
         max_len=250,
@@ -124,6 +125,21 @@ OPTION_DEFAULTS: dict[str, Any] = dict(
     eval_every=200,
     max_minutes=None,
 )
+
+# Training recipes (`--recipe`): a bundle of defaults for the options below, each still overridable.
+# "cle" is the authors' (jych/nips2015_vrnn with jych/cle; see model/defaults.py): their init, each
+# parameter's gradient clipped to norm 5, the max column norm after each update, std offset 1e-4.
+RECIPES: dict[str, dict[str, Any]] = {
+    "default": dict(init="default", clip_grad=defaults.CLIP_GRAD, clip_mode="global", max_col_norm=None),
+    "cle": dict(
+        init="cle",
+        clip_grad=defaults.CLIP_GRAD,
+        clip_mode="per-tensor",
+        max_col_norm=defaults.CLE_MAX_COL_NORM,
+        std_floor=defaults.CLE_STD_FLOOR,
+    ),
+}
+FREE_BITS_MODES = ("frame", "dim")
 
 
 def dnn_params(cfg: ModelConfig) -> int:
@@ -180,7 +196,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     t.add_argument("--batch-size", type=int)
     t.add_argument("--max-len", type=int, help="crop training sequences to random windows of this many frames")
     t.add_argument("--chunk-seconds", type=float, help="speech: cut files into chunks of this length (0: whole files)")
-    t.add_argument("--clip-grad", type=float, default=10.0, help="gradient-norm clip, applied before step() (10)")
+    t.add_argument(
+        "--recipe",
+        choices=sorted(RECIPES),
+        default="default",
+        help="defaults for --init, --clip-grad, --clip-mode, --max-col-norm, --std-floor: 'cle' is the "
+        "authors' recipe (U(-0.08, 0.08) init with orthogonal recurrent weights, per-parameter clip 5, "
+        "max column norm 1.9365, std offset 1e-4); options given explicitly win (default: %(default)s)",
+    )
+    t.add_argument("--init", choices=INIT_SCHEMES, help="weight initialisation: default or cle (the authors')")
+    t.add_argument(
+        "--clip-grad", type=float, help=f"gradient norm clip, applied before step() ({defaults.CLIP_GRAD:g})"
+    )
+    t.add_argument(
+        "--clip-mode",
+        choices=("global", "per-tensor"),
+        help="clip the norm of all gradients together (global) or of each parameter's (per-tensor, the authors')",
+    )
+    t.add_argument(
+        "--max-col-norm",
+        type=float,
+        metavar="NORM",
+        help="after each step, rescale every unit's incoming weight vector to norm <= NORM (the authors': "
+        f"{defaults.CLE_MAX_COL_NORM}; 0 or absent: off)",
+    )
+    t.add_argument(
+        "--free-bits",
+        type=float,
+        default=0.0,
+        metavar="NATS",
+        help="free bits against posterior collapse: the KL term optimised is max(NATS, KL per frame) "
+        "(batch mean; --free-bits-mode dim: per latent dimension); logs and validation use the true ELBO (0: off)",
+    )
+    t.add_argument(
+        "--free-bits-mode",
+        choices=FREE_BITS_MODES,
+        default="frame",
+        help="floor the KL per frame (summed over z's dimensions) or each dimension's KL per frame (default: frame)",
+    )
     t.add_argument(
         "--kl-warmup",
         type=int,
@@ -188,6 +241,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="STEPS",
         help="raise the KL term's weight linearly from 0 to 1 over STEPS steps against posterior collapse "
         "(0, the paper's setting: the plain ELBO from the start); validation always uses the ELBO",
+    )
+    t.add_argument(
+        "--stateful",
+        action="store_true",
+        help="speech: train on consecutive chunks of the recordings, --batch-size parallel streams, the LSTM "
+        "state carried from one chunk to the next (truncated backprop through time, as the authors trained "
+        "on Blizzard); the state restarts each epoch",
     )
     t.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
     t.add_argument("--max-minutes", type=float, help="stop after this much wall time")
@@ -208,11 +268,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if preset and preset["modality"] != args.modality:
         p.error(f"preset {args.preset!r} is for {preset['modality']}, not {args.modality}")
     args.width_given = args.mlp_width is not None
+    recipe = RECIPES[args.recipe]
+    for key in ("init", "clip_grad", "clip_mode", "max_col_norm", "std_floor"):
+        if getattr(args, key) is None and key in recipe:
+            setattr(args, key, recipe[key])
     for key, default in OPTION_DEFAULTS.items():
         if getattr(args, key) is None:
             setattr(args, key, preset.get(key, default))
+    if args.max_col_norm is not None and args.max_col_norm < 0:
+        p.error("--max-col-norm must be 0 (off) or positive")
+    args.max_col_norm = args.max_col_norm or None
+    if not (args.free_bits >= 0 and math.isfinite(args.free_bits)):
+        p.error("--free-bits must be 0 or a positive number of nats")
     if args.chunk_seconds == 0:
         args.chunk_seconds = None
+    if args.stateful and (args.modality != "speech" or args.chunk_seconds is None or args.max_len is not None):
+        p.error("--stateful trains speech on consecutive chunks: it needs --chunk-seconds > 0 and no --max-len")
     for key in (
         "h_dim",
         "z_dim",
@@ -231,7 +302,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for key in ("max_len", "max_steps", "threads"):
         if getattr(args, key) is not None and getattr(args, key) < 1:
             p.error(f"--{key.replace('_', '-')} must be positive")
-    if not (args.lr > 0 and args.clip_grad > 0 and args.std_floor > 0):
+    if not (args.lr > 0 and args.clip_grad > 0 and args.std_floor > 0):  # NaN fails these too
         p.error("--lr, --clip-grad and --std-floor must be positive")
     if not args.out.endswith(".safetensors"):
         p.error("--out must end in .safetensors")
@@ -296,6 +367,37 @@ def pick_device(name: str) -> torch.device:
 def kl_weight(step: int, warmup: int) -> float:
     """The KL term's weight at optimiser step `step` (0-based): step / warmup, reaching 1 at `warmup`."""
     return 1.0 if warmup <= 0 else min(1.0, (step + 1) / warmup)
+
+
+def training_objective(out: Any, frames: torch.Tensor, beta: float, free_bits: float, mode: str) -> torch.Tensor:
+    """What training minimises, nats per frame: the negative ELBO, with the KL term weighted by `beta`
+    (KL warm-up) and, with free bits, floored: "frame" optimises max(free_bits, KL per frame), the
+    batch's KL over its valid frames; "dim" floors each latent dimension's KL per frame separately
+    (Kingma et al. 2016). Below the floor the KL gets no gradient, so the encoder can put that much
+    information into z without being pulled back to the prior. beta = 1, free_bits = 0: -ELBO/frame."""
+    nll = out.nll.sum() / frames
+    if free_bits > 0 and out.kl_dims is not None:
+        if mode == "dim":
+            per_dim = out.kl_dims.sum(dim=(0, 1)) / frames  # (Z,)
+            kl = torch.clamp(per_dim, min=free_bits).sum()
+        else:
+            kl = torch.clamp(out.kl.sum() / frames, min=free_bits)
+    else:
+        kl = out.kl.sum() / frames
+    return nll + kl if beta == 1.0 else nll + beta * kl
+
+
+def clip_gradients(model: torch.nn.Module, max_norm: float, mode: str = "global") -> torch.Tensor:
+    """Clip before step(): the norm of all gradients together ("global"), or of each parameter's
+    gradient separately ("per-tensor", the authors' cle GradientClipping). Returns the global norm
+    before clipping (what the logs show)."""
+    if mode == "global":
+        return torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    params = [p for p in model.parameters() if p.grad is not None]
+    total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+    for p in params:
+        torch.nn.utils.clip_grad_norm_([p], max_norm)
+    return total
 
 
 DIVERGED = "diverged: {what} is not finite (NaN/Inf); lower --lr, raise --std-floor or check the data"
@@ -378,6 +480,35 @@ def batches(corpus: Corpus, args: argparse.Namespace, d: Dist) -> Iterator[tuple
         epoch += 1
 
 
+def stream_batches(
+    corpus: Corpus, args: argparse.Namespace, d: Dist
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, bool]]:
+    """Endless batches for truncated backprop through time: the training chunks, recording by
+    recording (in a shuffled order each epoch, chunks in time order), laid end to end as one stream
+    that is cut into `batch_size` equal parts; batch n holds the n-th chunk of every part, so row b of
+    batch n + 1 continues row b of batch n. Yields (x, mask, reset): reset is True on an epoch's first
+    batch (the carried state must restart). Each rank streams its own share of the recordings."""
+    import numpy as np
+
+    from .data import pad_batch
+
+    by_file: dict[str, list[tuple[int, int]]] = {}
+    for i, name in enumerate(corpus.names["train"]):
+        path, _, k = name.rpartition("#")
+        by_file.setdefault(path or name, []).append((int(k) if k.isdigit() else 0, i))
+    files = sorted(by_file)[d.rank :: d.world]
+    epoch = 0
+    while True:
+        order = np.random.default_rng(args.seed + 1000 * epoch + d.rank).permutation(len(files))
+        chunks = [i for j in order for _, i in sorted(by_file[files[j]])]
+        rows = min(args.batch_size, len(chunks))
+        length = len(chunks) // rows
+        for n in range(length):
+            x, mask = pad_batch([corpus.train[chunks[b * length + n]] for b in range(rows)])
+            yield x, mask, n == 0
+        epoch += 1
+
+
 def plot_curves(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     import matplotlib
 
@@ -415,7 +546,7 @@ def train(args: argparse.Namespace) -> int:
 
     corpus = load_corpus(args.data, args.modality, args.chunk_seconds)
     cfg = model_config(args)
-    model = build_model(cfg).to(device)
+    model = build_model(cfg, init=args.init).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     state: dict[str, Any] = {
         "step": 0,
@@ -453,28 +584,33 @@ def train(args: argparse.Namespace) -> int:
     run_start = time.monotonic()
     start = run_start - 60 * state["minutes"]  # elapsed time counts the runs before a --resume
     frames_seen = 0
-    stream = batches(corpus, args, d)
-    window: list[tuple[float, float, int]] = []
+    stream = stream_batches(corpus, args, d) if args.stateful else ((x, m, True) for x, m in batches(corpus, args, d))
+    carried: tuple[torch.Tensor, torch.Tensor] | None = None
+    window: list[tuple[float, float, int, float]] = []  # (-ELBO, KL, frames, objective) per frame
     stop_reason = None
     diverged = False
     while stop_reason is None:
-        x, mask = next(stream)
+        x, mask, reset = next(stream)
         x, mask = x.to(device, non_blocking=True), mask.to(device, non_blocking=True)
         model.train()
-        out_ = net(x, mask)
+        out_ = net(x, mask, state=None if reset else carried)
+        if args.stateful:
+            carried = (out_.state[0].detach(), out_.state[1].detach())  # truncated: no gradient into the past
         frames = mask.sum()
         neg_elbo = -out_.elbo.sum() / frames  # nats per frame: a scale that does not depend on the batch
         beta = kl_weight(state["step"], args.kl_warmup)
-        loss = neg_elbo if beta == 1.0 else (out_.nll.sum() + beta * out_.kl.sum()) / frames
+        loss = training_objective(out_, frames, beta, args.free_bits, args.free_bits_mode)
         if any_rank(not torch.isfinite(loss).item(), d):
             stop_reason = DIVERGED.format(what="the training loss")
             break
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)  # before step()
+        grad_norm = clip_gradients(model, args.clip_grad, args.clip_mode)  # before step()
         opt.step()
+        if args.max_col_norm:
+            max_col_norm_(model, args.max_col_norm)  # after step(): the update may have stretched a unit
         state["step"] += 1
-        window.append((neg_elbo.item(), (out_.kl.sum() / frames).item(), int(frames)))
+        window.append((neg_elbo.item(), (out_.kl.sum() / frames).item(), int(frames), loss.item()))
         elapsed = time.monotonic() - start
         if bar is not None:
             bar.update(1)
@@ -492,10 +628,12 @@ def train(args: argparse.Namespace) -> int:
                 "seconds": round(elapsed, 1),
                 "train_loss_per_frame": sum(w[0] for w in window) / len(window),
                 "train_kl_per_frame": sum(w[1] for w in window) / len(window),
+                "train_objective_per_frame": sum(w[3] for w in window) / len(window),
                 "grad_norm": float(grad_norm),
                 "kl_weight": beta,
                 "valid_elbo": "",
                 "valid_elbo_per_frame": "",
+                "valid_kl_per_frame": "",
             }
             window = []
             improved = False
@@ -503,9 +641,11 @@ def train(args: argparse.Namespace) -> int:
                 try:
                     v = evaluate_sequences(model, corpus.valid, likelihood=False, batch_size=args.batch_size, seed=1)
                 except FloatingPointError:
-                    v = {"elbo": -math.inf, "elbo_per_frame": -math.inf}
+                    v = {"elbo": -math.inf, "elbo_per_frame": -math.inf, "kl_per_frame": ""}
                     diverged = True
-                row.update(valid_elbo=v["elbo"], valid_elbo_per_frame=v["elbo_per_frame"])
+                row.update(
+                    valid_elbo=v["elbo"], valid_elbo_per_frame=v["elbo_per_frame"], valid_kl_per_frame=v["kl_per_frame"]
+                )
                 best = state["best_valid_elbo"]
                 improved = not diverged and (best is None or v["elbo"] > best)
                 if improved:
@@ -517,11 +657,15 @@ def train(args: argparse.Namespace) -> int:
                 state["minutes"] = elapsed / 60
                 save_resume(out, model, opt, state)
                 write_logs(state["history"], log_csv, log_json, args, cfg)
+                kl = row["valid_kl_per_frame"]
+                line = (
+                    f"step {state['step']}: valid ELBO {v['elbo']:.2f} nats/seq ({v['elbo_per_frame']:.3f}/frame, "
+                    f"KL {kl if kl == '' else f'{kl:.4f}'}/frame){' *' if improved else ''}"
+                )
                 if bar is not None:
-                    bar.write(
-                        f"step {state['step']}: valid ELBO {v['elbo']:.2f} nats/seq "
-                        f"({v['elbo_per_frame']:.3f}/frame){' *' if improved else ''}"
-                    )
+                    bar.write(line)
+                else:  # the logs of a background run show its progress too
+                    print(line, file=sys.stderr, flush=True)
             patience_out = d.main and state["bad_evals"] >= args.patience
             reason = "max steps" if last else "max minutes" if timeout else "early stopping" if patience_out else None
             if diverged:
@@ -575,8 +719,16 @@ def metadata(
             "lr": args.lr,
             "batch_size": args.batch_size,
             "max_len": args.max_len,
+            "recipe": args.recipe,
+            "init": args.init,
             "clip_grad": args.clip_grad,
+            "clip_mode": args.clip_mode,
+            "max_col_norm": args.max_col_norm,
+            "std_floor": args.std_floor,
             "kl_warmup": args.kl_warmup,
+            "stateful": args.stateful,
+            "free_bits": args.free_bits,
+            "free_bits_mode": args.free_bits_mode if args.free_bits else None,
             "seed": args.seed,
             "finished": not partial,
         },
@@ -601,6 +753,7 @@ def finish(
         "test_log_likelihood": test["log_likelihood"],
         "test_elbo_per_frame": test["elbo_per_frame"],
         "test_log_likelihood_per_frame": test["log_likelihood_per_frame"],
+        "test_kl_per_frame": test["kl_per_frame"],
         "exact": test["exact"],
         "num_samples": test["num_samples"],
         "test_sequences": test["sequences"],
@@ -616,8 +769,9 @@ def finish(
 def write_logs(
     rows: list[dict[str, Any]], log_csv: Path, log_json: Path, args: argparse.Namespace, cfg: ModelConfig
 ) -> None:
+    fields = list(dict.fromkeys(k for r in rows for k in r))  # rows of an older run may lack new columns
     with log_csv.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
     args_doc = {k: v for k, v in vars(args).items()}

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from . import defaults
 from .config import ModelConfig
-from .distributions import gaussian_kl, gaussian_log_prob, standard_normal_kl
+from .distributions import gaussian_kl, gaussian_log_prob, randn, standard_normal_kl
 from .networks import (
     MLP,
     BivariateOutput,
@@ -30,9 +30,22 @@ from .networks import (
     DiagonalGaussianOutput,
     GaussianLatent,
     LoopProduct,
+    init_cle,
     init_lstm,
     lstm_pointwise,
 )
+
+# Weight initialisations: "default" (PyTorch's Linear init, small output heads, orthogonal recurrent
+# weights and a forget-gate bias of 1) and "cle" (the authors': `networks.init_cle`).
+INIT_SCHEMES = ("default", "cle")
+
+# What `VRNN.sample` emits and feeds back at each step:
+#   "sample":         a draw from p(x_t | .), emitted and fed back;
+#   "mean":           the decoder mean (mixture mean), emitted and fed back;
+#   "component-mean": a draw is fed back, the mean of the mixture component it was drawn from is emitted
+#                     (for one Gaussian: its mean; the pen bit is the drawn one). The authors' sampling
+#                     script did this: the trajectory is the model's own, the output noise is left out.
+SAMPLE_MODES = ("sample", "mean", "component-mean")
 
 
 @dataclass
@@ -43,6 +56,8 @@ class VRNNOutput:
     elbo: Tensor  # (B,) ELBO per sequence, Eq. 11; the exact log-likelihood for family "rnn"
     kl: Tensor  # (B, T) KL(q(z_t | .) || p(z_t | .)) per step; zeros for "rnn"
     nll: Tensor  # (B, T) -log p(x_t | z_<=t, x_<t) per step
+    kl_dims: Tensor | None = None  # (B, T, Z) the KL per latent dimension (zero on padding); None for "rnn"
+    state: tuple[Tensor, Tensor] | None = None  # the LSTM's final (h, c), each (B, H), after the last step
 
 
 @dataclass
@@ -230,16 +245,32 @@ class VRNN(nn.Module):
         """Standard normal noise for z, drawn step by step: a sequence's first steps get the same
         draws whatever its padded length, so padding changes nothing even for a sampled ELBO."""
         Z, dev, dt = self.config.z_dim, self.device, self._dtype()
-        return lambda t, rows: torch.randn(*rows, Z, generator=generator, device=dev, dtype=dt)
+        # rows = (k copies, B sequences): with RowGenerators (one per sequence, for batched sampling), each
+        # sequence's noise comes from its own generator.
+        return lambda t, rows: randn((*rows, Z), generator, device=dev, dtype=dt, row_dim=1)
 
     # ------------------------------------------------------------------ public API
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, generator: torch.Generator | None = None) -> VRNNOutput:
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        state: tuple[Tensor, Tensor] | None = None,
+    ) -> VRNNOutput:
         """ELBO (Eq. 11) with one reparameterised sample of z per step; exact for family "rnn".
 
-        x (B, T, D), mask (B, T) with 1 on valid steps (a prefix of each row)."""
+        x (B, T, D), mask (B, T) with 1 on valid steps (a prefix of each row). `state` (h, c), each
+        (B, H), starts the LSTM where an earlier chunk of the same streams left it (truncated backprop
+        through time: pass the previous output's `state`, detached); the output's `state` is the LSTM's
+        after the last step (meaningful for rows without padding)."""
         x_tm, m = self._prepare(x, mask)
-        p = self._posterior_pass(x_tm, self._noise(generator))
+        if state is not None:
+            h_dim = self.config.h_dim
+            if len(state) != 2 or any(tuple(s.shape) != (x_tm.shape[1], h_dim) for s in state):
+                raise ValueError(f"state must be (h, c), each of shape ({x_tm.shape[1]}, {h_dim})")
+            state = (state[0].to(x_tm), state[1].to(x_tm))
+        p = self._posterior_pass(x_tm, self._noise(generator), state=state)
         zero = torch.zeros((), dtype=x_tm.dtype, device=x_tm.device)
         nll = torch.where(m, -self._log_px(p, x_tm), zero)  # (T, B)
         if p.mu_q is None:
@@ -251,9 +282,11 @@ class VRNN(nn.Module):
             else:
                 mu_p, std_p = self._prior(p.h_prev)
                 kl_dims = gaussian_kl(p.mu_q, p.std_q, mu_p, std_p)
-            kl = torch.where(m, kl_dims.sum(-1), zero)
+            kl_dims = torch.where(m.unsqueeze(-1), kl_dims, zero)
+            kl = kl_dims.sum(-1)
         elbo = -(nll + kl).sum(0)  # (B,)
-        return VRNNOutput(loss=-elbo.mean(), elbo=elbo, kl=kl.t(), nll=nll.t())
+        dims = None if p.mu_q is None else kl_dims.transpose(0, 1)
+        return VRNNOutput(loss=-elbo.mean(), elbo=elbo, kl=kl.t(), nll=nll.t(), kl_dims=dims, state=p.state)
 
     @torch.no_grad()
     def log_likelihood(
@@ -327,13 +360,16 @@ class VRNN(nn.Module):
         generator: torch.Generator | None = None,
         prime: Tensor | None = None,
         bias: float = 0.0,
-        mean: bool = False,
+        mean: bool | str = False,
     ) -> Tensor:
         """Generate (num_samples, steps, D) from the model, in the model's (normalised) space.
 
         z_t is drawn from the prior; x_t from p(x_t | .) with stds scaled by `temperature` and
-        Graves' `bias` (mixture logits * (1 + bias) / temperature, stds * exp(-bias)). mean=True
-        emits and feeds back the decoder mean instead of a draw (what the paper's script saved).
+        Graves' `bias` (mixture logits * (1 + bias) / temperature, stds * exp(-bias)). `mean` picks
+        what is emitted and fed back (`SAMPLE_MODES`): False or "sample" a draw; True or "mean" the
+        decoder mean; "component-mean" feeds back the draw and emits the mean of the component it came
+        from (what the authors' sampling script saved). With the same generator, "sample" and
+        "component-mean" follow the same trajectory.
         `prime` (T0, D) or (num_samples, T0, D) is read first through the posterior; the result
         holds only the continuation. A fixed `generator` reproduces the samples exactly."""
         if not isinstance(num_samples, int) or num_samples < 1:
@@ -344,6 +380,9 @@ class VRNN(nn.Module):
             raise ValueError(f"temperature must be a positive number, got {temperature!r}")
         if not (bias >= 0 and math.isfinite(bias)):
             raise ValueError(f"bias must be >= 0, got {bias!r}")
+        mode = {False: "sample", True: "mean"}.get(mean, mean) if isinstance(mean, bool) else mean
+        if mode not in SAMPLE_MODES:
+            raise ValueError(f"mean must be True, False or one of {SAMPLE_MODES}, got {mean!r}")
         N, cfg = num_samples, self.config
         state = self._zero_state(N)
         if prime is not None:
@@ -364,8 +403,13 @@ class VRNN(nn.Module):
                 mu_p, std_p = self._prior(h)
                 pz = self.phi_z(mu_p + std_p * noise(t, (1, N))[0])
                 params = self.decoder(pz, h)
-            x = head.mean(params) if mean else head.sample(params, generator, temperature, bias)
-            out.append(x)
+            if mode == "mean":
+                x = emitted = head.mean(params)
+            elif mode == "component-mean":
+                x, emitted = head.sample(params, generator, temperature, bias, return_mean=True)
+            else:
+                x = emitted = head.sample(params, generator, temperature, bias)
+            out.append(emitted)
             px = self.phi_x(x)
             h, c = self.rnn(px if self.phi_z is None else torch.cat([px, pz], dim=-1), (h, c))
         return torch.stack(out, dim=1)
@@ -401,8 +445,13 @@ def _check_samples(num_samples: int) -> None:
         raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
 
 
-def build_model(config: ModelConfig) -> VRNN:
-    """A freshly initialised model for `config`."""
+def build_model(config: ModelConfig, init: str = "default") -> VRNN:
+    """A freshly initialised model for `config`; `init` is one of `INIT_SCHEMES`."""
     if not isinstance(config, ModelConfig):
         raise TypeError(f"build_model takes a ModelConfig, got {type(config).__name__}")
-    return VRNN(config)
+    if init not in INIT_SCHEMES:
+        raise ValueError(f"init must be one of {INIT_SCHEMES}, got {init!r}")
+    model = VRNN(config)
+    if init == "cle":
+        init_cle(model)
+    return model

@@ -89,7 +89,9 @@ class Corpus:
         (handwriting: clipped first, see `NormStats.preprocess`); `stats.denormalise` gives raw values.
     names: for each split, where each sequence came from ("path" or "path#chunk").
     skipped: (file, reason) of each file that could not be read.
-    predefined_split: True when the corpus defined its own split (TIMIT's TRAIN/ and TEST/).
+    predefined_split: True when the corpus defined its own split (TIMIT's TRAIN/ and TEST/, IAM-OnDB's lists).
+    split_by: how the split was made: "line"/"file" (shuffled items), "writer" (no writer in two splits),
+        "iam" (IAM-OnDB's form lists) or "predefined".
     """
 
     modality: str
@@ -101,6 +103,7 @@ class Corpus:
     stats: NormStats
     skipped: list[tuple[str, str]] = field(default_factory=list)
     predefined_split: bool = False
+    split_by: str = "file"
 
     def split(self, name: str) -> list[np.ndarray]:
         if name not in SPLITS:
@@ -113,6 +116,7 @@ class Corpus:
             "dataset": Path(self.root).name or str(self.root),
             "modality": self.modality,
             "predefined_split": self.predefined_split,
+            "split_by": self.split_by,
             "split_sizes": {s: len(self.split(s)) for s in SPLITS},
             "split_frames": {s: int(sum(len(x) for x in self.split(s))) for s in SPLITS},
             "skipped_files": len(self.skipped),

@@ -6,7 +6,12 @@ IAM-OnDB), or offsets `(T, 3)` as a NumPy `.npy` file or JSON `[[dx, dy, pen], .
 
 A point becomes its offset from the previous point (the first point's offset is (0, 0)); y is flipped
 so that up is positive; pen = 1 on the last point of each stroke, so the offset after a pen-1 point is
-a move with the pen up.
+a move with the pen up. A corpus drops each line's first point, whose offset says nothing (the authors'
+IAM-OnDB loader kept only the differences of consecutive points).
+
+Splits: by writer when the corpus says who wrote each line (the demo corpora's manifest.json), so that
+no writer's hand is in two splits; by IAM-OnDB's own form lists when they sit beside the data
+(`IAM_SPLIT_FILES`); else by line.
 
 XML is parsed with expat and refuses any DOCTYPE (so no entity can be declared, let alone expanded).
 """
@@ -14,6 +19,8 @@ XML is parsed with expat and refuses any DOCTYPE (so no entity can be declared, 
 from __future__ import annotations
 
 import json
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 from xml.parsers import expat
@@ -21,7 +28,7 @@ from xml.parsers import expat
 import numpy as np
 
 from . import defaults
-from .corpus import Corpus, find_files, report_skipped, split_items
+from .corpus import SPLITS, Corpus, find_files, report_skipped, split_items
 from .errors import DataError
 from .normalise import fit_handwriting_stats
 
@@ -194,16 +201,94 @@ def load_handwriting_file(path: str | Path, name: str | None = None) -> np.ndarr
     return read_handwriting(data, label)
 
 
+# IAM-OnDB's task lists of forms (e.g. "a01-000u"; a line file is FORM-NN.xml), searched in the data
+# folder and the one above it (IAM-OnDB's root holds lineStrokes/ and the lists): the training set,
+# the validation set (testset_v) and the test sets (testset_t and testset_f together), or the authors'
+# concatenated train.txt / valid.txt (their valid.txt then serves as the test split too: they had no
+# other held-out set). A line whose form is in no list is left out.
+IAM_SPLIT_FILES = {
+    "train": ("trainset.txt", "train.txt"),
+    "valid": ("testset_v.txt", "valid.txt"),
+    "test": ("testset_t.txt", "testset_f.txt", "test.txt"),
+}
+
+
+def find_iam_split(root: str | Path) -> dict[str, set[str]] | None:
+    """The IAM-OnDB form lists beside `root` (see `IAM_SPLIT_FILES`) -> {split: form ids}, or None."""
+    root = Path(root)
+    base = root if root.is_dir() else root.parent
+    for folder in (base, base.parent):
+        found = {s: [folder / n for n in names if (folder / n).is_file()] for s, names in IAM_SPLIT_FILES.items()}
+        if found["train"] and (found["valid"] or found["test"]):
+            lists = {s: {w for f in files for w in f.read_text(errors="replace").split()} for s, files in found.items()}
+            if not lists["test"]:
+                lists["test"] = lists["valid"]
+            if not lists["valid"]:
+                lists["valid"] = lists["test"]
+            return lists
+    return None
+
+
+def form_id(label: str) -> str:
+    """IAM-OnDB line file -> its form: "lineStrokes/a01/a01-000/a01-000u-01.xml" -> "a01-000u"."""
+    stem = Path(label).stem
+    return re.sub(r"-\d+$", "", stem)
+
+
+def manifest_writers(root: str | Path) -> dict[str, str]:
+    """{file relative to root: writer} from a demo corpus's manifest.json, in root or the folder above
+    it (data/handwriting-demo or data/handwriting-demo/lineStrokes); {} without one."""
+    base = Path(root) if Path(root).is_dir() else Path(root).parent
+    for folder in (base, base.parent):
+        path = folder / "manifest.json"
+        if not path.is_file():
+            continue
+        prefix = base.relative_to(folder)
+        try:
+            records = json.loads(path.read_text()).get("files", [])
+            out = {}
+            for r in records:
+                rel = Path(r["file"])
+                if "writer" in r and rel.is_relative_to(prefix):
+                    out[str(rel.relative_to(prefix))] = str(r["writer"])
+            return out
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            return {}
+    return {}
+
+
+def split_groups(
+    labels: list[str], groups: list[str], fractions: tuple[float, float, float], seed: int
+) -> tuple[list[int], list[int], list[int]]:
+    """Split item indices so that all items of a group (a writer) land in the same split: the sorted
+    groups are shuffled and cut by `fractions`, then each split takes its groups' items in label order."""
+    names = sorted(set(groups))
+    parts = split_items(names, fractions, seed)
+    where = {g: k for k, part in enumerate(parts) for g in part}
+    out: tuple[list[int], list[int], list[int]] = ([], [], [])
+    for i in sorted(range(len(labels)), key=lambda i: labels[i]):
+        out[where[groups[i]]].append(i)
+    return out
+
+
 def load_handwriting_corpus(
     root: str | Path,
     seed: int = defaults.SPLIT_SEED,
     fractions: tuple[float, float, float] = defaults.SPLIT_FRACTIONS,
     clip_mads: float | None = defaults.HANDWRITING_CLIP_MADS,
     max_files: int | None = None,
+    drop_first: bool = True,
+    split_by: str = "auto",
 ) -> Corpus:
     """A folder tree of .xml / .json / .npy files (IAM-OnDB's lineStrokes/ for one) -> split, clipped,
     normalised `Corpus` of (T, 3) sequences, one per file. Unreadable or malformed files (and ones with
-    fewer than 2 points) are skipped with one warning; an error is raised if none is usable."""
+    fewer than 2 points) are skipped with one warning; an error is raised if none is usable.
+
+    drop_first: drop each line's first point (its offset is always (0, 0)).
+    split_by: "auto" (IAM-OnDB form lists if present, else by writer if the manifest names them,
+    else by line), "iam", "writer" or "line"."""
+    if split_by not in SPLIT_BY:
+        raise DataError(f"split_by must be one of {SPLIT_BY}, got {split_by!r}")
     root = Path(root)
     files = find_files(root, defaults.HANDWRITING_EXTENSIONS, exclude=defaults.METADATA_FILES)[:max_files]
     base = root if root.is_dir() else root.parent
@@ -217,6 +302,8 @@ def load_handwriting_corpus(
         except DataError as e:
             skipped.append((rel, str(e).removeprefix(f"{rel}: ")))
             continue
+        if drop_first:
+            x = x[1:]
         if len(x) < 2:
             skipped.append((rel, "fewer than 2 points"))
             continue
@@ -228,8 +315,48 @@ def load_handwriting_corpus(
             f"{root}: none of the {len(files)} handwriting files could be used ({skipped[0][0]}: {skipped[0][1]})"
         )
 
-    idx = split_items(list(range(len(seqs))), fractions, seed)
+    idx, how = _split(root, labels, fractions, seed, split_by)
     stats = fit_handwriting_stats([seqs[i] for i in idx[0]], clip_mads)
     train, valid, test = ([stats.preprocess(seqs[i]) for i in ids] for ids in idx)
     names = {s: [labels[i] for i in ids] for s, ids in zip(("train", "valid", "test"), idx, strict=True)}
-    return Corpus("handwriting", str(root), train, valid, test, names, stats, skipped)
+    return Corpus("handwriting", str(root), train, valid, test, names, stats, skipped, how == "iam", how)
+
+
+SPLIT_BY = ("auto", "iam", "writer", "line")
+
+
+def _split(
+    root: Path, labels: list[str], fractions: tuple[float, float, float], seed: int, split_by: str
+) -> tuple[tuple[list[int], list[int], list[int]], str]:
+    """(train, valid, test) indices of `labels` and how they were split ("iam", "writer" or "line")."""
+    if split_by in ("auto", "iam"):
+        lists = find_iam_split(root)
+        if lists is not None:
+            forms = [form_id(lab) for lab in labels]
+            idx = tuple(
+                [i for i, f in enumerate(forms) if f in lists[s] or Path(labels[i]).stem in lists[s]] for s in SPLITS
+            )
+            if not idx[0]:
+                raise DataError(f"{root}: no line belongs to a form listed in the IAM-OnDB training list")
+            left = len(labels) - len(set().union(*map(set, idx)))
+            if left:
+                warnings.warn(
+                    f"{root}: {left} of {len(labels)} lines are in no IAM-OnDB split list: left out", stacklevel=3
+                )
+            return idx, "iam"  # type: ignore[return-value]
+        if split_by == "iam":
+            raise DataError(
+                f"{root}: no IAM-OnDB split lists beside the data "
+                f"({', '.join(n for v in IAM_SPLIT_FILES.values() for n in v)})"
+            )
+    if split_by in ("auto", "writer"):
+        writers = manifest_writers(root)
+        groups = [writers.get(lab) for lab in labels]
+        if all(g is not None for g in groups) and len(set(groups)) >= 3:
+            return split_groups(labels, groups, fractions, seed), "writer"  # type: ignore[arg-type]
+        if split_by == "writer":
+            raise DataError(
+                f"{root}: a by-writer split needs manifest.json to name the writer of every line "
+                "(and 3 writers or more)"
+            )
+    return split_items(list(range(len(labels))), fractions, seed), "line"
