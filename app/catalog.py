@@ -9,28 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-MAX_METADATA_BYTES = 1024 * 1024  # a checkpoint's JSON is a few kB; anything this large is not one
-
-
-def summary(name: str, meta: dict[str, Any]) -> dict[str, Any]:
-    """One checkpoint's public description, the same fields as worker.cache.ModelCache.describe() gives
-    in embedded mode (normalisation statistics and the like stay private)."""
-    cfg = meta["config"]
-    modality = cfg.get("modality")
-    return {
-        "name": name,
-        "display_name": meta.get("name"),
-        "modality": modality,
-        "family": cfg.get("family"),
-        "output": cfg.get("output"),
-        "latent": cfg.get("family") != "rnn",
-        "sample_rate": meta.get("sample_rate") if modality == "speech" else None,
-        "frame_size": meta.get("frame_size", cfg.get("x_dim")),
-        "params": meta.get("params"),
-        "metrics": meta.get("metrics", {}),
-        "dataset": meta.get("dataset", {}),
-        "created": meta.get("created"),
-    }
+from worker.contract import MAX_METADATA_BYTES, looks_like_checkpoint, model_summary
 
 
 def read_catalog(directory: Path) -> dict[str, Any]:
@@ -48,7 +27,7 @@ def read_catalog(directory: Path) -> dict[str, Any]:
     for name in sorted(stems):
         weights, meta_path = directory / f"{name}.safetensors", directory / f"{name}.json"
         if not weights.is_file():
-            if _looks_like_checkpoint(meta_path):  # other JSON files beside the checkpoints are not ours
+            if looks_like_checkpoint(meta_path):  # other JSON files beside the checkpoints are not ours
                 failed[name] = f"{weights.name} is missing (the JSON has no weights beside it)"
             continue
         if not meta_path.is_file():
@@ -63,15 +42,5 @@ def read_catalog(directory: Path) -> dict[str, Any]:
         except (OSError, UnicodeDecodeError, ValueError) as e:
             failed[name] = f"{meta_path.name}: {e}"
             continue
-        models.append(summary(name, meta))
+        models.append(model_summary(name, meta))
     return {"models": models, "failed": failed}
-
-
-def _looks_like_checkpoint(path: Path) -> bool:
-    try:
-        if path.stat().st_size > MAX_METADATA_BYTES:
-            return False
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return False
-    return isinstance(meta, dict) and isinstance(meta.get("config"), dict) and "format_version" in meta

@@ -13,6 +13,8 @@ from fastapi import Depends, HTTPException, Request
 from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 
+from worker.contract import CONTENT_RULE, sniff
+
 from .errors import validate
 from .settings import Settings
 
@@ -74,12 +76,6 @@ def json_openapi(model: type[BaseModel], required: bool = False) -> dict[str, An
     }
 
 
-# What `sniff` accepts, for the OpenAPI document: the file's first bytes decide, not its Content-Type.
-CONTENT_RULE = (
-    "The content decides what it is, not its name or Content-Type: RIFF/RF64 WAVE, FLAC, Ogg or AIFF audio, a "
-    ".npy array (\\x93NUMPY), or text (UTF-8, BOM and leading whitespace allowed) starting with '<' (IAM-OnDB "
-    "XML), '[' or '{' (JSON strokes); anything else: 415."
-)
 UPLOAD_MEDIA_TYPES = (
     "audio/wav, audio/x-wav, audio/flac, audio/ogg, audio/aiff, application/xml, text/xml, application/json, "
     "application/octet-stream"
@@ -194,22 +190,8 @@ def too_large(what: str, settings: Settings) -> str:
     return f"{what} is larger than the {settings.max_upload_bytes} bytes allowed (MAX_UPLOAD_BYTES); send a shorter one"
 
 
-def sniff(data: bytes) -> str | None:
-    """What an input file holds by its first bytes: "audio", "strokes", or None (neither)."""
-    head = data[:64]
-    if (head[:4] in (b"RIFF", b"RF64") and head[8:12] == b"WAVE") or head[:4] in (b"fLaC", b"OggS"):
-        return "audio"
-    if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
-        return "audio"
-    if head[:6] == b"\x93NUMPY":
-        return "strokes"
-    text = data[:256].decode("utf-8", "ignore").lstrip("\ufeff \t\r\n")
-    if text[:1] in ("<", "[", "{"):
-        return "strokes"
-    return None
-
-
 def check_kind(data: bytes, what: str) -> None:
+    """415 unless the input is what worker.contract.sniff accepts (the worker applies the same rule)."""
     if sniff(data) is None:
         raise HTTPException(415, f"{what} is not {UPLOAD_KINDS}; send one of those")
 

@@ -85,7 +85,7 @@ class _BackendGauges:
         values = {"running": 0, "failed": 0, "workers": 0}
         if m.backend is not None:
             try:
-                values.update(backend_counts(m.backend))
+                values.update(m.backend.counts())
             except Exception:
                 up = 0
         yield GaugeMetricFamily("vrnn_queue_depth", "Jobs waiting to start.", value=depth)
@@ -99,26 +99,6 @@ class _BackendGauges:
             value=values["workers"],
         )
         yield GaugeMetricFamily("vrnn_backend_up", "1 when the job backend answered this scrape.", value=up)
-
-
-def backend_counts(backend: Any) -> dict[str, int]:
-    """{"running", "failed", "workers"} of a backend, read now. Redis mode reads the sizes of RQ's started and
-    failed registries directly (ZCARD: RQ's own `count` would also clean the registries up, moving abandoned
-    jobs, which is the workers' maintenance's job) and counts the workers whose heartbeat key is alive."""
-    if getattr(backend, "mode", None) == "redis":
-        conn, queue = backend.connection, backend.queue
-        with conn.pipeline(transaction=False) as pipe:
-            pipe.zcard(queue.started_job_registry.key)
-            pipe.zcard(queue.failed_job_registry.key)
-            running, failed = pipe.execute()
-        return {"running": int(running), "failed": int(failed), "workers": int(backend.live_workers())}
-    jobs = list(getattr(backend, "_jobs", {}).values())
-    pool_size = getattr(getattr(backend, "settings", None), "embedded_workers", 0)
-    return {
-        "running": sum(1 for j in jobs if j.status == "started"),
-        "failed": sum(1 for j in jobs if j.status == "failed"),
-        "workers": int(pool_size) if getattr(backend, "_pool", None) is not None else 0,
-    }
 
 
 class Metrics:

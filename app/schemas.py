@@ -1,5 +1,5 @@
 """Request and response bodies. Bounds are worker.limits' (the job functions enforce the same), so a
-request the API accepts is one the worker accepts; defaults are docs/SERVICE.md's."""
+request the API accepts is one the worker accepts; defaults are worker.contract's (docs/SERVICE.md)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .backends import limits
+from worker import contract, limits  # plain constants (no torch): the bounds the job functions enforce
 
 
 def _model_name() -> Any:
@@ -51,7 +51,9 @@ class _Request(BaseModel):
 
 class SpeechRequest(_Request):
     model: str | None = _model_name()
-    duration_s: float = Field(2.0, ge=limits.MIN_DURATION_S, le=limits.MAX_DURATION_S, description="Seconds of audio.")
+    duration_s: float = Field(
+        contract.DEFAULT_DURATION_S, ge=limits.MIN_DURATION_S, le=limits.MAX_DURATION_S, description="Seconds of audio."
+    )
     seed: int | None = _seed()
     temperature: float = _temperature()
     mean: bool = Field(False, description="Emit the decoder mean instead of a sample (X-Output says which).")
@@ -67,7 +69,9 @@ class SpeechRequest(_Request):
 
 class HandwritingRequest(_Request):
     model: str | None = _model_name()
-    steps: int = Field(700, ge=limits.MIN_STEPS, le=limits.MAX_STEPS, description="Pen steps (one line: about 700).")
+    steps: int = Field(
+        contract.DEFAULT_STEPS, ge=limits.MIN_STEPS, le=limits.MAX_STEPS, description="Pen steps (one line: about 700)."
+    )
     seed: int | None = _seed()
     bias: float = Field(
         0.0,
@@ -79,9 +83,14 @@ class HandwritingRequest(_Request):
     prime: str | None = Field(
         None, description="Base64 IAM-OnDB XML or JSON strokes to continue from; the response holds the continuation."
     )
-    stroke_width: float = Field(2.0, gt=0, le=limits.MAX_STROKE_WIDTH, description="SVG stroke width in pixels.")
+    stroke_width: float = Field(
+        contract.DEFAULT_STROKE_WIDTH, gt=0, le=limits.MAX_STROKE_WIDTH, description="SVG stroke width in pixels."
+    )
     color: str = Field(
-        "#1a1a1a", max_length=40, description="Ink colour: #rgb, #rrggbb or a CSS name such as navy.", examples=["navy"]
+        contract.DEFAULT_COLOR,
+        max_length=40,
+        description="Ink colour: #rgb, #rrggbb or a CSS name such as navy.",
+        examples=["navy"],
     )
 
     def job_params(self, fmt: str) -> dict[str, Any]:
@@ -108,7 +117,7 @@ class DataRequest(_Request):
 
 class ScoreRequest(DataRequest):
     num_samples: int = Field(
-        40,
+        contract.DEFAULT_NUM_SAMPLES,
         ge=limits.MIN_NUM_SAMPLES,
         le=limits.MAX_NUM_SAMPLES,
         description="Importance samples K of the likelihood estimate (the paper: 40). Ignored by RNN models (exact).",

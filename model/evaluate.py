@@ -24,6 +24,7 @@ import torch
 from . import defaults
 from .checkpoint import CheckpointError, load_checkpoint
 from .data import Corpus, DataError, NormStats, load_handwriting_corpus, load_speech_corpus, pad_batch
+from .inference import elbo_and_likelihood
 from .runtime import resolve_device
 from .vrnn import VRNN
 
@@ -43,26 +44,31 @@ def evaluate_sequences(
     VRNNs: both come from the same K importance samples (ELBO: mean of the log-weights, with a sampled
     KL; log-likelihood: their log-mean-exp). likelihood=False gives the one-sample ELBO with the analytic
     KL alone (validation during training). RNNs: both are the exact log-likelihood. With `stats`, the
-    raw-space figures are added."""
+    raw-space figures are added. `kl_per_frame` is the analytic KL(q || p) per frame, summed over z's
+    dimensions, with z drawn from q once (its own random stream: the other figures do not change);
+    near 0 means the latent is unused (posterior collapse)."""
     if not sequences:
         raise DataError("nothing to evaluate: the split is empty")
     model.eval()
     device = model.device
     g = torch.Generator(device=device).manual_seed(seed)
-    elbo_sum = ll_sum = 0.0
+    g_kl = torch.Generator(device=device).manual_seed(seed + 1)
+    elbo_sum = ll_sum = kl_sum = 0.0
     frames = 0
     exact = not model.config.has_latent
     for i in range(0, len(sequences), batch_size):
         x, mask = pad_batch(sequences[i : i + batch_size])
         x, mask = x.to(device), mask.to(device)
         if likelihood and not exact:
-            # ELBO and IS estimate from the same K draws: the mean and the log-mean-exp of the log-weights,
-            # so the reported ELBO is a K-sample estimate that never exceeds the reported likelihood.
-            log_w = model.log_weights(x, mask, num_samples=num_samples, generator=g).double()
-            elbo_sum += log_w.mean(0).sum().item()
-            ll_sum += (torch.logsumexp(log_w, 0) - math.log(num_samples)).sum().item()
+            # The service's /score computes the same pair (from the same K draws, so ELBO <= likelihood).
+            elbo, ll = elbo_and_likelihood(model, x, mask, num_samples, g)
+            elbo_sum += elbo.sum().item()
+            ll_sum += ll.sum().item()
+            kl_sum += model(x, mask, generator=g_kl).kl.double().sum().item()
         else:
-            elbo = model(x, mask, generator=g).elbo.double().sum().item()
+            out = model(x, mask, generator=g)
+            elbo = out.elbo.double().sum().item()
+            kl_sum += out.kl.double().sum().item()
             elbo_sum += elbo
             ll_sum += elbo  # exact for the RNN; unused when likelihood=False
         frames += int(mask.sum())
@@ -72,6 +78,7 @@ def evaluate_sequences(
         "frames": frames,
         "elbo": elbo_sum / n,
         "elbo_per_frame": elbo_sum / frames,
+        "kl_per_frame": kl_sum / frames,
         "exact": exact,
         "space": "normalised",
     }

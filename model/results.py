@@ -14,7 +14,7 @@ import argparse
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -129,9 +129,9 @@ def figures(found, out: Path, seed: int) -> list[str]:
             raws = generate(model, meta, num=3, seconds=2.0, seed=seed)
             if meta["name"] in ("RNN-GMM", "VRNN-Gauss", "VRNN-GMM"):
                 waves[meta["name"]] = [r.reshape(-1) for r in raws]
-            (samples / f"{path.stem}.wav").write_bytes(render_sample(meta, raws[0]))
+            (samples / f"{path.stem}.wav").write_bytes(cast(bytes, render_sample(meta, raws[0])))  # speech: WAV
             mean = generate(model, meta, num=1, seconds=2.0, seed=seed, mean=True)[0]
-            (samples / f"{path.stem}.mean.wav").write_bytes(render_sample(meta, mean))
+            (samples / f"{path.stem}.mean.wav").write_bytes(cast(bytes, render_sample(meta, mean)))
         (figs / "fig3-waveforms.png").write_bytes(render.waveforms_figure(waves, found["speech"][0][1]["sample_rate"]))
         md += ["![Figure 3](figures/fig3-waveforms.png)", ""]
 
@@ -143,7 +143,7 @@ def figures(found, out: Path, seed: int) -> list[str]:
             model, meta = load(path)
             raws = generate(model, meta, num=3, steps=700, seed=seed)
             lines[meta["name"]] = raws
-            (samples / f"{path.stem}.svg").write_text(render_sample(meta, raws[0]))
+            (samples / f"{path.stem}.svg").write_text(cast(str, render_sample(meta, raws[0])))  # handwriting: SVG
         (figs / "fig4-handwriting.png").write_bytes(render.handwriting_figure(lines))
         md += ["![Figure 4](figures/fig4-handwriting.png)", ""]
     return md

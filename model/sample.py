@@ -4,244 +4,33 @@
     python -m model.sample checkpoints/hw-VRNN-GMM.safetensors --out lines.svg --num 3 --bias 0.5
     python -m model.sample checkpoints/VRNN-GMM.safetensors --analyze input.wav --out latent.png
 
-The functions below are the reusable core (the HTTP service calls them):
-
-    model, meta = load(path, device="cpu")
-    raws = generate(model, meta, num=2, seconds=2.0, seed=0)      # list of raw (T, D) arrays
-    wav = render_sample(meta, raws[0])                             # WAV bytes or SVG text
-    analysis, x_raw = analyze_file(model, meta, "input.wav")      # or the file's bytes
+A thin command line over `model.inference` (load, generate, render_sample, analyze_file, latent_png).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import secrets
 import sys
 from pathlib import Path
-from typing import Any
 
-import numpy as np
+from . import cli
+from .inference import (
+    DEFAULT_HANDWRITING_STEPS,
+    DEFAULT_SECONDS,
+    analyze_file,
+    generate,
+    latent_png,
+    load,
+    read_input,
+    render_sample,
+    sample_rate,
+)
+from .inference import InferenceError as SampleError
+from .inference import steps_for as steps_for  # re-exported: the command line's tests use it
 
-from . import cli, defaults
-
-DEFAULT_SECONDS = 2.0  # the paper's Figure 3 samples are 2.0 s long
-DEFAULT_HANDWRITING_STEPS = 700  # about one IAM-OnDB line (DESIGN.md's service default)
-MAX_NUM = 1000
-MAX_STEPS = 1_000_000
-MAX_SECONDS = 3600.0
 SPEECH_SUFFIXES = (".wav",)
 HANDWRITING_SUFFIXES = (".svg", ".json")
-
-
-class SampleError(ValueError):
-    """A bad argument, file or checkpoint: the CLI prints the message and exits with status 2."""
-
-
-# Reusable core -----------------------------------------------------------------------------------
-
-
-def pick_device(name: str = "auto") -> str:
-    """ "auto" -> "cuda" when PyTorch sees a GPU, else "cpu"; "cuda" without a GPU is an error."""
-    from .runtime import resolve_device
-
-    if name not in ("auto", "cpu", "cuda"):
-        raise SampleError(f"device must be auto, cpu or cuda, got {name!r}")
-    try:
-        return resolve_device(name).type
-    except ValueError as e:
-        raise SampleError(str(e)) from None
-
-
-def norm_stats(meta: dict[str, Any], source: str = "checkpoint"):
-    """The checkpoint's NormStats, checked against its model config."""
-    from .data import DataError, NormStats
-
-    if "normalisation" not in meta:
-        raise SampleError(
-            f"{source}: its JSON has no 'normalisation' stats, so samples cannot be mapped back to "
-            "audio or pen offsets (checkpoints written by `python -m model.train` have them)"
-        )
-    try:
-        stats = NormStats.from_dict(meta["normalisation"])
-    except DataError as e:
-        raise SampleError(f"{source}: {e}") from None
-    cfg = meta["config"]
-    if stats.modality != cfg.get("modality") or stats.frame_size != cfg.get("x_dim"):
-        raise SampleError(
-            f"{source}: normalisation stats ({stats.modality}, frame size {stats.frame_size}) do not match the "
-            f"model ({cfg.get('modality')}, x_dim {cfg.get('x_dim')})"
-        )
-    return stats
-
-
-def sample_rate(meta: dict[str, Any]) -> int:
-    rate = meta.get("sample_rate", defaults.SAMPLE_RATE)
-    if isinstance(rate, bool) or not isinstance(rate, int) or rate <= 0:
-        raise SampleError(f"checkpoint metadata: sample_rate must be a positive integer, got {rate!r}")
-    return rate
-
-
-def load(path: str | Path, device: str = "cpu"):
-    """Load a checkpoint for sampling -> (model in eval mode, metadata). Never unpickles.
-
-    Raises SampleError (a ValueError) naming the file when it is missing or not a usable checkpoint."""
-    from .checkpoint import CheckpointError, load_checkpoint
-
-    p = Path(path)
-    weights = p.with_suffix(".safetensors") if p.suffix in (".json", ".safetensors") else Path(f"{p}.safetensors")
-    if not weights.exists() and not weights.with_suffix(".json").exists():
-        raise SampleError(f"{path}: no such checkpoint (expected NAME.safetensors with NAME.json beside it)")
-    try:
-        model, meta = load_checkpoint(path, device=device)
-    except CheckpointError as e:
-        raise SampleError(str(e)) from None
-    norm_stats(meta, str(path))
-    if meta["config"].get("modality") == "speech":
-        sample_rate(meta)
-    return model, meta
-
-
-def steps_for(meta: dict[str, Any], seconds: float | None = None, steps: int | None = None) -> int:
-    """Number of time steps to generate: `steps` if given, else `seconds` of speech (rounded up to whole
-    frames), else the default (2.0 s of speech, 700 pen steps of handwriting)."""
-    cfg = meta["config"]
-    speech = cfg["modality"] == "speech"
-    if steps is not None and seconds is not None:
-        raise SampleError("give either seconds or steps, not both")
-    if steps is not None:
-        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
-            raise SampleError(f"steps must be a whole number from 1 to {MAX_STEPS}, got {steps!r}")
-        return steps
-    if seconds is not None and not speech:
-        raise SampleError("seconds applies to speech; give handwriting a number of steps")
-    if not speech:
-        return DEFAULT_HANDWRITING_STEPS
-    seconds = DEFAULT_SECONDS if seconds is None else seconds
-    if not (isinstance(seconds, int | float) and math.isfinite(seconds) and 0 < seconds <= MAX_SECONDS):
-        raise SampleError(f"seconds must be a number above 0 and at most {MAX_SECONDS:g}, got {seconds!r}")
-    return max(1, math.ceil(seconds * sample_rate(meta) / cfg["x_dim"] - 1e-9))
-
-
-def read_input(meta: dict[str, Any], source: str | Path | bytes, name: str | None = None) -> np.ndarray:
-    """An input for the checkpoint's modality -> raw (T, D) frames or offsets (not normalised).
-
-    Speech: WAV/FLAC (resampled to the model's rate, mixed to mono) cut into frames. Handwriting:
-    IAM-OnDB XML, JSON strokes or offsets, or a .npy (T, 3) array. `source` is a path or the bytes."""
-    from .data import DataError, frames_from_audio, load_audio, read_handwriting
-    from .data.handwriting import load_handwriting_file
-
-    cfg = meta["config"]
-    label = name or (str(source) if isinstance(source, str | Path) else "input data")
-    if isinstance(source, str | Path) and not Path(source).is_file():
-        raise SampleError(f"{label}: no such file")
-    try:
-        if cfg["modality"] == "speech":
-            wave = load_audio(source, sample_rate(meta), name=label)
-            x = frames_from_audio(wave, cfg["x_dim"])
-            if len(x) == 0:
-                raise SampleError(f"{label}: shorter than one frame ({cfg['x_dim']} samples)")
-            return x
-        if isinstance(source, bytes | bytearray):
-            return read_handwriting(bytes(source), label)
-        return load_handwriting_file(source, label)
-    except DataError as e:
-        raise SampleError(str(e)) from None
-
-
-def _generator(model, seed: int):
-    import torch
-
-    return torch.Generator(device=model.device).manual_seed(int(seed))
-
-
-def generate(
-    model,
-    meta: dict[str, Any],
-    num: int = 1,
-    steps: int | None = None,
-    seconds: float | None = None,
-    seed: int | None = None,
-    temperature: float = 1.0,
-    bias: float = 0.0,
-    mean: bool = False,
-    prime: np.ndarray | None = None,
-) -> list[np.ndarray]:
-    """Draw `num` sequences -> list of raw (T, D) float32 arrays: speech frames (flatten one with
-    `.reshape(-1)` for the waveform, floats in [-1, 1] about) or handwriting offsets (dx, dy, pen), y up.
-
-    `mean=True` gives the decoder mean instead of a sample (the paper's sampling script saved that).
-    `prime` is raw (T0, D) data (from `read_input`) read through the model first; the result holds
-    only the continuation. The same `seed` gives the same arrays on the same device; seed None
-    draws a fresh one."""
-    import torch
-
-    if isinstance(num, bool) or not isinstance(num, int) or not 1 <= num <= MAX_NUM:
-        raise SampleError(f"num must be a whole number from 1 to {MAX_NUM}, got {num!r}")
-    n_steps = steps_for(meta, seconds, steps)
-    stats = norm_stats(meta)
-    seed = secrets.randbits(63) if seed is None else seed
-    primed = None
-    if prime is not None:
-        prime = np.asarray(prime)
-        if prime.ndim != 2 or prime.shape[1] != meta["config"]["x_dim"] or len(prime) == 0:
-            raise SampleError(f"prime must be raw data of shape (T, {meta['config']['x_dim']}), got {prime.shape}")
-        primed = torch.as_tensor(np.asarray(stats.preprocess(prime), dtype=np.float32))
-    try:
-        with torch.no_grad():
-            y = model.sample(
-                num_samples=num,
-                steps=n_steps,
-                temperature=temperature,
-                generator=_generator(model, seed),
-                prime=None if primed is None else primed.to(model.device),
-                bias=bias,
-                mean=mean,
-            )
-    except ValueError as e:  # temperature, bias: the model checks them
-        raise SampleError(str(e)) from None
-    raw = stats.denormalise(y.detach().to("cpu", torch.float32).numpy())
-    return [np.ascontiguousarray(r, dtype=np.float32) for r in raw]
-
-
-def render_sample(meta: dict[str, Any], raw: np.ndarray, fmt: str | None = None, **svg_options: Any) -> bytes | str:
-    """One raw sample -> file contents: WAV bytes for speech; for handwriting SVG text (fmt "svg",
-    the default; `svg_options` go to `render.handwriting_svg`) or JSON offsets (fmt "json")."""
-    from . import render
-
-    if meta["config"]["modality"] == "speech":
-        return render.wav_bytes(np.asarray(raw).reshape(-1), sample_rate(meta))
-    if fmt in (None, "svg"):
-        return render.handwriting_svg(raw, **svg_options)
-    if fmt == "json":
-        import json
-
-        rows = [[round(float(dx), 4), round(float(dy), 4), int(pen > 0.5)] for dx, dy, pen in np.asarray(raw)]
-        return json.dumps(rows, separators=(",", ":")) + "\n"
-    raise SampleError(f"handwriting can be written as svg or json, not {fmt!r}")
-
-
-def analyze_file(model, meta: dict[str, Any], source: str | Path | bytes, name: str | None = None):
-    """Read an input file (path or bytes) and run the latent analysis -> (LatentAnalysis of a batch of
-    one, raw (T, D) input). The analysis uses posterior means, so it is deterministic."""
-    import torch
-
-    if not model.config.has_latent:
-        raise SampleError(f"{model.config.name} has no latent variables to analyse; use a VRNN or VRNN-I checkpoint")
-    x_raw = read_input(meta, source, name)
-    x = torch.as_tensor(np.asarray(norm_stats(meta).preprocess(x_raw), dtype=np.float32)).unsqueeze(0)
-    with torch.no_grad():
-        analysis = model.analyze(x.to(model.device))
-    return analysis, x_raw
-
-
-def latent_png(model, meta: dict[str, Any], analysis, x_raw: np.ndarray, label: str | None = None) -> bytes:
-    """The Figure 2 plot of `analyze_file`'s result, titled with the model's name and the input."""
-    from . import render
-
-    title = meta.get("name", model.config.name) + (f": {label}" if label else "")
-    rate = sample_rate(meta) if meta["config"]["modality"] == "speech" else defaults.SAMPLE_RATE
-    return render.latent_figure(analysis, x_raw, meta["config"]["modality"], sample_rate=rate, title=title)
 
 
 def numbered_paths(out: Path, num: int) -> list[Path]:
@@ -313,7 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=cli.seed, metavar="N", help="random seed; the same seed gives identical files")
     p.add_argument("--temperature", type=POSITIVE, metavar="T", help="scales output stds, divides mixture logits (1)")
     p.add_argument("--bias", type=NON_NEGATIVE, metavar="B", help="Graves' sampling bias, >= 0 (0 = none)")
-    p.add_argument("--mean", action="store_true", help="write the decoder mean instead of a sample")
+    p.add_argument("--mean", action="store_true", help="write and feed back the decoder mean instead of a sample")
+    p.add_argument(
+        "--component-mean",
+        action="store_true",
+        help="feed back a sample but write the mean of the mixture component it was drawn from (the "
+        "authors' sampling script; the pen bit is the drawn one)",
+    )
     p.add_argument("--prime", metavar="FILE", help="input to continue from (WAV/FLAC, or XML/JSON strokes)")
     p.add_argument("--analyze", metavar="INPUT", help="plot the latent analysis of INPUT to --out (a .png)")
     p.add_argument(
@@ -347,14 +142,13 @@ def run(args: argparse.Namespace) -> list[str]:
     if args.analyze is not None:
         options = ("num", "seconds", "steps", "seed", "temperature", "bias", "prime")
         given = [f"--{n}" for n in options if getattr(args, n) is not None]
-        if args.mean:
-            given.append("--mean")
+        given += [f for f, on in (("--mean", args.mean), ("--component-mean", args.component_mean)) if on]
         if given:
             raise SampleError(f"--analyze plots an input; it takes no sampling options ({', '.join(given)})")
         out = _check_suffix(out, (".png",), "latent-analysis figures")
         if not Path(args.analyze).is_file():
             raise SampleError(f"{args.analyze}: no such file")
-    model, meta = load(args.checkpoint, pick_device(args.device))
+    model, meta = load(args.checkpoint, args.device)
     cfg = meta["config"]
     name = meta.get("name", model.config.name)
     speech = cfg["modality"] == "speech"
@@ -383,12 +177,14 @@ def run(args: argparse.Namespace) -> list[str]:
         seed=seed,
         temperature=1.0 if args.temperature is None else args.temperature,
         bias=args.bias or 0.0,
-        mean=args.mean,
+        mean="component-mean" if args.component_mean else args.mean,
         prime=prime,
     )
     fmt = out.suffix.lower().lstrip(".")
     lines = []
     kind = "the decoder mean (--mean), not a sample" if args.mean else "a sample (not the decoder mean)"
+    if args.component_mean:
+        kind = "the drawn components' means of a sample (--component-mean)"
     for path, raw in zip(numbered_paths(out, num), raws, strict=True):
         try:
             data = render_sample(meta, raw, None if speech else fmt)

@@ -1,19 +1,28 @@
-"""Tiny checkpoints with the trainer's metadata, for the tests of sampling, the worker and the API.
+"""The tests' one kit of inputs: tiny checkpoints with the trainer's metadata, a WAV tone, pen strokes, base64.
 
-Imported as `tinyckpt` (pytest puts tests/ on the path): a freshly initialised small model saved with
-`normalisation`, `sample_rate`, `frame_size`, `dataset` and `metrics`, as `model.train` writes them."""
+Imported as `tinyckpt` (pytest puts tests/ on the path; tests/app/apikit.py and tests/worker/workerkit.py build on
+it): a freshly initialised small model saved with `normalisation`, `sample_rate`, `frame_size`, `dataset` and
+`metrics`, as `model.train` writes them. Only the standard library at the top: torch is imported when a checkpoint
+is written."""
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    from model import ModelConfig
 
-from model import ModelConfig, build_model, save_checkpoint
-from model.data import NormStats
+SPEECH, SPEECH_RNN, HAND = "speech-vrnn", "speech-rnn", "hand-vrnn"  # the checkpoints of write_checkpoints
+CHECKPOINTS = ((SPEECH, "speech", "vrnn"), (SPEECH_RNN, "speech", "rnn"), (HAND, "handwriting", "vrnn"))
+STROKES = [[[0, 0], [5, 3], [10, 8], [14, 9]], [[20, 0], [25, 5], [27, 9]], [[30, 2], [31, 2]]]
 
 
 def tiny_config(modality: str, family: str = "vrnn", output: str = "gauss", width: int = 16) -> ModelConfig:
+    from model import ModelConfig
+
     return ModelConfig(
         family=family,
         output=output,
@@ -28,6 +37,8 @@ def tiny_config(modality: str, family: str = "vrnn", output: str = "gauss", widt
 
 
 def tiny_metadata(modality: str, dataset: str = "unit-test") -> dict:
+    from model.data import NormStats
+
     if modality == "speech":
         stats, extra = NormStats("speech", mean=0.0, std=0.1, frame_size=200), {"sample_rate": 16000}
     else:
@@ -43,6 +54,10 @@ def tiny_metadata(modality: str, dataset: str = "unit-test") -> dict:
 
 def write_tiny_checkpoint(path: Path, cfg: ModelConfig, dataset: str = "unit-test", seed: int = 0) -> Path:
     """Build `cfg` with a fixed seed and save it at `path` with the trainer's metadata."""
+    import torch
+
+    from model import build_model, save_checkpoint
+
     torch.manual_seed(seed)
     return save_checkpoint(build_model(cfg), path, metadata=tiny_metadata(cfg.modality, dataset))
 
@@ -55,3 +70,19 @@ def tone_wav(seconds: float = 0.25, rate: int = 16000) -> bytes:
 
     t = np.arange(round(seconds * rate)) / rate
     return wav_bytes(0.3 * np.sin(2 * np.pi * 220 * t) + 0.01 * np.cos(2 * np.pi * 1234 * t), rate)
+
+
+def write_checkpoints(directory: Path, output: str = "gauss", dataset: str = "unit-test") -> Path:
+    """speech-vrnn, speech-rnn and hand-vrnn (`output` heads) in `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, modality, family in CHECKPOINTS:
+        write_tiny_checkpoint(directory / f"{name}.safetensors", tiny_config(modality, family, output), dataset)
+    return directory
+
+
+def strokes_json() -> bytes:
+    return json.dumps(STROKES).encode()
+
+
+def b64(data: bytes | str) -> str:
+    return base64.b64encode(data.encode() if isinstance(data, str) else data).decode("ascii")

@@ -39,14 +39,15 @@ from typing import Any
 
 from rq import SimpleWorker, worker_registration
 from rq.exceptions import AbandonedJobError
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.timeouts import JobTimeoutException
-from rq.worker import WorkerStatus
 
 from model.cli import positive_int
+from model.runtime import set_threads
 
 from . import queueing
-from .errors import JobInputError, UnknownModelError
+from .cache import ModelCache, set_cache
+from .contract import JobInputError, UnknownModelError, error_info
 
 log = logging.getLogger("worker")
 
@@ -102,23 +103,6 @@ class RestrictedJob(Job):
     def stopped_callback(self):
         self._no_callback("stopped", self._stopped_callback_name)
         return None
-
-
-def _error_info(exc: BaseException) -> dict[str, Any]:
-    """What the API needs of a job's error: type, message and the HTTP status of a synchronous call."""
-    kind = type(exc).__name__
-    if isinstance(exc, JobTimeoutException):
-        status = 504
-    elif isinstance(exc, UnknownModelError):
-        status = 404
-    elif isinstance(exc, JobInputError):
-        status = queueing.ERROR_STATUS.get(kind, 422)
-    else:
-        status = 500
-    message = str(exc) or kind
-    if isinstance(exc, AbandonedJobError):
-        message = queueing.ABANDONED_MESSAGE
-    return {"type": kind, "message": message[:2000], "status": status}
 
 
 class ModelWorker(SimpleWorker):
@@ -208,7 +192,6 @@ class ModelWorker(SimpleWorker):
         super().handle_execution_ended(job, queue, heartbeat_ttl)
 
     def execute_job(self, job: Job, queue: Any) -> None:
-        self.prepare_execution(job)
         started = time.monotonic()
         self._beat_stop = threading.Event()
         self._beat_thread = threading.Thread(
@@ -222,11 +205,12 @@ class ModelWorker(SimpleWorker):
         log.info("job %s started", job.id, extra={"event": "job_started", **fields})
         self._count_attempt(job)
         try:
-            ok = self.perform_job(job, queue)
+            super().execute_job(job, queue)  # SimpleWorker's: prepare, perform, back to idle
         finally:
             self._stop_beat()
         duration = round(time.monotonic() - started, 3)
         status = job.get_status(refresh=False)
+        ok = status == JobStatus.FINISHED
         status_text = getattr(status, "value", str(status))
         level = logging.INFO if ok else logging.WARNING
         error = (job.meta or {}).get("error") if not ok else None
@@ -236,7 +220,6 @@ class ModelWorker(SimpleWorker):
         if not ok:
             extra["retries_left"] = job.retries_left or 0
         log.log(level, "job %s %s in %.3f s", job.id, status_text, duration, extra={**extra, **fields})
-        self.set_state(WorkerStatus.IDLE)
 
     # Failures -----------------------------------------------------------------------------------
 
@@ -258,9 +241,7 @@ class ModelWorker(SimpleWorker):
         """Bad input is the client's error, not the worker's: no traceback at error level for it (the
         job_failed line carries its message); everything else goes through RQ's logging."""
         if isinstance(exc_info[1], JobInputError | UnknownModelError):
-            for handler in self._exc_handlers:
-                if handler(job, *exc_info) is False:
-                    break
+            self._record_error(job, *exc_info)  # this worker's one exception handler
             return
         super().handle_exception(job, *exc_info)
 
@@ -282,7 +263,7 @@ class ModelWorker(SimpleWorker):
         try:
             if not isinstance(exc_value, PoisonJobError):  # an attempt that ended in this process, not with it
                 job.meta["failures"] = int(job.meta.get("failures", 0)) + 1
-            job.meta["error"] = _error_info(exc_value)
+            job.meta["error"] = error_info(exc_value)
             job.save_meta()
         except Exception as e:  # never let bookkeeping hide the failure itself
             log.warning("could not store the error of job %s: %s", job.id, e, extra={"job_id": job.id})
@@ -424,10 +405,6 @@ def main(argv: list[str] | None = None) -> int:
     if not args.redis_url:
         log.error("no Redis URL: set REDIS_URL or pass --redis-url (e.g. redis://localhost:6379/0)")
         return 2
-
-    from model.runtime import set_threads
-
-    from .cache import ModelCache, set_cache
 
     set_threads(args.threads)  # before any PyTorch work; see --threads
     started = time.monotonic()

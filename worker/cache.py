@@ -10,8 +10,9 @@ A checkpoint that fails to load (missing JSON, truncated weights, bad metadata) 
 `failed` with its error and the others keep serving. Models are named by file stem. Defaults per
 modality: DEFAULT_SPEECH_MODEL / DEFAULT_HANDWRITING_MODEL, else a preferred VRNN (see `_pick_default`).
 
-`get_cache()` is the process-wide cache the job functions use: created on first use from
-CHECKPOINT_DIR (default "checkpoints") and DEVICE (default "auto": CUDA when PyTorch sees a GPU).
+`get_cache()` is the process-wide cache RQ's entry points of worker.jobs use: created on first use from
+CHECKPOINT_DIR (default "checkpoints") and DEVICE (model.runtime's rule; default "auto": CUDA when PyTorch sees a
+GPU). The embedded backend holds a cache of its own.
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from model.inference import load
+from model.runtime import resolve_device
+
 from . import limits
-from .errors import JobInputError, UnknownModelError
+from .contract import JobInputError, UnknownModelError, looks_like_checkpoint, model_summary
 
 log = logging.getLogger("worker.cache")
 
@@ -55,7 +59,7 @@ class LoadedModel:
 
 
 class ModelCache:
-    """Every checkpoint in `directory`, loaded once on `device` ("auto", "cpu" or "cuda")."""
+    """Every checkpoint in `directory`, loaded once on `device` ("auto", "cpu", "cuda" or "cuda:N")."""
 
     def __init__(
         self,
@@ -64,12 +68,10 @@ class ModelCache:
         default_speech: str | None = None,
         default_handwriting: str | None = None,
     ):
-        from model.sample import SampleError, pick_device
-
         self.directory = Path(directory)
         try:
-            self.device = pick_device(device)
-        except SampleError as e:
+            self.device = str(resolve_device(device))  # the one device rule of model.runtime
+        except ValueError as e:
             raise ValueError(f"DEVICE: {e}") from None
         self._models: dict[str, LoadedModel] = {}
         self.failed: dict[str, str] = {}
@@ -84,8 +86,6 @@ class ModelCache:
     # Loading ------------------------------------------------------------------------------------
 
     def _load_all(self) -> None:
-        from model.sample import load
-
         if not self.directory.is_dir():
             self.warnings.append(f"checkpoint directory {self.directory} does not exist")
             log.warning("checkpoint directory %s does not exist: no models loaded", self.directory)
@@ -125,7 +125,7 @@ class ModelCache:
             known = name in self._models or name in self.failed or "." in name
             if known or meta_path.with_suffix(".safetensors").exists():
                 continue
-            if _looks_like_checkpoint_json(meta_path):
+            if looks_like_checkpoint(meta_path):
                 weights = meta_path.with_suffix(".safetensors")
                 self.failed[name] = f"{weights}: missing (the JSON has no weights beside it)"
                 log.error("checkpoint %s failed to load: %s", name, self.failed[name])
@@ -227,50 +227,18 @@ class ModelCache:
         except KeyError:
             raise UnknownModelError(f"no model named {name!r}") from None
 
-    def entry(self, name: str) -> LoadedModel:
-        try:
-            return self._models[name]
-        except KeyError:
-            raise UnknownModelError(f"no model named {name!r}") from None
-
     def describe(self) -> dict[str, Any]:
         """JSON-safe metadata of every loaded model, the load failures, the defaults and the device."""
-        models = []
-        for name, e in self._models.items():
-            meta, cfg = e.meta, e.meta["config"]
-            models.append(
-                {
-                    "name": name,
-                    "display_name": meta.get("name", e.model.config.name),
-                    "modality": cfg["modality"],
-                    "family": cfg["family"],
-                    "output": cfg["output"],
-                    "latent": e.has_latent,
-                    "sample_rate": meta.get("sample_rate") if cfg["modality"] == "speech" else None,
-                    "frame_size": meta.get("frame_size", cfg["x_dim"]),
-                    "params": meta.get("params"),
-                    "metrics": meta.get("metrics", {}),
-                    "dataset": meta.get("dataset", {}),
-                    "created": meta.get("created"),
-                    "default": self.defaults.get(cfg["modality"]) == name,
-                }
-            )
+        models = [
+            {**model_summary(name, e.meta), "default": self.defaults.get(e.modality) == name}
+            for name, e in self._models.items()
+        ]
         return {
             "models": models,
             "failed": dict(self.failed),
             "defaults": dict(self.defaults),
             "device": self.device,
         }
-
-
-def _looks_like_checkpoint_json(path: Path) -> bool:
-    import json
-
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return False
-    return isinstance(obj, dict) and isinstance(obj.get("config"), dict) and "format_version" in obj
 
 
 # The process-wide cache ----------------------------------------------------------------------------

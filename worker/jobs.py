@@ -1,7 +1,8 @@
 """The job functions: JSON-safe dict in, JSON-safe dict out (docs/SERVICE.md is the contract).
 
-RQ imports them by name (`worker.jobs.generate_speech`, ...); the API's embedded mode calls the same
-functions in-process, possibly from a thread pool (each model runs under its own lock).
+A `Jobs` object runs them on one checkpoint cache: the API's embedded mode holds one per app and calls it from a
+thread pool (each model runs under its own lock). RQ imports the module-level functions by name
+(`worker.jobs.generate_speech`, ...), which run them on the process's cache (`worker.cache.get_cache`).
 
 A result is `{"media_type", "headers", "body_b64"}` (WAV, SVG, PNG) or `{"media_type":
 "application/json", "headers", "json"}`. Bad input raises `JobInputError` (the API answers 422;
@@ -23,45 +24,37 @@ import math
 import re
 import secrets
 import threading
+from collections.abc import Callable
 from pathlib import PurePath
 from typing import Any
 
 import numpy as np
+import soundfile as sf
+import torch
+
+from model import inference, render
 
 from . import limits
-from .cache import get_cache
-from .errors import InputTooLargeError, JobInputError, UnsupportedMediaError
+from .cache import ModelCache, get_cache
+from .contract import (
+    DEFAULT_COLOR,
+    DEFAULT_DURATION_S,
+    DEFAULT_NUM_SAMPLES,
+    DEFAULT_STEPS,
+    DEFAULT_STROKE_WIDTH,
+    PARAMS,
+    InputTooLargeError,
+    JobInputError,
+    UnsupportedMediaError,
+    sniff,
+)
 
-DEFAULT_DURATION_S = 2.0  # DESIGN.md's default for /generate/speech
-DEFAULT_STEPS = 700  # about one IAM-OnDB line (DESIGN.md)
-DEFAULT_NUM_SAMPLES = 40  # the paper's K for the IS estimate
-DEFAULT_COLOR = "#1a1a1a"
-DEFAULT_STROKE_WIDTH = 2.0
 SCORE_SEED = 0  # the IS draws of `score` are seeded, so the same input always gets the same numbers
 
 SPEECH_SUFFIXES = (".wav", ".wave", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".au", ".snd")
 HANDWRITING_SUFFIXES = (".xml", ".json", ".npy")
-SPEECH_MAGIC = (b"RIFF", b"RF64", b"fLaC", b"OggS", b"FORM", b".snd", b"NIST_1A")
 SPEECH_MEDIA = "WAV or FLAC audio"
 HANDWRITING_MEDIA = "IAM-OnDB lineStrokes XML or JSON strokes [[[x, y], ...], ...]"
-
-PARAMS = {
-    "generate_speech": ("model", "duration_s", "seed", "temperature", "mean", "prime_b64"),
-    "generate_handwriting": (
-        "model",
-        "steps",
-        "seed",
-        "bias",
-        "temperature",
-        "prime_b64",
-        "stroke_width",
-        "color",
-        "format",
-    ),
-    "score": ("model", "num_samples", "data_b64", "filename"),
-    "analyze_latent": ("model", "data_b64", "filename", "format"),
-    "list_models": (),
-}
 
 _render_lock = threading.Lock()  # matplotlib's global state (fonts, rcParams) is not meant for threads
 
@@ -213,18 +206,6 @@ def _b64(p: dict[str, Any], key: str, required: bool) -> bytes | None:
 # Uploads -------------------------------------------------------------------------------------------
 
 
-def _sniff(data: bytes) -> str | None:
-    """The modality a file's first bytes suggest, or None."""
-    if data.startswith(SPEECH_MAGIC):
-        return "speech"
-    if data.startswith(b"\x93NUMPY"):
-        return "handwriting"
-    head = data[:64].lstrip(b"\xef\xbb\xbf \t\r\n")
-    if head[:1] in (b"<", b"[", b"{"):
-        return "handwriting"
-    return None
-
-
 def _suffix_modality(filename: str | None) -> str | None:
     suffix = PurePath(filename).suffix.lower() if filename else ""
     if suffix in SPEECH_SUFFIXES:
@@ -240,7 +221,7 @@ def _media(modality: str) -> str:
 
 def _data_modality(data: bytes, filename: str | None) -> str:
     """Which modality an upload is (for picking the default model): its suffix, else its content."""
-    modality = _suffix_modality(filename) or _sniff(data)
+    modality = _suffix_modality(filename) or sniff(data)
     if modality is None:
         what = f"{filename!r}" if filename else "the uploaded data"
         raise UnsupportedMediaError(
@@ -252,7 +233,7 @@ def _data_modality(data: bytes, filename: str | None) -> str:
 
 def _check_media(data: bytes, filename: str | None, modality: str, name: str) -> None:
     """Refuse an upload that is clearly of the other modality than the model's."""
-    other = _suffix_modality(filename) or _sniff(data)
+    other = _suffix_modality(filename) or sniff(data)
     if other is not None and other != modality:
         what = f"{filename!r}" if filename else "the uploaded data"
         raise UnsupportedMediaError(
@@ -263,8 +244,6 @@ def _check_media(data: bytes, filename: str | None, modality: str, name: str) ->
 
 def _check_audio_header(data: bytes, label: str) -> None:
     """Refuse audio that is unreadable, too long or at an odd rate before decoding any of it."""
-    import soundfile as sf
-
     try:
         info = sf.info(io.BytesIO(data))
     except Exception as e:  # libsndfile raises its own RuntimeError subclass, or TypeError on odd input
@@ -287,14 +266,12 @@ def _check_audio_header(data: bytes, label: str) -> None:
 
 def _read_upload(meta: dict[str, Any], data: bytes, label: str) -> np.ndarray:
     """Uploaded bytes -> raw (T, D) frames or offsets for the model of `meta`; everything in memory."""
-    from model.sample import SampleError, read_input
-
     modality = meta["config"]["modality"]
     if modality == "speech":
         _check_audio_header(data, label)
     try:
-        x = read_input(meta, data, label)
-    except SampleError as e:
+        x = inference.read_input(meta, data, label)
+    except inference.InferenceError as e:
         text = str(e).rstrip(".")
         raise JobInputError(f"{text}{' ' if text.endswith('?') else '; '}upload {_media(modality)}") from None
     if modality == "handwriting" and len(x) > limits.MAX_HANDWRITING_POINTS:
@@ -329,194 +306,190 @@ def _round_list(values: Any, digits: int = 4) -> list:
 # Jobs ----------------------------------------------------------------------------------------------
 
 
-def generate_speech(params: dict[str, Any] | None) -> dict[str, Any]:
-    """Sample speech -> 16-bit PCM mono WAV at the model's rate, exactly duration_s long."""
-    from model.sample import generate, render_sample, sample_rate
+class Jobs:
+    """The job functions on one checkpoint cache."""
 
-    p = _params(params, "generate_speech")
-    duration = _number(p, "duration_s", DEFAULT_DURATION_S, limits.MIN_DURATION_S, limits.MAX_DURATION_S)
-    seed = _seed(p)
-    temperature = _number(p, "temperature", 1.0, 0.0, limits.MAX_TEMPERATURE, lo_open=True)
-    mean = _bool(p, "mean", False)
-    prime_data = _b64(p, "prime_b64", required=False)
-    cache = get_cache()
-    model, meta, name = cache.get(_model_name(p), "speech")
-    prime = None
-    if prime_data is not None:
-        _check_media(prime_data, None, "speech", name)
-        prime = _read_upload(meta, prime_data, "the prime")
-    rate = sample_rate(meta)
-    with cache.lock(name):
-        raw = generate(model, meta, seconds=duration, seed=seed, temperature=temperature, mean=mean, prime=prime)[0]
-    wave = raw.reshape(-1)[: max(1, round(duration * rate))]
-    headers = {"X-Model": name, "X-Seed": str(seed), "X-Output": "mean" if mean else "sample"}
-    headers["X-Sample-Rate"] = str(rate)
-    return _wrap("audio/wav", headers, render_sample(meta, wave))
+    def __init__(self, cache: ModelCache):
+        self.cache = cache
 
+    def run(self, kind: str, params: dict[str, Any] | None) -> dict[str, Any]:
+        """The job of `kind` (one of contract.KINDS) on `params`."""
+        if kind not in PARAMS:
+            raise ValueError(f"unknown job kind {kind!r}")
+        return getattr(self, kind)(params)
 
-def generate_handwriting(params: dict[str, Any] | None) -> dict[str, Any]:
-    """Sample a line of handwriting -> SVG, or with format "json" the raw pen offsets."""
-    from model import render
-    from model.sample import generate
+    def generate_speech(self, params: dict[str, Any] | None) -> dict[str, Any]:
+        """Sample speech -> 16-bit PCM mono WAV at the model's rate, exactly duration_s long."""
+        p = _params(params, "generate_speech")
+        duration = _number(p, "duration_s", DEFAULT_DURATION_S, limits.MIN_DURATION_S, limits.MAX_DURATION_S)
+        seed = _seed(p)
+        temperature = _number(p, "temperature", 1.0, 0.0, limits.MAX_TEMPERATURE, lo_open=True)
+        mean = _bool(p, "mean", False)
+        prime_data = _b64(p, "prime_b64", required=False)
+        model, meta, name = self.cache.get(_model_name(p), "speech")
+        prime = None
+        if prime_data is not None:
+            _check_media(prime_data, None, "speech", name)
+            prime = _read_upload(meta, prime_data, "the prime")
+        rate = inference.sample_rate(meta)
+        with self.cache.lock(name):
+            raw = inference.generate(
+                model, meta, seconds=duration, seed=seed, temperature=temperature, mean=mean, prime=prime
+            )[0]
+        wave = raw.reshape(-1)[: max(1, round(duration * rate))]
+        headers = {"X-Model": name, "X-Seed": str(seed), "X-Output": "mean" if mean else "sample"}
+        headers["X-Sample-Rate"] = str(rate)
+        return _wrap("audio/wav", headers, inference.render_sample(meta, wave))
 
-    p = _params(params, "generate_handwriting")
-    steps = _integer(p, "steps", DEFAULT_STEPS, limits.MIN_STEPS, limits.MAX_STEPS)
-    seed = _seed(p)
-    bias = _number(p, "bias", 0.0, 0.0, limits.MAX_BIAS)
-    temperature = _number(p, "temperature", 1.0, 0.0, limits.MAX_TEMPERATURE, lo_open=True)
-    stroke_width = _number(p, "stroke_width", DEFAULT_STROKE_WIDTH, 0.0, limits.MAX_STROKE_WIDTH, lo_open=True)
-    color = p.get("color")
-    try:
-        color = render.check_colour(DEFAULT_COLOR if color is None else color)
-    except ValueError as e:
-        raise JobInputError(str(e)) from None
-    fmt = _choice(p, "format", ("svg", "json"))
-    prime_data = _b64(p, "prime_b64", required=False)
-    cache = get_cache()
-    model, meta, name = cache.get(_model_name(p), "handwriting")
-    prime = None
-    if prime_data is not None:
-        _check_media(prime_data, None, "handwriting", name)
-        prime = _read_upload(meta, prime_data, "the prime")
-    with cache.lock(name):
-        raw = generate(model, meta, steps=steps, seed=seed, temperature=temperature, bias=bias, prime=prime)[0]
-    if not np.isfinite(raw).all():
-        raise FloatingPointError(f"model {name!r} produced non-finite pen offsets (seed {seed})")
-    headers = {"X-Model": name, "X-Seed": str(seed), "X-Output": "sample"}
-    if fmt == "json":
-        offsets = [[round(float(dx), 4), round(float(dy), 4), int(pen > 0.5)] for dx, dy, pen in raw]
+    def generate_handwriting(self, params: dict[str, Any] | None) -> dict[str, Any]:
+        """Sample a line of handwriting -> SVG, or with format "json" the raw pen offsets."""
+        p = _params(params, "generate_handwriting")
+        steps = _integer(p, "steps", DEFAULT_STEPS, limits.MIN_STEPS, limits.MAX_STEPS)
+        seed = _seed(p)
+        bias = _number(p, "bias", 0.0, 0.0, limits.MAX_BIAS)
+        temperature = _number(p, "temperature", 1.0, 0.0, limits.MAX_TEMPERATURE, lo_open=True)
+        stroke_width = _number(p, "stroke_width", DEFAULT_STROKE_WIDTH, 0.0, limits.MAX_STROKE_WIDTH, lo_open=True)
+        color = p.get("color")
+        try:
+            color = render.check_colour(DEFAULT_COLOR if color is None else color)
+        except ValueError as e:
+            raise JobInputError(str(e)) from None
+        fmt = _choice(p, "format", ("svg", "json"))
+        prime_data = _b64(p, "prime_b64", required=False)
+        model, meta, name = self.cache.get(_model_name(p), "handwriting")
+        prime = None
+        if prime_data is not None:
+            _check_media(prime_data, None, "handwriting", name)
+            prime = _read_upload(meta, prime_data, "the prime")
+        with self.cache.lock(name):
+            raw = inference.generate(
+                model, meta, steps=steps, seed=seed, temperature=temperature, bias=bias, prime=prime
+            )[0]
+        if not np.isfinite(raw).all():
+            raise FloatingPointError(f"model {name!r} produced non-finite pen offsets (seed {seed})")
+        headers = {"X-Model": name, "X-Seed": str(seed), "X-Output": "sample"}
+        if fmt == "json":
+            offsets = [[round(float(dx), 4), round(float(dy), 4), int(pen > 0.5)] for dx, dy, pen in raw]
+            return _json(
+                headers,
+                {
+                    "model": name,
+                    "seed": seed,
+                    "output": "sample",
+                    "steps": steps,
+                    "columns": ["dx", "dy", "pen"],
+                    "note": "offsets in input units, y up; pen = 1 on the last point of each stroke",
+                    "offsets": offsets,
+                },
+            )
+        svg = render.handwriting_svg(raw, stroke_width=stroke_width, color=color)
+        return _wrap("image/svg+xml", headers, svg)
+
+    def _upload(
+        self, p: dict[str, Any], latent: bool = False
+    ) -> tuple[Any, dict[str, Any], str, np.ndarray, str | None]:
+        """The model and the uploaded input of score/analyze_latent -> (model, meta, name, raw input, filename):
+        the named model, else the default of the data's modality."""
+        data = _b64(p, "data_b64", required=True)
+        assert data is not None
+        filename = _filename(p)
+        name = _model_name(p)
+        if name is None:
+            model, meta, name = self.cache.get(None, _data_modality(data, filename), latent=latent)
+        else:
+            model, meta, name = self.cache.get(name, latent=latent)
+            _check_media(data, filename, meta["config"]["modality"], name)
+        return model, meta, name, _read_upload(meta, data, filename or "the uploaded file"), filename
+
+    def score(self, params: dict[str, Any] | None) -> dict[str, Any]:
+        """ELBO and log-likelihood of an uploaded file: exact for RNNs, the IS estimate with num_samples draws
+        for VRNNs (model.inference.elbo_and_likelihood, as `python -m model.evaluate`)."""
+        p = _params(params, "score")
+        k = _integer(p, "num_samples", DEFAULT_NUM_SAMPLES, limits.MIN_NUM_SAMPLES, limits.MAX_NUM_SAMPLES)
+        model, meta, name, x_raw, _ = self._upload(p)
+        cfg = model.config
+        exact = not cfg.has_latent
+        with self.cache.lock(name), torch.no_grad():
+            x = inference.normalised(meta, x_raw, model.device)
+            out = model(x, generator=torch.Generator(device=model.device).manual_seed(SCORE_SEED))
+            per_frame = (-(out.nll + out.kl))[0].double().cpu().numpy()
+            g = torch.Generator(device=model.device).manual_seed(SCORE_SEED)
+            elbos, log_liks = inference.elbo_and_likelihood(model, x, None, k, g)
+        frames = len(x_raw)
+        elbo = _finite(float(elbos[0]), "ELBO", name)
+        log_likelihood = _finite(float(log_liks[0]), "log-likelihood", name)
+        if not np.isfinite(per_frame).all():
+            _finite(math.nan, "per-frame ELBO", name)
+        jac = inference.norm_stats(meta).log_jacobian_per_frame
+        result = {
+            "model": name,
+            "family": cfg.family,
+            "output": cfg.output,
+            "modality": cfg.modality,
+            "elbo": elbo,
+            "log_likelihood": log_likelihood,
+            "exact": exact,
+            "num_samples": 1 if exact else k,
+            "frames": frames,
+            "nats_per_frame": log_likelihood / frames,
+            "per_frame": _round_list(per_frame),
+            "space": "normalised",
+            "units": "nats per sequence (per_frame: nats per frame)",
+            "raw": {
+                "elbo": elbo + frames * jac,
+                "log_likelihood": log_likelihood + frames * jac,
+                "nats_per_frame": (log_likelihood + frames * jac) / frames,
+            },
+        }
+        return _json({"X-Model": name}, result)
+
+    def analyze_latent(self, params: dict[str, Any] | None) -> dict[str, Any]:
+        """The paper's Figure 2 for an uploaded file: KL per step (and per latent dimension) and delta_t,
+        as JSON lists or, with format "png", the plot. Needs a VRNN or VRNN-I model."""
+        p = _params(params, "analyze_latent")
+        fmt = _choice(p, "format", ("json", "png"))
+        model, meta, name, x_raw, filename = self._upload(p, latent=True)
+        with self.cache.lock(name), torch.no_grad():
+            analysis = model.analyze(inference.normalised(meta, x_raw, model.device))
+        headers = {"X-Model": name}
+        if fmt == "png":
+            with _render_lock:
+                png = inference.latent_png(model, meta, analysis, x_raw, filename)
+            return _wrap("image/png", headers, png)
+        cfg = model.config
         return _json(
             headers,
             {
                 "model": name,
-                "seed": seed,
-                "output": "sample",
-                "steps": steps,
-                "columns": ["dx", "dy", "pen"],
-                "note": "offsets in input units, y up; pen = 1 on the last point of each stroke",
-                "offsets": offsets,
+                "family": cfg.family,
+                "modality": cfg.modality,
+                "frames": len(x_raw),
+                "z_dim": cfg.z_dim,
+                "kl": _round_list(analysis.kl[0].cpu()),
+                "delta_mu": _round_list(analysis.delta_mu[0].cpu()),
+                "kl_per_dim": _round_list(analysis.kl_per_dim[0].cpu()),
+                "space": "normalised",
+                "units": "kl: nats per frame; delta_mu: squared distance of posterior means (latent units)",
             },
         )
-    svg = render.handwriting_svg(raw, stroke_width=stroke_width, color=color)
-    return _wrap("image/svg+xml", headers, svg)
+
+    def list_models(self, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Metadata of every loaded checkpoint, and the ones that failed to load."""
+        _params(params, "list_models")
+        return _json({}, self.cache.describe())
 
 
-def _upload_model(p: dict[str, Any], latent: bool = False) -> tuple[Any, dict[str, Any], str, bytes, str | None]:
-    """The model and the uploaded data of score/analyze_latent: the named model, else the default of the
-    data's modality."""
-    data = _b64(p, "data_b64", required=True)
-    assert data is not None
-    filename = _filename(p)
-    name = _model_name(p)
-    cache = get_cache()
-    if name is None:
-        model, meta, name = cache.get(None, _data_modality(data, filename), latent=latent)
-    else:
-        model, meta, name = cache.get(name, latent=latent)
-        _check_media(data, filename, meta["config"]["modality"], name)
-    return model, meta, name, data, filename
+def _entry_point(kind: str) -> Callable[[dict[str, Any] | None], dict[str, Any]]:
+    def run(params: dict[str, Any] | None = None) -> dict[str, Any]:
+        return Jobs(get_cache()).run(kind, params)
+
+    run.__name__ = run.__qualname__ = kind
+    return run
 
 
-def _normalised_tensor(meta: dict[str, Any], x_raw: np.ndarray, device: Any):
-    import torch
-
-    from model.sample import norm_stats
-
-    y = np.asarray(norm_stats(meta).preprocess(x_raw), dtype=np.float32)
-    return torch.as_tensor(y).unsqueeze(0).to(device)
-
-
-def score(params: dict[str, Any] | None) -> dict[str, Any]:
-    """ELBO and log-likelihood of an uploaded file: exact for RNNs, the IS estimate with num_samples draws
-    for VRNNs (ELBO = mean, log-likelihood = log-mean-exp of the same importance log-weights)."""
-    import torch
-
-    from model.sample import norm_stats
-
-    p = _params(params, "score")
-    k = _integer(p, "num_samples", DEFAULT_NUM_SAMPLES, limits.MIN_NUM_SAMPLES, limits.MAX_NUM_SAMPLES)
-    model, meta, name, data, filename = _upload_model(p)
-    x_raw = _read_upload(meta, data, filename or "the uploaded file")
-    cfg = model.config
-    exact = not cfg.has_latent
-    with get_cache().lock(name), torch.no_grad():
-        x = _normalised_tensor(meta, x_raw, model.device)
-        g = torch.Generator(device=model.device).manual_seed(SCORE_SEED)
-        out = model(x, generator=g)
-        per_frame = (-(out.nll + out.kl))[0].double().cpu().numpy()
-        if exact:
-            elbo = log_likelihood = float(out.elbo[0].double())
-        else:
-            g = torch.Generator(device=model.device).manual_seed(SCORE_SEED)
-            log_w = model.log_weights(x, None, num_samples=k, generator=g)[:, 0].double()
-            elbo = float(log_w.mean())
-            log_likelihood = float(torch.logsumexp(log_w, 0) - math.log(k))
-    frames = len(x_raw)
-    elbo = _finite(elbo, "ELBO", name)
-    log_likelihood = _finite(log_likelihood, "log-likelihood", name)
-    if not np.isfinite(per_frame).all():
-        _finite(math.nan, "per-frame ELBO", name)
-    jac = norm_stats(meta).log_jacobian_per_frame
-    result = {
-        "model": name,
-        "family": cfg.family,
-        "output": cfg.output,
-        "modality": cfg.modality,
-        "elbo": elbo,
-        "log_likelihood": log_likelihood,
-        "exact": exact,
-        "num_samples": 1 if exact else k,
-        "frames": frames,
-        "nats_per_frame": log_likelihood / frames,
-        "per_frame": _round_list(per_frame),
-        "space": "normalised",
-        "units": "nats per sequence (per_frame: nats per frame)",
-        "raw": {
-            "elbo": elbo + frames * jac,
-            "log_likelihood": log_likelihood + frames * jac,
-            "nats_per_frame": (log_likelihood + frames * jac) / frames,
-        },
-    }
-    return _json({"X-Model": name}, result)
-
-
-def analyze_latent(params: dict[str, Any] | None) -> dict[str, Any]:
-    """The paper's Figure 2 for an uploaded file: KL per step (and per latent dimension) and delta_t,
-    as JSON lists or, with format "png", the plot. Needs a VRNN or VRNN-I model."""
-    import torch
-
-    from model.sample import latent_png
-
-    p = _params(params, "analyze_latent")
-    fmt = _choice(p, "format", ("json", "png"))
-    model, meta, name, data, filename = _upload_model(p, latent=True)
-    x_raw = _read_upload(meta, data, filename or "the uploaded file")
-    with get_cache().lock(name), torch.no_grad():
-        analysis = model.analyze(_normalised_tensor(meta, x_raw, model.device))
-    headers = {"X-Model": name}
-    if fmt == "png":
-        with _render_lock:
-            png = latent_png(model, meta, analysis, x_raw, filename)
-        return _wrap("image/png", headers, png)
-    cfg = model.config
-    return _json(
-        headers,
-        {
-            "model": name,
-            "family": cfg.family,
-            "modality": cfg.modality,
-            "frames": len(x_raw),
-            "z_dim": cfg.z_dim,
-            "kl": _round_list(analysis.kl[0].cpu()),
-            "delta_mu": _round_list(analysis.delta_mu[0].cpu()),
-            "kl_per_dim": _round_list(analysis.kl_per_dim[0].cpu()),
-            "space": "normalised",
-            "units": "kl: nats per frame; delta_mu: squared distance of posterior means (latent units)",
-        },
-    )
-
-
-def list_models(params: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Metadata of every loaded checkpoint, and the ones that failed to load."""
-    _params(params, "list_models")
-    return _json({}, get_cache().describe())
+# RQ's entry points (worker.queueing.JOB_FUNCTIONS names them): the jobs on the process's cache.
+generate_speech = _entry_point("generate_speech")
+generate_handwriting = _entry_point("generate_handwriting")
+score = _entry_point("score")
+analyze_latent = _entry_point("analyze_latent")
+list_models = _entry_point("list_models")

@@ -29,20 +29,14 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-JOB_NAMES = ("generate_speech", "generate_handwriting", "score", "analyze_latent", "list_models")
-JOB_FUNCTIONS = {name: f"worker.jobs.{name}" for name in JOB_NAMES}
+from .contract import ABANDONED_MESSAGE, ERROR_STATUS, KINDS, POISON_ERROR, parse_error
+
+JOB_FUNCTIONS = {name: f"worker.jobs.{name}" for name in KINDS}
 DEFAULT_QUEUE = "vrnn"
 SERIALIZER = JSONSerializer
 # A live worker keeps "vrnn:worker:<worker name>:models" (a JSON object) alive with its heartbeat.
 MODELS_KEY_PREFIX = "vrnn:worker:"
 MODELS_KEY_SUFFIX = ":models"
-# The HTTP status the API should give a job that failed with each error type (see docs/SERVICE.md).
-ERROR_STATUS = {
-    "JobInputError": 422,
-    "InputTooLargeError": 413,
-    "UnsupportedMediaError": 415,
-    "UnknownModelError": 404,
-}
 
 
 # Poison jobs. A job whose worker dies while running it (SIGKILL, the OOM killer, a lost machine, or a job stuck in
@@ -52,8 +46,6 @@ ERROR_STATUS = {
 # worker counts the attempts it begins (meta "attempts") and those that ended by an exception in its process
 # (meta "failures"); every other attempt ended with its worker.
 MAX_WORKER_DEATHS = 2
-POISON_ERROR = "PoisonJobError"
-ABANDONED_MESSAGE = "the worker running this job stopped (killed or lost) before the job finished"
 
 
 def worker_deaths(job: Job) -> int:
@@ -127,7 +119,7 @@ def enqueue(
 ) -> str:
     """Put one job function call on `queue` -> the job id.
 
-    kind:        one of JOB_NAMES (the function of `worker.jobs` to run), params: its JSON-safe dict.
+    kind:        one of contract.KINDS (the function of `worker.jobs` to run), params: its JSON-safe dict.
     job_timeout: seconds a worker lets the job run before it fails with JobTimeoutException.
     result_ttl:  seconds a finished job's result is kept; failure_ttl: the same for a failed job.
     retries:     extra attempts (RQ's `Retry(max=retries)`, re-enqueued at once) when an attempt fails for
@@ -152,7 +144,7 @@ def enqueue(
     waited JOB_TIMEOUT_S in the queue with no live worker (NoWorkerError), so a polling client always sees an end.
     """
     if kind not in JOB_FUNCTIONS:
-        raise ValueError(f"unknown job kind {kind!r}; one of {', '.join(JOB_NAMES)}")
+        raise ValueError(f"unknown job kind {kind!r}; one of {', '.join(KINDS)}")
     if params is not None and not isinstance(params, dict):
         raise TypeError(f"params must be a dict, got {type(params).__name__}")
     for what, value in (("job_timeout", job_timeout), ("result_ttl", result_ttl), ("failure_ttl", failure_ttl)):
@@ -209,12 +201,8 @@ def job_error(job: Job) -> dict[str, Any] | None:
     text = (result.exc_string or "") if result is not None else ""
     if "AbandonedJobError" in text:
         return {"type": "AbandonedJobError", "message": ABANDONED_MESSAGE, "status": 500}
-    last = next((line for line in reversed(text.strip().splitlines()) if line.strip()), "")
-    kind, sep, message = last.partition(": ")
-    kind = kind.rsplit(".", 1)[-1].strip()
-    if sep and kind.isidentifier():
-        return {"type": kind, "message": message.strip(), "status": ERROR_STATUS.get(kind, 500)}
-    return {"type": "JobFailed", "message": "the job failed on the worker (see the worker's log)", "status": 500}
+    failed = {"type": "JobFailed", "message": "the job failed on the worker (see the worker's log)", "status": 500}
+    return parse_error(text) or failed
 
 
 def live_workers(connection: Redis, queue: str | None = None) -> dict[str, dict[str, Any]]:

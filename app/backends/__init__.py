@@ -6,10 +6,7 @@ only when chosen, so the API process in Redis mode never imports torch.
 
 from __future__ import annotations
 
-from worker import limits  # plain constants (no torch): the bounds the job functions enforce
-
 from .base import (
-    KINDS,
     Backend,
     BackendError,
     ClientLimitError,
@@ -22,7 +19,6 @@ from .base import (
 )
 
 __all__ = [
-    "KINDS",
     "Backend",
     "BackendError",
     "ClientLimitError",
@@ -32,7 +28,6 @@ __all__ = [
     "QueueFullError",
     "UnavailableError",
     "UnknownJobError",
-    "limits",
     "make_backend",
 ]
 

@@ -1,17 +1,15 @@
 """The job backend interface: what routes may ask of a job runner, whichever runs the jobs.
 
-A job is a call of one of worker.jobs' functions (`kind`: generate_speech, generate_handwriting, score,
-analyze_latent, list_models) on a JSON-safe params dict; its result is the dict docs/SERVICE.md describes.
+A job is a call of one of worker.jobs' functions (`kind`, one of worker.contract.KINDS) on a JSON-safe params
+dict; its result is the dict docs/SERVICE.md describes.
 A job's state, as `status()` gives it (times are ISO 8601 UTC, None until they happen):
 
     {"id", "kind", "status": "queued" | "started" | "finished" | "failed",
      "enqueued_at", "started_at", "ended_at", "error": None | message, "error_status": None | HTTP status}
 
-`error_status` is what the synchronous call would have answered: 422 for bad input (worker's
-JobInputError), 413 for input over a limit (InputTooLargeError), 415 for an upload of the wrong kind
-(UnsupportedMediaError), 404 for an unknown model (UnknownModelError), 504 for a job that outran
-JOB_TIMEOUT_S (Redis mode), 503 for a job no worker took while none was alive (Redis mode, NoWorkerError), 500 for
-anything else.
+`error_status` is what the synchronous call would have answered: worker.contract.ERROR_STATUS gives each error's
+(422 bad input, 413 too large, 415 wrong kind of upload, 404 unknown model, 504 a job that outran JOB_TIMEOUT_S,
+503 a job no worker took while none was alive), 500 anything else.
 """
 
 from __future__ import annotations
@@ -21,14 +19,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-KINDS = ("generate_speech", "generate_handwriting", "score", "analyze_latent", "list_models")
-FINAL = ("finished", "failed")
-
-# worker/errors.py's exceptions by class name (as a failed RQ job's traceback names them) -> HTTP status.
-ERROR_STATUS = {"JobInputError": 422, "InputTooLargeError": 413, "UnsupportedMediaError": 415, "UnknownModelError": 404}
 JobObserver = Callable[[str, str, float], None]  # (kind, final status, seconds running): feeds the metrics
-
-INTERNAL_ERROR_MESSAGE = "the job failed on the server (an internal error, logged by the worker); retrying may help"
 
 
 class BackendError(Exception):
@@ -98,6 +89,10 @@ class Backend(Protocol):
     def queue_depth(self) -> int:
         """Jobs waiting to start."""
 
+    def counts(self) -> dict[str, int]:
+        """{"running": jobs started and not ended, "failed": failed jobs still kept, "workers": live job runners}
+        for the metrics. Raises when the backend cannot answer."""
+
 
 def iso(ts: float | datetime | None) -> str | None:
     """A time (epoch seconds or a datetime, naive meaning UTC) -> ISO 8601 UTC text with a Z."""
@@ -111,23 +106,3 @@ def iso(ts: float | datetime | None) -> str | None:
 
 def now() -> float:
     return time.time()
-
-
-def classify_failure(text: str | None) -> tuple[int, str]:
-    """A failed job's exception text (RQ's traceback string, or "Name: message") -> (HTTP status, message).
-
-    Only the worker's own input and unknown-model errors are passed on word for word; anything else is a
-    server fault whose details stay in the worker's log."""
-    text = (text or "").rstrip()
-    # The last exception of a traceback: the first unindented line after the last frame list.
-    at = text.rfind("Traceback (most recent call last):")
-    if at >= 0:
-        lines = text[at:].splitlines()[1:]
-        while lines and (not lines[0] or lines[0][0].isspace()):
-            lines.pop(0)
-        text = "\n".join(lines)
-    head, _, message = text.partition(": ")
-    name = head.rsplit(".", 1)[-1].strip()
-    if name in ERROR_STATUS:
-        return ERROR_STATUS[name], message.strip() or name
-    return 500, INTERNAL_ERROR_MESSAGE

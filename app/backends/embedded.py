@@ -1,4 +1,5 @@
-"""Embedded mode (no REDIS_URL): worker.jobs' functions run in this process, in a small thread pool.
+"""Embedded mode (no REDIS_URL): worker.jobs' functions run in this process, in a small thread pool, on this
+backend's own checkpoint cache (a worker.jobs.Jobs object: nothing process-wide, so several apps can share a process).
 
 Jobs wait in the pool's queue (at most MAX_QUEUED_JOBS, then 503); their states and results live in a
 dict that forgets finished jobs after RESULT_TTL_S (FAILURE_TTL_S for failed ones) and keeps at most
@@ -14,10 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from worker.contract import INTERNAL_ERROR_MESSAGE, KINDS, JobError, error_info, public
+
 from ..settings import Settings
 from .base import (
-    INTERNAL_ERROR_MESSAGE,
-    KINDS,
     ClientLimitError,
     JobFailedError,
     JobObserver,
@@ -69,33 +70,24 @@ class EmbeddedBackend:
         self._jobs: dict[str, _Job] = {}  # insertion order = submission order
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
-        self._jobs_module: Any = None
-        self._errors: Any = None  # the worker.errors module, once imported
+        self._runner: Any = None  # worker.jobs.Jobs on this backend's cache, once loaded
         self._load_error: str | None = None
         self.torch_threads: int | None = None  # set by start(): see Settings.torch_threads
-        # The job functions use worker.cache's process-wide cache. A process normally holds one app; where it
-        # holds several (tests), each installs its own cache before each call.
-        self._cache: Any = None
-        self._set_cache: Any = None
 
     # Life cycle ----------------------------------------------------------------------------------
 
     def start(self) -> None:
         """Import the job functions (and torch) and load every checkpoint once."""
-        from model.runtime import set_threads, threads_for
-        from worker import errors, jobs
-        from worker.cache import ModelCache, set_cache
+        from model.runtime import set_threads, threads_for  # torch: imported only when embedded mode starts
+        from worker.cache import ModelCache
+        from worker.jobs import Jobs
 
-        self._errors = errors
-        self._set_cache = set_cache
         self.torch_threads = set_threads(threads_for(self.settings.torch_threads, self.settings.embedded_workers))
         try:
-            self._cache = ModelCache(self.settings.checkpoint_dir, device=self.settings.device)
-            set_cache(self._cache)
+            self._runner = Jobs(ModelCache(self.settings.checkpoint_dir, device=self.settings.device))
         except Exception as e:  # a broken folder: keep answering, /readyz says why
             log.exception("loading checkpoints from %s failed", self.settings.checkpoint_dir)
             self._load_error = f"loading checkpoints from {self.settings.checkpoint_dir} failed: {e}"
-        self._jobs_module = jobs
         self._pool = ThreadPoolExecutor(self.settings.embedded_workers, thread_name_prefix="vrnn-job")
 
     def close(self) -> None:
@@ -146,22 +138,29 @@ class EmbeddedBackend:
         with self._lock:
             return self._queued()
 
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            jobs = list(self._jobs.values())
+        return {
+            "running": sum(1 for j in jobs if j.status == "started"),
+            "failed": sum(1 for j in jobs if j.status == "failed"),
+            "workers": self.settings.embedded_workers if self._pool is not None else 0,
+        }
+
     # Models and readiness ------------------------------------------------------------------------
 
     def models(self) -> dict[str, Any]:
-        if self._jobs_module is None:
-            raise UnavailableError("the models have not been loaded yet")
         if self._load_error:
             raise UnavailableError(self._load_error)
-        self._set_cache(self._cache)
-        out = self._jobs_module.list_models({})
-        return out.get("json", out)
+        if self._runner is None:
+            raise UnavailableError("the models have not been loaded yet")
+        return self._runner.cache.describe()
 
     def ready(self) -> tuple[bool, list[str]]:
-        if self._jobs_module is None:
-            return False, ["the checkpoints are still loading"]
         if self._load_error:
             return False, [self._load_error]
+        if self._runner is None:
+            return False, ["the checkpoints are still loading"]
         listing = self.models()
         reasons = []
         if not listing.get("models"):
@@ -202,23 +201,12 @@ class EmbeddedBackend:
 
     def _run(self, job: _Job) -> None:
         job.started_at, job.status = now(), "started"
-        errors = self._errors
         try:
-            self._set_cache(self._cache)
-            result = getattr(self._jobs_module, job.kind)(job.params)
-        except errors.InputTooLargeError as e:
-            job.error, job.error_status = str(e), 413
-        except errors.UnsupportedMediaError as e:
-            job.error, job.error_status = str(e), 415
-        except errors.JobInputError as e:
-            job.error, job.error_status = str(e), 422
-        except errors.UnknownModelError as e:
-            job.error, job.error_status = str(e), 404
-        except Exception:
-            log.exception("job %s (%s) failed", job.id, job.kind)
-            job.error, job.error_status = INTERNAL_ERROR_MESSAGE, 500
-        else:
-            job.result = result
+            job.result = self._runner.run(job.kind, job.params)
+        except Exception as e:  # the contract's errors say what to change; anything else is logged here
+            if not isinstance(e, JobError):
+                log.exception("job %s (%s) failed", job.id, job.kind)
+            job.error_status, job.error = public(error_info(e))
         job.ended_at = now()
         job.status = "failed" if job.error_status else "finished"
         job.params = {}  # inputs can be megabytes; the job no longer needs them

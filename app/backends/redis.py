@@ -22,16 +22,14 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 from rq.exceptions import DeserializationError, InvalidJobOperation
 from rq.job import Job, JobStatus
-from rq.worker_registration import get_keys
 
 from worker import queueing  # redis and rq only: no torch, no model
+from worker.contract import KINDS, public
 
 from ..catalog import read_catalog
 from ..metrics import current_request_id
 from ..settings import Settings
 from .base import (
-    INTERNAL_ERROR_MESSAGE,
-    KINDS,
     ClientLimitError,
     JobFailedError,
     JobObserver,
@@ -41,7 +39,6 @@ from .base import (
     UnknownJobError,
     iso,
 )
-from .base import classify_failure as _classify
 
 # RQ's job statuses (by value: the set differs between RQ 2.x releases) -> ours.
 _STATES = {
@@ -64,8 +61,6 @@ def _state(status: JobStatus | str | None) -> str:
 
 _POLL_FIRST_S, _POLL_MAX_S = 0.02, 0.25  # waiting polls the job's status, backing off to this period
 _SEEN_MAX = 10_000  # finished jobs remembered so that each is counted once in the job metrics
-# Server-side failures whose worker message is safe and useful to pass on (the rest stay in the worker's log).
-PUBLIC_ERRORS = ("JobTimeoutException", "AbandonedJobError", "NoWorkerError", queueing.POISON_ERROR)
 _CLEANUP_EVERY_S = 1.0  # the API runs RQ's abandoned-job cleanup at most this often (while someone polls a job)
 # Per-client job ids (a sorted set by submission time) for MAX_JOBS_PER_CLIENT, shared by every API process.
 CLIENT_KEY_PREFIX = "vrnn:client:"
@@ -109,7 +104,7 @@ class RedisBackend:
         try:
             if self.queue.count >= s.max_queued_jobs:
                 raise QueueFullError(f"{s.max_queued_jobs} jobs are waiting already")
-            if self.live_workers() == 0:
+            if not self._live_workers():
                 raise UnavailableError(f"no worker is running on queue {s.queue_name!r}; start `python -m worker`")
             if client is not None and s.max_jobs_per_client > 0:
                 reserved = self._reserve(client, job_id)
@@ -212,7 +207,7 @@ class RedisBackend:
             self.queue.started_job_registry.cleanup(exception_handlers=[queueing.on_abandoned])
             return True
         waited = time.time() - job.enqueued_at.replace(tzinfo=UTC).timestamp() if job.enqueued_at else 0.0
-        if waited <= self.settings.job_timeout_s or queueing.live_workers(self.connection, self.settings.queue_name):
+        if waited <= self.settings.job_timeout_s or self._live_workers():
             return False
         return self._fail_unrun(job, waited)
 
@@ -267,23 +262,27 @@ class RedisBackend:
         except RedisError:
             return 0
 
+    def counts(self) -> dict[str, int]:
+        """Reads the sizes of RQ's started and failed registries directly (ZCARD: RQ's own `count` would also clean
+        the registries up, moving abandoned jobs, which is the workers' maintenance's job)."""
+        with self.connection.pipeline(transaction=False) as pipe:
+            pipe.zcard(self.queue.started_job_registry.key)
+            pipe.zcard(self.queue.failed_job_registry.key)
+            running, failed = pipe.execute()
+        return {"running": int(running), "failed": int(failed), "workers": len(self._live_workers())}
+
     # Workers, models, readiness ------------------------------------------------------------------
 
-    def live_workers(self) -> int:
-        """Workers registered on our queue whose heartbeat key has not expired (a dead one's expires)."""
-        keys = list(get_keys(queue=self.queue))
-        if not keys:
-            return 0
-        with self.connection.pipeline() as pipe:
-            for key in keys:
-                pipe.exists(key)
-            return sum(1 for alive in pipe.execute() if alive)
+    def _live_workers(self) -> dict[str, dict[str, Any]]:
+        """The one definition of a live worker: one on our queue whose published models (refreshed by its
+        heartbeat) have not expired; a stopped worker deletes them, a dead one's expire."""
+        return queueing.live_workers(self.connection, self.settings.queue_name)
 
     def models(self) -> dict[str, Any]:
         """CHECKPOINT_DIR's metadata (no torch), with the defaults the live workers use when they publish them."""
         catalog = read_catalog(self.settings.checkpoint_dir)
         try:
-            workers = queueing.live_workers(self.connection, self.settings.queue_name)
+            workers = self._live_workers()
         except RedisError:
             workers = {}
         # A checkpoint whose JSON reads fine but whose weights the workers could not load (truncated, corrupted)
@@ -306,7 +305,7 @@ class RedisBackend:
         reasons = []
         try:
             self.connection.ping()
-            workers = queueing.live_workers(self.connection, self.settings.queue_name)
+            workers = self._live_workers()
             if not workers:
                 reasons.append(f"no worker is running on queue {self.settings.queue_name!r}; start `python -m worker`")
             elif not any(w.get("models") for w in workers.values()):
@@ -338,13 +337,7 @@ class RedisBackend:
         status = str(getattr(job.get_status(refresh=False), "value", ""))
         if status in ("stopped", "canceled"):
             return 500, f"the job was {status} before it finished"
-        error = queueing.job_error(job) or {}
-        if error.get("type") in PUBLIC_ERRORS or 400 <= error.get("status", 500) < 500:
-            return int(error.get("status", 500)), str(error.get("message") or INTERNAL_ERROR_MESSAGE)
-        if error.get("type") == "JobFailed":  # no record from the worker: classify its traceback
-            latest = job.latest_result()
-            return _classify(latest.exc_string if latest else None)
-        return 500, INTERNAL_ERROR_MESSAGE
+        return public(queueing.job_error(job))
 
     def _observe(self, job: Job, info: dict[str, Any]) -> None:
         """Count each finished job once in the job metrics (the first time this process sees it ended)."""

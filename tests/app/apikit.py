@@ -1,7 +1,7 @@
 """Helpers for the API tests: tiny checkpoints, inputs, and servers run as subprocesses.
 
-Only the standard library at the top: torch is imported inside the functions that need it, so that the
-Redis-mode tests can check that the API itself never imports it."""
+Only the standard library and tinyckpt (the shared kit, torch-free at the top) at the top: torch is imported
+inside the functions that need it, so that the Redis-mode tests can check that the API itself never imports it."""
 
 from __future__ import annotations
 
@@ -15,15 +15,17 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import tinyckpt
+from tinyckpt import HAND, SPEECH, SPEECH_RNN, STROKES, strokes_json  # noqa: F401 (the tests import them from here)
+from tinyckpt import tone_wav as wav  # noqa: F401
+
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = "redis://127.0.0.1:6379/13"  # the API tests' own database: emptied before and after
-SPEECH, SPEECH_RNN, HAND = "speech-vrnn", "speech-rnn", "hand-vrnn"
 # Mixture-output (GMM) checkpoints: the sampling path of the shipped handwriting default (write_gmm_checkpoints).
 SPEECH_GMM, HAND_GMM = "speech-vrnn-gmm", "hand-vrnn-gmm"
 # Small limits for the TestClient apps, so that the 413 paths are cheap to reach.
 MAX_UPLOAD = 256 * 1024
 MAX_BODY = 512 * 1024
-STROKES = [[[0, 0], [5, 3], [10, 8], [14, 9]], [[20, 0], [25, 5], [27, 9]], [[30, 2], [31, 2]]]
 
 
 def make_settings(checkpoint_dir: Path, **overrides):
@@ -44,18 +46,12 @@ def make_settings(checkpoint_dir: Path, **overrides):
 
 def write_checkpoint(path: Path, modality: str, family: str = "vrnn", output: str = "gauss") -> Path:
     """A freshly initialised tiny model, saved with the trainer's metadata."""
-    from tinyckpt import tiny_config, write_tiny_checkpoint
-
-    return write_tiny_checkpoint(path, tiny_config(modality, family, output), dataset="api-test")
+    return tinyckpt.write_tiny_checkpoint(path, tinyckpt.tiny_config(modality, family, output), dataset="api-test")
 
 
 def write_checkpoints(directory: Path) -> Path:
     """speech-vrnn, speech-rnn and hand-vrnn in `directory`."""
-    directory.mkdir(parents=True, exist_ok=True)
-    write_checkpoint(directory / f"{SPEECH}.safetensors", "speech")
-    write_checkpoint(directory / f"{SPEECH_RNN}.safetensors", "speech", family="rnn")
-    write_checkpoint(directory / f"{HAND}.safetensors", "handwriting")
-    return directory
+    return tinyckpt.write_checkpoints(directory, dataset="api-test")
 
 
 def write_gmm_checkpoints(directory: Path) -> Path:
@@ -65,16 +61,6 @@ def write_gmm_checkpoints(directory: Path) -> Path:
     write_checkpoint(directory / f"{SPEECH_GMM}.safetensors", "speech", output="gmm")
     write_checkpoint(directory / f"{HAND_GMM}.safetensors", "handwriting", output="gmm")
     return directory
-
-
-def wav(seconds: float = 0.25, rate: int = 16000) -> bytes:
-    from tinyckpt import tone_wav
-
-    return tone_wav(seconds, rate)
-
-
-def strokes_json() -> bytes:
-    return json.dumps(STROKES).encode()
 
 
 # Subprocesses --------------------------------------------------------------------------------------------------

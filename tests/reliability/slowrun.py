@@ -1,6 +1,7 @@
 """`python tests/reliability/slowrun.py worker|app [args]`: the real `python -m worker` or `python -m app`, with
-every job function of worker.jobs slowed down by RELIABILITY_JOB_DELAY_S seconds (so that a test can kill or stop
-a process while a job runs) and each result marked with the process that ran it (header X-Worker-Pid).
+every job of worker.jobs.Jobs (the RQ entry points and embedded mode both run them) slowed down by
+RELIABILITY_JOB_DELAY_S seconds (so that a test can kill or stop a process while a job runs) and each result marked
+with the process that ran it (header X-Worker-Pid).
 
 Only the standard library at the top, and nothing of the service changes but the job functions' timing."""
 
@@ -20,18 +21,18 @@ def patch_jobs(delay: float) -> None:
     from worker import jobs
 
     for name in SLOWED:
-        original = getattr(jobs, name)
+        original = getattr(jobs.Jobs, name)
 
         @functools.wraps(original)
-        def slowed(params, _original=original):
+        def slowed(self, params, _original=original):
             end = time.monotonic() + delay
             while time.monotonic() < end:
                 time.sleep(0.02)
-            result = _original(params)
+            result = _original(self, params)
             result["headers"] = {**result.get("headers", {}), "X-Worker-Pid": str(os.getpid())}
             return result
 
-        setattr(jobs, name, slowed)
+        setattr(jobs.Jobs, name, slowed)
 
 
 def main() -> None:

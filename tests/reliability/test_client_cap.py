@@ -27,17 +27,17 @@ def checkpoint_dir(tmp_path_factory):
 
 @pytest.fixture
 def gate(monkeypatch):
-    """generate_speech waits for the returned event before it runs (embedded mode calls worker.jobs by name)."""
+    """generate_speech waits for the returned event before it runs (embedded mode runs worker.jobs.Jobs' methods)."""
     from worker import jobs
 
     release = threading.Event()
-    original = jobs.generate_speech
+    original = jobs.Jobs.generate_speech
 
-    def gated(params):
+    def gated(self, params):
         release.wait(30)
-        return original(params)
+        return original(self, params)
 
-    monkeypatch.setattr(jobs, "generate_speech", gated)
+    monkeypatch.setattr(jobs.Jobs, "generate_speech", gated)
     yield release
     release.set()
 

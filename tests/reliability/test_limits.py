@@ -87,7 +87,7 @@ def test_bodies_over_max_body_bytes_are_413_in_every_form(client):
 def test_audio_longer_than_the_limit_is_413_before_decoding(client, monkeypatch):
     """The header's length decides: the samples of a too-long recording are never decoded (spied on the decoders,
     which the embedded job threads of this process call)."""
-    import model.sample
+    import model.inference
 
     decoded: list[str] = []
 
@@ -98,7 +98,7 @@ def test_audio_longer_than_the_limit_is_413_before_decoding(client, monkeypatch)
 
         return wrapper
 
-    monkeypatch.setattr(model.sample, "read_input", spy("read_input", model.sample.read_input))
+    monkeypatch.setattr(model.inference, "read_input", spy("read_input", model.inference.read_input))
     monkeypatch.setattr(sf, "read", spy("sf.read", sf.read))
     assert score_file(client, "short.wav", audio(0.5, 16000), model=SPEECH).status_code == 200
     assert "read_input" in decoded and "sf.read" in decoded  # the spies see an accepted file being decoded

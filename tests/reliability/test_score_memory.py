@@ -33,7 +33,7 @@ CHILD = textwrap.dedent(
     from model.render import wav_bytes
     from worker import jobs, limits
     from worker.cache import ModelCache, set_cache
-    from worker.errors import JobInputError
+    from worker.contract import JobInputError
 
     set_cache(ModelCache(sys.argv[1], "cpu"))
     rate = 16000

@@ -12,7 +12,7 @@ from workerkit import HAND, SPEECH, SPEECH_RNN, write_checkpoint, write_checkpoi
 
 from worker import cache as cache_module
 from worker.cache import ModelCache, get_cache, set_cache
-from worker.errors import JobInputError, UnknownModelError
+from worker.contract import JobInputError, UnknownModelError
 
 
 @pytest.fixture(scope="module")

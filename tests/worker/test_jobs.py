@@ -21,7 +21,7 @@ from workerkit import HAND, IAM_XML, SPEECH, SPEECH_RNN, b64, strokes_json, wav,
 from model.data.handwriting import offsets_to_strokes
 from worker import jobs, limits
 from worker.cache import ModelCache, set_cache
-from worker.errors import InputTooLargeError, JobInputError, UnknownModelError, UnsupportedMediaError
+from worker.contract import InputTooLargeError, JobInputError, UnknownModelError, UnsupportedMediaError
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SVG = "{http://www.w3.org/2000/svg}"
@@ -325,7 +325,7 @@ BAD = [
     # analyze_latent
     ("analyze_latent", {"data_b64": b64(wav()), "format": "gif"}, JobInputError, "format must be one of 'json'"),
     ("analyze_latent", {"data_b64": b64(wav()), "model": SPEECH_RNN}, JobInputError, "no latent variables"),
-    ("analyze_latent", {"data_b64": b64(b"RIFF" + b"\x00" * 40)}, UnsupportedMediaError, "not a readable audio"),
+    ("analyze_latent", {"data_b64": b64(b"RIFF" + b"\x00" * 40)}, UnsupportedMediaError, "neither speech audio nor"),
     # list_models
     ("list_models", {"x": 1}, JobInputError, "unknown parameter.*the parameters are: none"),
 ]
@@ -340,7 +340,7 @@ def test_bad_input_raises_job_input_error_with_a_helpful_message(job, params, er
 
 def test_upload_size_limit_is_checked_before_decoding(monkeypatch) -> None:
     """An oversized data_b64 is refused from its length alone: neither the base64 nor the audio is decoded."""
-    import model.sample
+    import model.inference
 
     calls: list[str] = []
 
@@ -353,7 +353,7 @@ def test_upload_size_limit_is_checked_before_decoding(monkeypatch) -> None:
 
     payload = {"data_b64": b64(wav(0.25)), "num_samples": 2}
     monkeypatch.setattr(base64, "b64decode", spy("b64decode", base64.b64decode))
-    monkeypatch.setattr(model.sample, "read_input", spy("read_input", model.sample.read_input))
+    monkeypatch.setattr(model.inference, "read_input", spy("read_input", model.inference.read_input))
     monkeypatch.setattr(sf, "info", spy("sf.info", sf.info))
     jobs.score(payload)  # under the limit: the spies see each decoding step
     assert {"b64decode", "sf.info", "read_input"} <= set(calls), calls

@@ -49,7 +49,7 @@ def worker_env(ckpt_dir: Path, queue: str) -> dict[str, str]:
         CHECKPOINT_DIR=str(ckpt_dir),
         DEVICE="cpu",
         DEFAULT_SPEECH_MODEL=SPEECH,
-        PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests" / "worker")]),
+        PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "worker")]),
         OMP_NUM_THREADS="1",
     )
     return env
@@ -75,7 +75,7 @@ def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None
 
 
 def test_queueing_does_not_import_torch() -> None:
-    code = "import worker.queueing, worker.errors, worker.limits, sys; assert 'torch' not in sys.modules, 'torch'"
+    code = "import worker.queueing, worker.contract, worker.limits, sys; assert 'torch' not in sys.modules, 'torch'"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 

@@ -1,0 +1,240 @@
+"""Inference on trained checkpoints: load one, sample from it, read an input for it, score and analyse an input.
+
+The library under the command lines (`python -m model.sample`, `python -m model.evaluate`) and the service's job
+functions (worker.jobs):
+
+    model, meta = load(path, device="auto")                          # model.runtime's device rule
+    raws = generate(model, meta, num=2, seconds=2.0, seed=0)         # list of raw (T, D) arrays
+    wav = render_sample(meta, raws[0])                               # WAV bytes or SVG text
+    x_raw = read_input(meta, "input.wav")                            # a path or the file's bytes
+    elbo, log_lik = elbo_and_likelihood(model, normalised(meta, x_raw, model.device), None, 40, generator)
+    analysis, x_raw = analyze_file(model, meta, "input.wav")
+
+Bad arguments, files and checkpoints raise InferenceError (a ValueError) with a message that names what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import defaults, render
+from .checkpoint import CheckpointError, load_checkpoint
+from .data import DataError, NormStats, frames_from_audio, load_audio, read_handwriting
+from .data.handwriting import load_handwriting_file
+from .runtime import resolve_device
+from .vrnn import VRNN, LatentAnalysis
+
+DEFAULT_SECONDS = 2.0  # the paper's Figure 3 samples are 2.0 s long
+DEFAULT_HANDWRITING_STEPS = 700  # about one IAM-OnDB line (the service's default too)
+MAX_NUM = 1000
+MAX_STEPS = 1_000_000
+MAX_SECONDS = 3600.0
+
+
+class InferenceError(ValueError):
+    """A bad argument, file or checkpoint (the command lines print the message and exit with status 2)."""
+
+
+def norm_stats(meta: dict[str, Any], source: str = "checkpoint") -> NormStats:
+    """The checkpoint's NormStats, checked against its model config."""
+    if "normalisation" not in meta:
+        raise InferenceError(
+            f"{source}: its JSON has no 'normalisation' stats, so samples cannot be mapped back to "
+            "audio or pen offsets (checkpoints written by `python -m model.train` have them)"
+        )
+    try:
+        stats = NormStats.from_dict(meta["normalisation"])
+    except DataError as e:
+        raise InferenceError(f"{source}: {e}") from None
+    cfg = meta["config"]
+    if stats.modality != cfg.get("modality") or stats.frame_size != cfg.get("x_dim"):
+        raise InferenceError(
+            f"{source}: normalisation stats ({stats.modality}, frame size {stats.frame_size}) do not match the "
+            f"model ({cfg.get('modality')}, x_dim {cfg.get('x_dim')})"
+        )
+    return stats
+
+
+def sample_rate(meta: dict[str, Any]) -> int:
+    rate = meta.get("sample_rate", defaults.SAMPLE_RATE)
+    if isinstance(rate, bool) or not isinstance(rate, int) or rate <= 0:
+        raise InferenceError(f"checkpoint metadata: sample_rate must be a positive integer, got {rate!r}")
+    return rate
+
+
+def load(path: str | Path, device: str = "cpu") -> tuple[VRNN, dict[str, Any]]:
+    """Load a checkpoint for inference -> (model in eval mode on `device`, metadata). Never unpickles.
+
+    Raises InferenceError naming the file when it is missing or not a usable checkpoint, or the device (model.runtime's
+    rule: "auto", "cpu", "cuda", "cuda:N") when it is not there."""
+    try:
+        device = str(resolve_device(device))
+    except ValueError as e:
+        raise InferenceError(str(e)) from None
+    p = Path(path)
+    weights = p.with_suffix(".safetensors") if p.suffix in (".json", ".safetensors") else Path(f"{p}.safetensors")
+    if not weights.exists() and not weights.with_suffix(".json").exists():
+        raise InferenceError(f"{path}: no such checkpoint (expected NAME.safetensors with NAME.json beside it)")
+    try:
+        model, meta = load_checkpoint(path, device=device)
+    except CheckpointError as e:
+        raise InferenceError(str(e)) from None
+    norm_stats(meta, str(path))
+    if meta["config"].get("modality") == "speech":
+        sample_rate(meta)
+    return model, meta
+
+
+def steps_for(meta: dict[str, Any], seconds: float | None = None, steps: int | None = None) -> int:
+    """Number of time steps to generate: `steps` if given, else `seconds` of speech (rounded up to whole
+    frames), else the default (2.0 s of speech, 700 pen steps of handwriting)."""
+    cfg = meta["config"]
+    speech = cfg["modality"] == "speech"
+    if steps is not None and seconds is not None:
+        raise InferenceError("give either seconds or steps, not both")
+    if steps is not None:
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
+            raise InferenceError(f"steps must be a whole number from 1 to {MAX_STEPS}, got {steps!r}")
+        return steps
+    if seconds is not None and not speech:
+        raise InferenceError("seconds applies to speech; give handwriting a number of steps")
+    if not speech:
+        return DEFAULT_HANDWRITING_STEPS
+    seconds = DEFAULT_SECONDS if seconds is None else seconds
+    if not (isinstance(seconds, int | float) and math.isfinite(seconds) and 0 < seconds <= MAX_SECONDS):
+        raise InferenceError(f"seconds must be a number above 0 and at most {MAX_SECONDS:g}, got {seconds!r}")
+    return max(1, math.ceil(seconds * sample_rate(meta) / cfg["x_dim"] - 1e-9))
+
+
+def read_input(meta: dict[str, Any], source: str | Path | bytes, name: str | None = None) -> np.ndarray:
+    """An input for the checkpoint's modality -> raw (T, D) frames or offsets (not normalised).
+
+    Speech: WAV/FLAC (resampled to the model's rate, mixed to mono) cut into frames. Handwriting:
+    IAM-OnDB XML, JSON strokes or offsets, or a .npy (T, 3) array. `source` is a path or the bytes."""
+    cfg = meta["config"]
+    label = name or (str(source) if isinstance(source, str | Path) else "input data")
+    if isinstance(source, str | Path) and not Path(source).is_file():
+        raise InferenceError(f"{label}: no such file")
+    try:
+        if cfg["modality"] == "speech":
+            wave = load_audio(source, sample_rate(meta), name=label)
+            x = frames_from_audio(wave, cfg["x_dim"])
+            if len(x) == 0:
+                raise InferenceError(f"{label}: shorter than one frame ({cfg['x_dim']} samples)")
+            return x
+        if isinstance(source, bytes | bytearray):
+            return read_handwriting(bytes(source), label)
+        return load_handwriting_file(source, label)
+    except DataError as e:
+        raise InferenceError(str(e)) from None
+
+
+def normalised(meta: dict[str, Any], x_raw: np.ndarray, device: Any) -> torch.Tensor:
+    """Raw (T, D) input -> the model's normalised (1, T, D) float32 batch on `device`."""
+    y = np.asarray(norm_stats(meta).preprocess(x_raw), dtype=np.float32)
+    return torch.as_tensor(y).unsqueeze(0).to(device)
+
+
+def generate(
+    model: VRNN,
+    meta: dict[str, Any],
+    num: int = 1,
+    steps: int | None = None,
+    seconds: float | None = None,
+    seed: int | None = None,
+    temperature: float = 1.0,
+    bias: float = 0.0,
+    mean: bool | str = False,
+    prime: np.ndarray | None = None,
+) -> list[np.ndarray]:
+    """Draw `num` sequences -> list of raw (T, D) float32 arrays: speech frames (flatten one with
+    `.reshape(-1)` for the waveform, floats in [-1, 1] about) or handwriting offsets (dx, dy, pen), y up.
+
+    `mean=True` gives the decoder mean instead of a sample (the paper's sampling script saved that); the
+    modes are VRNN.sample's (`SAMPLE_MODES`).
+    `prime` is raw (T0, D) data (from `read_input`) read through the model first; the result holds
+    only the continuation. The same `seed` gives the same arrays on the same device; seed None
+    draws a fresh one."""
+    if isinstance(num, bool) or not isinstance(num, int) or not 1 <= num <= MAX_NUM:
+        raise InferenceError(f"num must be a whole number from 1 to {MAX_NUM}, got {num!r}")
+    n_steps = steps_for(meta, seconds, steps)
+    stats = norm_stats(meta)
+    seed = secrets.randbits(63) if seed is None else seed
+    primed = None
+    if prime is not None:
+        prime = np.asarray(prime)
+        if prime.ndim != 2 or prime.shape[1] != meta["config"]["x_dim"] or len(prime) == 0:
+            raise InferenceError(f"prime must be raw data of shape (T, {meta['config']['x_dim']}), got {prime.shape}")
+        primed = torch.as_tensor(np.asarray(stats.preprocess(prime), dtype=np.float32))
+    try:
+        with torch.no_grad():
+            y = model.sample(
+                num_samples=num,
+                steps=n_steps,
+                temperature=temperature,
+                generator=torch.Generator(device=model.device).manual_seed(int(seed)),
+                prime=None if primed is None else primed.to(model.device),
+                bias=bias,
+                mean=mean,
+            )
+    except ValueError as e:  # temperature, bias: the model checks them
+        raise InferenceError(str(e)) from None
+    raw = stats.denormalise(y.detach().to("cpu", torch.float32).numpy())
+    return [np.ascontiguousarray(r, dtype=np.float32) for r in raw]
+
+
+def render_sample(meta: dict[str, Any], raw: np.ndarray, fmt: str | None = None, **svg_options: Any) -> bytes | str:
+    """One raw sample -> file contents: WAV bytes for speech; for handwriting SVG text (fmt "svg",
+    the default; `svg_options` go to `render.handwriting_svg`) or JSON offsets (fmt "json")."""
+    if meta["config"]["modality"] == "speech":
+        return render.wav_bytes(np.asarray(raw).reshape(-1), sample_rate(meta))
+    if fmt in (None, "svg"):
+        return render.handwriting_svg(raw, **svg_options)
+    if fmt == "json":
+        rows = [[round(float(dx), 4), round(float(dy), 4), int(pen > 0.5)] for dx, dy, pen in np.asarray(raw)]
+        return json.dumps(rows, separators=(",", ":")) + "\n"
+    raise InferenceError(f"handwriting can be written as svg or json, not {fmt!r}")
+
+
+def elbo_and_likelihood(
+    model: VRNN, x: torch.Tensor, mask: torch.Tensor | None, num_samples: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sequence (ELBO, log-likelihood) in nats (float64, shape (B,)) of a normalised batch (B, T, D).
+
+    RNNs: both are the exact log-likelihood. VRNNs: both come from the same K = `num_samples` importance samples
+    (ELBO: the mean of the log-weights, with a sampled KL; log-likelihood: their log-mean-exp, the paper's IS
+    estimate), so the reported ELBO is a K-sample estimate that never exceeds the reported likelihood."""
+    if not model.config.has_latent:
+        elbo = model(x, mask, generator=generator).elbo.double()
+        return elbo, elbo
+    log_w = model.log_weights(x, mask, num_samples=num_samples, generator=generator).double()
+    return log_w.mean(0), torch.logsumexp(log_w, 0) - math.log(num_samples)
+
+
+def analyze_file(
+    model: VRNN, meta: dict[str, Any], source: str | Path | bytes, name: str | None = None
+) -> tuple[LatentAnalysis, np.ndarray]:
+    """Read an input file (path or bytes) and run the latent analysis -> (LatentAnalysis of a batch of
+    one, raw (T, D) input). The analysis uses posterior means, so it is deterministic."""
+    if not model.config.has_latent:
+        raise InferenceError(f"{model.config.name} has no latent variables to analyse; use a VRNN or VRNN-I checkpoint")
+    x_raw = read_input(meta, source, name)
+    with torch.no_grad():
+        analysis = model.analyze(normalised(meta, x_raw, model.device))
+    return analysis, x_raw
+
+
+def latent_png(
+    model: VRNN, meta: dict[str, Any], analysis: LatentAnalysis, x_raw: np.ndarray, label: str | None = None
+) -> bytes:
+    """The Figure 2 plot of `analyze_file`'s result, titled with the model's name and the input."""
+    title = meta.get("name", model.config.name) + (f": {label}" if label else "")
+    rate = sample_rate(meta) if meta["config"]["modality"] == "speech" else defaults.SAMPLE_RATE
+    return render.latent_figure(analysis, x_raw, meta["config"]["modality"], sample_rate=rate, title=title)
