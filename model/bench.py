@@ -138,6 +138,35 @@ def bench_sampling(cfg: ModelConfig, seconds: float, repeats: int, device: torch
     }
 
 
+@torch.no_grad()
+def bench_engine(cfg: ModelConfig, steps: int, requests: int, repeats: int, device: torch.device) -> dict:
+    """`requests` concurrent sampling requests: one after another (`VRNN.sample` at batch 1) against the
+    step-level batching engine (`model.engine`, every row bit for bit its solo sample)."""
+    from .engine import SamplingEngine
+
+    model = build_model(cfg).to(device).eval()
+
+    def one_by_one() -> None:
+        for s in range(requests):
+            model.sample(1, steps, generator=torch.Generator(device=device).manual_seed(s))
+
+    def batched() -> None:
+        engine = SamplingEngine(model, max_batch=requests)
+        for s in range(requests):
+            engine.submit(steps=steps, seed=s)
+        engine.run_until_idle()
+
+    n = max(1, repeats // 2)
+    t_seq = statistics.median(_timed(one_by_one, device) for _ in range(n))
+    t_eng = statistics.median(_timed(batched, device) for _ in range(n))
+    return {
+        "requests": requests,
+        "steps": steps,
+        "seconds": {"one_by_one": t_seq, "engine": t_eng},
+        "throughput_ratio": t_seq / t_eng,
+    }
+
+
 def pick_device(name: str) -> torch.device:
     try:
         return resolve_device(name)
@@ -159,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("--batch, --steps, --repeats and --num-samples must be positive")
     device = pick_device(args.device)
     malloc_tuned = tune_malloc()
-    cfg = ModelConfig(**(QUICK_CONFIG if args.quick else BENCH_CONFIG))
+    cfg = ModelConfig.from_dict(QUICK_CONFIG if args.quick else BENCH_CONFIG)
     repeats = 2 if args.quick else args.repeats
     peak = matmul_rate(device, n=256 if args.quick else 2048)
     result = {
@@ -173,6 +202,7 @@ def main(argv: list[str] | None = None) -> dict:
         "training": [bench_training(cfg, b, args.steps, repeats, device, peak) for b in args.batch],
         "log_likelihood": bench_is(cfg, args.batch[0], args.steps, repeats, device, args.num_samples),
         "sampling": bench_sampling(cfg, 2.0, repeats, device),
+        "engine": bench_engine(cfg, 20 if args.quick else 160, 4 if args.quick else 16, repeats, device),
     }
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write("\n")
@@ -215,8 +245,15 @@ def markdown_report(r: dict, command: list[str]) -> str:
         f"{ll['seconds']['elbo_with_gradients']:.4f} s).",
         f"- Sampling {sm['audio_seconds']:.1f} s of speech ({sm['steps']} frames): {sm['seconds']:.3f} s, "
         f"real-time factor **{sm['real_time_factor']:.3f}** (below 1: faster than real time).",
-        "",
     ]
+    if "engine" in r:
+        en = r["engine"]
+        lines.append(
+            f"- {en['requests']} concurrent sampling requests of {en['steps']} steps: one after another "
+            f"{en['seconds']['one_by_one']:.3f} s, batched by `model.engine` (each row bit for bit its solo sample) "
+            f"{en['seconds']['engine']:.3f} s: **{en['throughput_ratio']:.1f}x** the throughput."
+        )
+    lines.append("")
     return "\n".join(lines)
 
 

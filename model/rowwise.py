@@ -4,9 +4,12 @@ A BLAS matrix product picks its kernel (and so its rounding) by shape: row k of 
 the last bits from the same row at batch 1, and an autoregressive sampler turns such a difference into a different
 sample within a few steps. A server that batches concurrent requests must still give each seed the bytes it gives
 alone (issue "Serve many at once"), so the batched path here computes every row as a batch-1 product: `baddbmm`
-over rows, each a (1 x in) by (in x out) product, which is bit for bit what `F.linear`/`addmm` give at batch 1
-(checked on this machine's CPU kernels in tests/model/test_rowwise.py, for every shipped checkpoint's layers).
-Elementwise work (activations, the LSTM's gates) is the same per row either way.
+over rows, each a (1 x in) by (in x out) product on a row that starts on a 64-byte boundary (as a fresh tensor's
+does: the kernels' sums depend on alignment too), which is bit for bit what `F.linear`/`addmm` give at batch 1.
+Elementwise work (activations, the LSTM's gates) is the same per row either way. With one generator per row
+(`distributions.RowGenerators`) every random draw is the row's own, so `rowwise_copy(model).sample(B, generator=
+RowGenerators(...))` returns in row r exactly `model.sample(1, generator=g_r)`: tests/model/test_rowwise.py
+checks it for every shipped checkpoint and sampling mode, with a temperature and a bias.
 
 `rowwise_copy(module)` returns a copy of a module tree (sharing the parameters) whose `nn.Linear`, `nn.LSTMCell`
 and `networks.MLP` compute row by row; the original module is untouched. At batch 1 the copy takes the original
@@ -24,22 +27,48 @@ from torch import Tensor, nn
 
 from .networks import MLP
 
+ALIGN_BYTES = 64  # PyTorch's CPU allocator aligns every tensor to 64 bytes
+
+
+def aligned_rows(x: Tensor) -> Tensor:
+    """x (B, n) with every row starting on an ALIGN_BYTES boundary, as a fresh batch-1 tensor's row does.
+
+    The vector kernels of a matrix-vector product peel elements until their loads are aligned, so the order of
+    the dot product's sums (and its last bits) depends on where a row starts in memory: a row at byte 1020 of a
+    batch rounds differently from the same values in a tensor of its own."""
+    size = x.element_size()
+    if x.stride(-1) == 1 and (x.stride(0) * size) % ALIGN_BYTES == 0 and (x.data_ptr() % ALIGN_BYTES) == 0:
+        return x
+    width = -(-x.shape[1] * size // ALIGN_BYTES) * ALIGN_BYTES // size
+    buf = x.new_empty(x.shape[0], width)[:, : x.shape[1]]
+    buf.copy_(x)
+    return buf
+
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """`F.linear(x, weight, bias)` for x (B, in), each row computed as a batch of one."""
+    """`F.linear(x, weight, bias)` for x (B, in), each row computed as a batch of one (on aligned rows); the
+    result's rows are aligned too."""
     if x.shape[0] == 1:
         return F.linear(x, weight, bias)
-    w = weight.t().expand(x.shape[0], *weight.t().shape)
+    B = x.shape[0]
+    w = weight.t().expand(B, *weight.t().shape)
+    out = aligned_rows(x.new_empty(B, weight.shape[0]))
     if bias is None:
-        return torch.bmm(x.unsqueeze(1), w).squeeze(1)
-    return torch.baddbmm(bias.expand(x.shape[0], 1, -1), x.unsqueeze(1), w).squeeze(1)
+        torch.bmm(aligned_rows(x).unsqueeze(1), w, out=out.unsqueeze(1))
+    else:
+        out.copy_(bias.expand(B, -1))
+        out.unsqueeze(1).baddbmm_(aligned_rows(x).unsqueeze(1), w)
+    return out
 
 
 def addmm_(out: Tensor, x: Tensor, weight: Tensor) -> Tensor:
-    """`out += x @ weight.T` in place (as `networks._addmm_`), each row as a batch of one."""
+    """`out += x @ weight.T` in place (as `networks._addmm_`), each row as a batch of one (on aligned rows)."""
     if out.shape[0] == 1:
         return out.addmm_(x, weight.t())
-    out.unsqueeze(1).baddbmm_(x.unsqueeze(1), weight.t().expand(x.shape[0], *weight.t().shape))
+    acc = aligned_rows(out)
+    acc.unsqueeze(1).baddbmm_(aligned_rows(x).unsqueeze(1), weight.t().expand(x.shape[0], *weight.t().shape))
+    if acc.data_ptr() != out.data_ptr():
+        out.copy_(acc)
     return out
 
 

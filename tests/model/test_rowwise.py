@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from model import load_checkpoint
+from model.distributions import RowGenerators
 from model.networks import _addmm_
 from model.rowwise import RowwiseLSTMCell, addmm_, linear, rowwise_copy
 
@@ -19,8 +20,9 @@ SHAPES = [(3, 64), (64, 256), (122, 488), (200, 512), (257, 333)]
 
 
 def rows_alone(fn, *batched: torch.Tensor):
-    """fn applied to each row of the inputs alone (batch 1), the results stacked (a tuple of results: each)."""
-    outs = [fn(*(b[k : k + 1] for b in batched)) for k in range(batched[0].shape[0])]
+    """fn applied to each row of the inputs alone (batch 1, a tensor of its own, as a solo sampler's are), the
+    results stacked (a tuple of results: each)."""
+    outs = [fn(*(b[k : k + 1].clone() for b in batched)) for k in range(batched[0].shape[0])]
     if isinstance(outs[0], tuple):
         return tuple(torch.cat(parts) for parts in zip(*outs, strict=True))
     return torch.cat(outs)
@@ -33,7 +35,8 @@ def test_linear_rows_equal_batch_one(i, o):
     assert torch.equal(linear(x, w, b), rows_alone(lambda r: F.linear(r, w, b), x))
     assert torch.equal(linear(x, w), rows_alone(lambda r: F.linear(r, w), x))
     out, alone = torch.randn(16, o, generator=g), None
-    alone = torch.cat([_addmm_(r, xr, w) or r for r, xr in zip(out.clone().split(1), x.split(1), strict=True)])
+    rows = [(r.clone(), xr.clone()) for r, xr in zip(out.split(1), x.split(1), strict=True)]
+    alone = torch.cat([_addmm_(r, xr, w) or r for r, xr in rows])
     assert torch.equal(addmm_(out.clone(), x, w), alone)
 
 
@@ -51,7 +54,7 @@ def test_lstm_cell_rows_equal_the_fused_cell_alone(i, h):
     cell = torch.nn.LSTMCell(i, h)
     x, hx, cx = torch.randn(16, i), torch.randn(16, h), torch.randn(16, h)
     got_h, got_c = RowwiseLSTMCell(cell)(x, (hx, cx))
-    want = [cell(x[k : k + 1], (hx[k : k + 1], cx[k : k + 1])) for k in range(16)]
+    want = [cell(x[k : k + 1].clone(), (hx[k : k + 1].clone(), cx[k : k + 1].clone())) for k in range(16)]
     assert torch.equal(got_h, torch.cat([w[0] for w in want])) and torch.equal(got_c, torch.cat([w[1] for w in want]))
 
 
@@ -89,21 +92,40 @@ def test_every_layer_of_every_shipped_model_is_row_invariant(shipped):
     assert torch.equal(fast.rnn(inp, (h, c))[0], rows_alone(lambda a, b, d: shipped.rnn(a, (b, d))[0], inp, h, c))
 
 
+@pytest.mark.parametrize("mode", ["sample", "component-mean", "mean"])
 @torch.no_grad()
-def test_a_batched_sample_row_is_the_sample_alone(shipped):
-    """The whole sampler on the row-wise copy, decoder means fed back: row 0 of a batch of 4 is bit for bit the
-    sample of one with the same seed. RNNs are then deterministic, so over 60 steps; a VRNN's rows draw z from
-    one generator (row 0 shares the solo draws at the first step only, until each row gets its own stream), so
-    its first frame."""
+def test_every_row_of_a_batched_sample_is_its_seeds_sample_alone(shipped, mode):
+    """The whole sampler on the row-wise copy with one generator per row: each row of a batch of 4 is bit for
+    bit the sample of one with its seed (what the service returns for that seed today), over 40 steps, with a
+    temperature and a bias."""
     fast = rowwise_copy(shipped)
-    steps = 60 if shipped.config.family == "rnn" else 1
+    seeds = [11, 5, 7, 2024]
+    kw = {
+        "steps": 40,
+        "temperature": 0.8,
+        "bias": 0.5 if shipped.config.modality == "handwriting" else 0.0,
+        "mean": mode,
+    }
+    gens = RowGenerators([torch.Generator().manual_seed(s) for s in seeds])
+    batch = fast.sample(num_samples=4, generator=gens, **kw)
+    for r, seed in enumerate(seeds):
+        alone = shipped.sample(num_samples=1, generator=torch.Generator().manual_seed(seed), **kw)[0]
+        assert torch.equal(batch[r], alone), (r, mode)
 
-    def sample(model, n):
-        return model.sample(num_samples=n, steps=steps, generator=torch.Generator().manual_seed(5), mean=True)
 
-    alone = sample(shipped, 1)[0]
-    assert torch.equal(sample(fast, 4)[0], alone)
-    assert torch.equal(sample(fast, 1)[0], alone)
+@torch.no_grad()
+def test_the_plain_model_at_batch_4_is_not_enough(shipped):
+    """Per-row generators alone do not give the solo bits: the plain (BLAS-batched) model drifts from them."""
+    seeds = [11, 5, 7, 2024]
+    gens = RowGenerators([torch.Generator().manual_seed(s) for s in seeds])
+    batch = shipped.sample(num_samples=4, steps=40, generator=gens)
+    solo = [shipped.sample(num_samples=1, steps=40, generator=torch.Generator().manual_seed(s))[0] for s in seeds]
+    assert not all(torch.equal(batch[r], solo[r]) for r in range(4))
+
+
+def test_row_generators_must_match_the_rows(shipped):
+    with pytest.raises(ValueError, match="2 row generators for 4 rows"):
+        shipped.sample(num_samples=4, steps=2, generator=RowGenerators([torch.Generator(), torch.Generator()]))
 
 
 def test_the_original_model_is_untouched_and_parameters_are_shared(shipped):

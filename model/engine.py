@@ -1,0 +1,247 @@
+"""Continuous batching of sampling requests at step level, without changing what a seed gives.
+
+Requests for one model join a running batch at a step boundary; a row whose request has all its steps leaves,
+and a waiting request takes its place. Each row keeps its own random stream (`distributions.RowGenerators`) and
+the arithmetic is row-invariant (`model.rowwise`), so every request returns bit for bit what
+`model.sample(num_samples=1, generator=torch.Generator().manual_seed(seed), ...)` returns alone, whichever
+requests it shared steps with (tests/model/test_engine.py).
+
+    engine = SamplingEngine(model, max_batch=16, max_wait_s=0.0).start()   # a background thread
+    future = engine.submit(steps=160, seed=7, temperature=1.0)             # concurrent.futures.Future
+    frames = future.result()                                               # (160, x_dim), normalised space
+    engine.stop()
+
+Rows of a step are grouped by (mode, temperature, bias) for the output draw, so requests with different
+settings share the recurrence. A primed request reads its prime alone (through the posterior, with its own
+generator) before it joins. `stats` counts steps, rows per step (the batch-size histogram) and queue waits.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import cast
+
+import torch
+from torch import Tensor
+
+from .distributions import RowGenerators, randn
+from .rowwise import rowwise_copy
+from .vrnn import SAMPLE_MODES, VRNN
+
+
+@dataclass
+class _Request:
+    steps: int
+    generator: torch.Generator
+    temperature: float
+    bias: float
+    mode: str
+    prime: Tensor | None
+    future: Future
+    submitted: float = field(default_factory=time.monotonic)
+    out: list[Tensor] = field(default_factory=list)
+
+
+@dataclass
+class EngineStats:
+    steps: int = 0
+    requests: int = 0
+    batch_sizes: collections.Counter = field(default_factory=collections.Counter)  # rows per step -> steps
+    queue_wait_s: list[float] = field(default_factory=list)  # submit -> joined the batch, per request
+
+    def mean_batch(self) -> float:
+        total = sum(self.batch_sizes.values())
+        return sum(k * v for k, v in self.batch_sizes.items()) / total if total else 0.0
+
+
+class SamplingEngine:
+    def __init__(self, model: VRNN, max_batch: int = 16, max_wait_s: float = 0.0):
+        if max_batch < 1 or not (max_wait_s >= 0 and math.isfinite(max_wait_s)):
+            raise ValueError(f"need max_batch >= 1 and max_wait_s >= 0, got {max_batch}, {max_wait_s}")
+        self.model = model.eval()
+        self.fast = cast(VRNN, rowwise_copy(self.model))  # a copy of the same class, row-invariant inside
+        self.max_batch, self.max_wait_s = max_batch, max_wait_s
+        self.stats = EngineStats()
+        self._waiting: collections.deque[_Request] = collections.deque()
+        self._rows: list[_Request] = []
+        self._h: Tensor | None = None
+        self._c: Tensor | None = None
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    # ------------------------------------------------------------------ client side
+
+    def submit(
+        self,
+        steps: int,
+        seed: int | None = None,
+        temperature: float = 1.0,
+        bias: float = 0.0,
+        mean: bool | str = False,
+        prime: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Future:
+        """Queue one sample of `steps` steps; its Future's result is (steps, x_dim) in the normalised space.
+        Arguments as `VRNN.sample` with num_samples=1 (`seed` makes the generator when none is given)."""
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise ValueError(f"steps must be a positive integer, got {steps!r}")
+        if not (temperature > 0 and math.isfinite(temperature)):
+            raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+        if not (bias >= 0 and math.isfinite(bias)):
+            raise ValueError(f"bias must be >= 0, got {bias!r}")
+        mode = {False: "sample", True: "mean"}.get(mean, mean) if isinstance(mean, bool) else mean
+        if mode not in SAMPLE_MODES:
+            raise ValueError(f"mean must be True, False or one of {SAMPLE_MODES}, got {mean!r}")
+        if prime is not None and (prime.dim() != 2 or prime.shape[1] != self.model.config.x_dim or not len(prime)):
+            raise ValueError(f"prime must be (T0, {self.model.config.x_dim}), got {tuple(prime.shape)}")
+        if generator is None:
+            generator = torch.Generator(device=self.model.device)
+            if seed is not None:
+                generator.manual_seed(seed)
+        request = _Request(steps, generator, float(temperature), float(bias), mode, prime, Future())
+        with self._cond:
+            self._waiting.append(request)
+            self._cond.notify_all()
+        return request.future
+
+    def start(self) -> SamplingEngine:
+        """Run the batch loop in a daemon thread (until `stop`)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="vrnn-sampling-engine", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def run_until_idle(self) -> None:
+        """Step in the calling thread until nothing is waiting or running (tests, batch jobs)."""
+        while self.step():
+            pass
+
+    # ------------------------------------------------------------------ the batch loop
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._waiting and not self._rows and not self._stopping:
+                    self._cond.wait()
+                if self._stopping and not self._waiting and not self._rows:
+                    return
+                first = self._waiting[0] if self._waiting and not self._rows else None
+            if first is not None and self.max_wait_s > 0:  # an idle engine lets companions arrive
+                time.sleep(max(0.0, first.submitted + self.max_wait_s - time.monotonic()))
+            self.step()
+
+    def step(self) -> bool:
+        """Admit waiting requests, run one step for every row, finish rows that are done. False when idle."""
+        self._admit()
+        if not self._rows:
+            return False
+        try:
+            self._step()
+        except Exception as e:  # a fault of this step fails the requests in it; the engine keeps serving
+            for r in self._rows:
+                if not r.future.done():
+                    r.future.set_exception(e)
+            self._rows, self._h, self._c = [], None, None
+        return True
+
+    @torch.no_grad()
+    def _admit(self) -> None:
+        joined: list[tuple[_Request, Tensor, Tensor]] = []
+        while len(self._rows) + len(joined) < self.max_batch:
+            with self._cond:
+                if not self._waiting:
+                    break
+                request = self._waiting.popleft()
+            if not request.future.set_running_or_notify_cancel():
+                continue
+            try:
+                h, c = self._start_state(request)
+            except Exception as e:
+                request.future.set_exception(e)
+                continue
+            self.stats.queue_wait_s.append(time.monotonic() - request.submitted)
+            self.stats.requests += 1
+            joined.append((request, h, c))
+        if not joined:
+            return
+        hs = [h for _, h, _ in joined]
+        cs = [c for _, _, c in joined]
+        if self._h is not None and self._c is not None:
+            hs.insert(0, self._h)
+            cs.insert(0, self._c)
+        self._h, self._c = torch.cat(hs), torch.cat(cs)
+        self._rows.extend(r for r, _, _ in joined)
+
+    def _start_state(self, request: _Request) -> tuple[Tensor, Tensor]:
+        m = self.model
+        if request.prime is None:
+            return m._zero_state(1)
+        x_tm, _ = m._prepare(request.prime.unsqueeze(0), None)
+        return m._posterior_pass(x_tm, m._noise(request.generator)).state  # alone, as VRNN.sample reads it
+
+    @torch.no_grad()
+    def _step(self) -> None:
+        fast, rows = self.fast, self._rows
+        assert self._h is not None and self._c is not None
+        h, c = self._h, self._c
+        n = len(rows)
+        self.stats.steps += 1
+        self.stats.batch_sizes[n] += 1
+        generators = RowGenerators([r.generator for r in rows])
+        if fast.phi_z is None:
+            params = fast.decoder(h)
+            pz = None
+        else:
+            mu_p, std_p = fast._prior(h)
+            noise = randn((1, n, fast.config.z_dim), generators, device=h.device, dtype=h.dtype, row_dim=1)[0]
+            pz = fast.phi_z(mu_p + std_p * noise)
+            params = fast.decoder(pz, h)
+        head = fast.decoder.head
+        x = h.new_empty(n, fast.config.x_dim)
+        emitted = h.new_empty(n, fast.config.x_dim)
+        groups: dict[tuple[str, float, float], list[int]] = collections.defaultdict(list)
+        for i, r in enumerate(rows):
+            groups[(r.mode, r.temperature, r.bias)].append(i)
+        for (mode, temperature, bias), idx in groups.items():
+            sub = params if len(idx) == n else _rows_of(params, idx)
+            gens = RowGenerators([rows[i].generator for i in idx])
+            if mode == "mean":
+                xs = es = head.mean(sub)
+            elif mode == "component-mean":
+                xs, es = head.sample(sub, gens, temperature, bias, return_mean=True)
+            else:
+                xs = es = head.sample(sub, gens, temperature, bias)
+            x[idx], emitted[idx] = xs, es
+        px = fast.phi_x(x)
+        self._h, self._c = fast.rnn(px if pz is None else torch.cat([px, pz], dim=-1), (h, c))
+        keep = []
+        for i, r in enumerate(rows):
+            r.out.append(emitted[i].clone())
+            if len(r.out) == r.steps:
+                r.future.set_result(torch.stack(r.out))
+            else:
+                keep.append(i)
+        if len(keep) < n:
+            self._rows = [rows[i] for i in keep]
+            index = torch.tensor(keep, dtype=torch.long, device=h.device)
+            self._h = self._h.index_select(0, index) if keep else None
+            self._c = self._c.index_select(0, index) if keep else None
+
+
+def _rows_of(params: tuple, idx: list[int]) -> tuple:
+    """The rows `idx` of an output head's parameter tuple (a NamedTuple of tensors, some None)."""
+    index = torch.tensor(idx, dtype=torch.long)
+    return type(params)(*(None if f is None else f.index_select(0, index.to(f.device)) for f in params))
