@@ -76,16 +76,23 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[VRNN, dict[str, Any]]:
-    """Rebuild the model from its JSON config and load the safetensors weights -> (model in eval mode, metadata)."""
+    """Rebuild the model from its JSON config and load the safetensors weights -> (model in eval mode, metadata).
+    A text-conditioned model's checkpoint is refused with a pointer to `model.conditional.load_text_checkpoint`."""
     weights_path, _ = _paths(path)
     meta = read_metadata(weights_path)
     config = ModelConfig.from_dict(meta["config"])
     if config.takes_text:
-        from .conditional import TextVRNN  # text-conditioned handwriting (imports vrnn: kept out of module load)
+        raise CheckpointError(
+            f"{weights_path}: a text-conditioned model ({config.name}); load it with "
+            "model.conditional.load_text_checkpoint"
+        )
+    model = build_model(config)
+    load_weights(model, weights_path)
+    return model.to(device).eval(), meta
 
-        model = TextVRNN(config)
-    else:
-        model = build_model(config)
+
+def load_weights(model: torch.nn.Module, weights_path: Path) -> None:
+    """The safetensors weights into `model` (strict), refusing a damaged file or non-finite weights."""
     try:
         state = load_file(str(weights_path), device="cpu")
     except FileNotFoundError:
@@ -100,4 +107,3 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise CheckpointError(f"{weights_path}: non-finite weights in {bad[:3]}")
-    return model.to(device).eval(), meta

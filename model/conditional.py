@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from . import defaults
 from .attention import GravesWindow, Window
+from .checkpoint import CheckpointError, _paths, load_weights, read_metadata
 from .config import ModelConfig
 from .distributions import gaussian_kl, gaussian_log_prob, standard_normal_kl
 from .networks import MLP, BivariateOutput, Decoder, GaussianLatent, init_lstm
@@ -146,6 +149,56 @@ class TextVRNN(nn.Module):
         h, c = self.rnn(rnn_in, (h, c))
         return out, (h, c, win.kappa), win
 
+    def _pass(self, x: Tensor, chars: Tensor, char_mask: Tensor, generator: torch.Generator | None, sample: bool):
+        """The posterior pass over x (B, T, 3) with only z's path in the loop (window, encoder, phi_z, LSTM);
+        phi_x before it and prior, decoder and log p(x_t | .) after it, over all T x B rows at once (as
+        `vrnn.VRNN` hoists its x-only work). Returns time-major stacks and log_px (T, B). `_step` is the same
+        computation one step at a time (the sampler uses it; the tests compare the two)."""
+        B, T = x.shape[:2]
+        h, c, kappa = self._start(B)
+        x_tm = x.transpose(0, 1)
+        px_all = self.phi_x(x_tm)  # (T, B, W)
+        hs, ws, phis, zs, mus, stds, pzs = [], [], [], [], [], [], []
+        for t in range(T):
+            win = self.window(h, kappa, chars, char_mask)
+            hs.append(h)
+            ws.append(win.w)
+            phis.append(win.phi)
+            if self.encoder is None:
+                rnn_in = torch.cat([px_all[t], win.w], dim=-1)
+            else:
+                assert self.phi_z is not None
+                mu_q, std_q = self.encoder(px_all[t], h, win.w)
+                eps = self._noise(generator, B) if sample else None
+                z = mu_q if eps is None else mu_q + std_q * eps
+                pz = self.phi_z(z)
+                zs.append(z)
+                mus.append(mu_q)
+                stds.append(std_q)
+                pzs.append(pz)
+                rnn_in = torch.cat([px_all[t], pz, win.w], dim=-1)
+            h, c = self.rnn(rnn_in, (h, c))
+            kappa = win.kappa
+        h_all, w_all = torch.stack(hs), torch.stack(ws)  # (T, B, .)
+        rows = T * B
+        flat_h, flat_w = h_all.reshape(rows, -1), w_all.reshape(rows, -1)
+        out: dict[str, Tensor | None] = {"phi": torch.stack(phis), "z": None, "mu_q": None, "std_q": None}
+        if self.encoder is None:
+            params = self.decoder(flat_h, flat_w)
+        else:
+            z_all, pz_all = torch.stack(zs), torch.stack(pzs)
+            params = self.decoder(pz_all.reshape(rows, -1), flat_h, flat_w)
+            mu_p, std_p = self._prior(flat_h, flat_w)
+            out.update(
+                z=z_all,
+                mu_q=torch.stack(mus),
+                std_q=torch.stack(stds),
+                mu_p=mu_p.view(T, B, -1),
+                std_p=std_p.view(T, B, -1),
+            )
+        out["log_px"] = self.decoder.head.log_prob(x_tm.reshape(rows, -1), params).view(T, B)
+        return out
+
     # ------------------------------------------------------------------ likelihoods
 
     def forward(
@@ -158,19 +211,13 @@ class TextVRNN(nn.Module):
         """The ELBO of x (B, T, 3) given its texts (exact log-likelihood for the RNN), one z draw per step."""
         chars, char_mask = self.encode_texts(texts)
         x, m = self._prepare(x, mask, len(texts))
-        B, T = x.shape[:2]
-        state = self._start(B)
+        out = self._pass(x, chars, char_mask, generator, sample=True)
         zero = torch.zeros((), dtype=x.dtype, device=x.device)
-        nll, kl = [], []
-        for t in range(T):
-            eps = self._noise(generator, B)
-            out, state, _ = self._step(x[:, t], state, chars, char_mask, eps)
-            assert out["log_px"] is not None
-            nll.append(torch.where(m[:, t], -out["log_px"], zero))
-            kl.append(torch.where(m[:, t], self._kl(out).sum(-1), zero) if out["mu_q"] is not None else zero.expand(B))
-        nll_t, kl_t = torch.stack(nll, 1), torch.stack(kl, 1)
-        elbo = -(nll_t + kl_t).sum(1)
-        return VRNNOutput(loss=-elbo.mean(), elbo=elbo, kl=kl_t, nll=nll_t)
+        assert out["log_px"] is not None
+        nll = torch.where(m.t(), -out["log_px"], zero).t()  # (B, T)
+        kl = torch.zeros_like(nll) if out["mu_q"] is None else torch.where(m.t(), self._kl(out).sum(-1), zero).t()
+        elbo = -(nll + kl).sum(1)
+        return VRNNOutput(loss=-elbo.mean(), elbo=elbo, kl=kl, nll=nll)
 
     def _kl(self, out: dict[str, Tensor | None]) -> Tensor:
         mu_q, std_q, mu_p, std_p = out["mu_q"], out["std_q"], out["mu_p"], out["std_p"]
@@ -198,19 +245,15 @@ class TextVRNN(nn.Module):
             raise ValueError(f"{self.config.name} has no latent variables: its likelihood is exact")
         chars, char_mask = self.encode_texts(texts)
         x, m = self._prepare(x, mask, len(texts))
-        B, T = x.shape[:2]
-        K = num_samples
+        B, K = x.shape[0], num_samples
         chars, char_mask = chars.repeat(K, 1, 1), char_mask.repeat(K, 1)  # row j * B + b: sample j of line b
         xk, mk = x.repeat(K, 1, 1), m.repeat(K, 1)
-        state = self._start(K * B)
-        total = x.new_zeros(K * B)
-        for t in range(T):
-            out, state, _ = self._step(xk[:, t], state, chars, char_mask, self._noise(generator, K * B))
-            z, mu_q, std_q, mu_p, std_p = (out[k] for k in ("z", "mu_q", "std_q", "mu_p", "std_p"))
-            assert z is not None and mu_q is not None and std_q is not None and mu_p is not None and std_p is not None
-            log_w = out["log_px"] + (gaussian_log_prob(z, mu_p, std_p) - gaussian_log_prob(z, mu_q, std_q)).sum(-1)
-            total += torch.where(mk[:, t], log_w, torch.zeros_like(log_w))
-        return total.view(K, B)
+        out = self._pass(xk, chars, char_mask, generator, sample=True)
+        z, mu_q, std_q, mu_p, std_p = (out[k] for k in ("z", "mu_q", "std_q", "mu_p", "std_p"))
+        assert z is not None and mu_q is not None and std_q is not None and mu_p is not None and std_p is not None
+        assert out["log_px"] is not None
+        log_w = out["log_px"] + (gaussian_log_prob(z, mu_p, std_p) - gaussian_log_prob(z, mu_q, std_q)).sum(-1)
+        return torch.where(mk.t(), log_w, torch.zeros_like(log_w)).sum(0).view(K, B)
 
     @torch.no_grad()
     def log_likelihood(
@@ -233,18 +276,15 @@ class TextVRNN(nn.Module):
         chars, char_mask = self.encode_texts(texts)
         x, m = self._prepare(x, mask, len(texts))
         B, T = x.shape[:2]
-        state = self._start(B)
-        kls, mus, phis = [], [], []
-        for t in range(T):
-            out, state, win = self._step(x[:, t], state, chars, char_mask, None)
-            phis.append(win.phi)
-            if out["mu_q"] is not None:
-                kls.append(self._kl(out).sum(-1))
-                mus.append(out["mu_q"])
+        out = self._pass(x, chars, char_mask, None, sample=False)
         mf = m.to(x.dtype)
-        kl = torch.stack(kls, 1) * mf if kls else torch.zeros(B, T, dtype=x.dtype, device=x.device)
-        mu = torch.stack(mus, 1) * mf.unsqueeze(-1) if mus else None
-        return TextAnalysis(kl=kl, mu_z=mu, phi=torch.stack(phis, 1) * mf.unsqueeze(-1), mask=m)
+        phi = out["phi"]
+        assert phi is not None
+        if out["mu_q"] is None:
+            kl, mu = torch.zeros(B, T, dtype=x.dtype, device=x.device), None
+        else:
+            kl, mu = self._kl(out).sum(-1).t() * mf, out["mu_q"].transpose(0, 1) * mf.unsqueeze(-1)
+        return TextAnalysis(kl=kl, mu_z=mu, phi=phi.transpose(0, 1) * mf.unsqueeze(-1), mask=m)
 
     # ------------------------------------------------------------------ sampling
 
@@ -328,10 +368,22 @@ class TextVRNN(nn.Module):
         )
 
 
+def load_text_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[TextVRNN, dict[str, Any]]:
+    """A text-conditioned model's checkpoint (NAME.safetensors + NAME.json) -> (model in eval mode, metadata)."""
+    weights_path, _ = _paths(path)
+    meta = read_metadata(weights_path)
+    config = ModelConfig.from_dict(meta["config"])
+    if not config.takes_text:
+        raise CheckpointError(f"{weights_path}: not a text-conditioned model ({config.name}); use load_checkpoint")
+    model = TextVRNN(config)
+    load_weights(model, weights_path)
+    return model.to(device).eval(), meta
+
+
 def build_text_model(config: ModelConfig, init: str = "default") -> TextVRNN:
     if init != "default":
         raise ValueError(f"text models support init 'default' only, got {init!r}")
     return TextVRNN(config)
 
 
-__all__ = ["TextAnalysis", "TextSample", "TextVRNN", "build_text_model"]
+__all__ = ["TextAnalysis", "TextSample", "TextVRNN", "build_text_model", "load_text_checkpoint"]

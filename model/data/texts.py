@@ -107,3 +107,15 @@ def line_text(path: str | Path, ascii_root: str | Path | None = None) -> str | N
             text = iam_line_text(path, ascii_root)
         return text
     return None
+
+
+def corpus_texts(corpus: Any, ascii_root: str | Path | None = None) -> dict[str, list[str | None]]:
+    """The text of every line of a handwriting `Corpus` (model.data.handwriting.load_handwriting_corpus), split by
+    split in the corpus's order: {"train": [...], "valid": [...], "test": [...]}, None where a line has no text.
+    `ascii_root` defaults to IAM-OnDB's `ascii/` beside or above the corpus folder when there is one."""
+    root = Path(corpus.root)
+    base = root if root.is_dir() else root.parent
+    if ascii_root is None:
+        found = [d / "ascii" for d in (base, base.parent) if (d / "ascii").is_dir()]
+        ascii_root = found[0] if found else None
+    return {split: [line_text(base / name, ascii_root) for name in names] for split, names in corpus.names.items()}

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from model import ModelConfig, load_checkpoint, save_checkpoint
-from model.conditional import TextVRNN
+from model.checkpoint import CheckpointError
+from model.conditional import TextVRNN, load_text_checkpoint
 from model.text import UnsupportedCharactersError
 
 ALPHABET = " abcdeh"
@@ -163,7 +164,9 @@ def test_unsupported_characters_are_named():
 def test_checkpoint_round_trip(tmp_path):
     m = tiny("vrnn", "gmm", dtype=torch.float32)
     path = save_checkpoint(m, tmp_path / "text.safetensors")
-    loaded, meta = load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="load_text_checkpoint"):
+        load_checkpoint(path)
+    loaded, meta = load_text_checkpoint(path)
     assert isinstance(loaded, TextVRNN) and meta["config"]["alphabet"] == ALPHABET
     assert loaded.config.name == "Text-VRNN-GMM"
     x = strokes(1, 5, dtype=torch.float32)
@@ -181,3 +184,29 @@ def test_unconditional_configs_read_and_write_as_before():
     assert "alphabet" not in cfg.to_dict() and not cfg.takes_text
     with pytest.raises(ValueError, match="handwriting models only"):
         ModelConfig(alphabet="ab")
+
+
+@pytest.mark.parametrize(("family", "output"), KINDS)
+def test_the_hoisted_pass_equals_the_step_by_step_recurrence(family, output):
+    """forward (phi_x, prior, decoder and log p(x_t | .) over all steps at once) against `_step`, the one-step
+    computation the sampler uses, on the same noise."""
+    m = tiny(family, output, seed=7)
+    x, texts = strokes(2, 6, seed=7), ["abc", "deed"]
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    mask[0, 4:] = False
+    got = m(x, texts, mask, generator=torch.Generator().manual_seed(3))
+    chars, char_mask = m.encode_texts(texts)
+    xp, mp = m._prepare(x, mask, 2)
+    state, g = m._start(2), torch.Generator().manual_seed(3)
+    nll, kl = [], []
+    with torch.no_grad():
+        for t in range(6):
+            out, state, _ = m._step(xp[:, t], state, chars, char_mask, m._noise(g, 2))
+            nll.append(torch.where(mp[:, t], -out["log_px"], torch.zeros(())))
+            kl.append(
+                torch.where(mp[:, t], m._kl(out).sum(-1), torch.zeros(()))
+                if out["mu_q"] is not None
+                else torch.zeros(2, dtype=torch.float64)
+            )
+    torch.testing.assert_close(got.nll.detach(), torch.stack(nll, 1))
+    torch.testing.assert_close(got.kl.detach(), torch.stack(kl, 1))

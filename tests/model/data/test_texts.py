@@ -70,3 +70,21 @@ def test_json_text(tmp_path):
     f = tmp_path / "l.json"
     f.write_text(json.dumps({"strokes": [[[0, 0]]], "text": "x"}))
     assert line_text(f) == "x"
+
+
+def test_corpus_texts_follow_the_corpus_order(tmp_path):
+    from model.data.handwriting import load_handwriting_corpus
+    from model.data.texts import corpus_texts
+
+    folder = tmp_path / "lines"
+    folder.mkdir()
+    for i in range(12):
+        points = "".join(f'<Point x="{10 * k + i}" y="{(k * 7) % 13}" time="{k}"/>' for k in range(20))
+        xml = XML.replace('<Point x="1" y="2" time="0"/>', points).replace("our quick forest watched,", f"line {i}")
+        (folder / f"f{i:02d}.xml").write_text(xml)
+    corpus = load_handwriting_corpus(folder, split_by="line", fractions=(0.5, 0.25, 0.25))
+    texts = corpus_texts(corpus)
+    for split in ("train", "valid", "test"):
+        assert len(texts[split]) == len(corpus.names[split]) > 0
+        for name, text in zip(corpus.names[split], texts[split], strict=True):
+            assert text == f"line {int(name[1:3])}", (name, text)
