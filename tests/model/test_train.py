@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -196,8 +197,11 @@ def test_torchrun_two_processes_on_cpu(speech_dir, tmp_path):
     """DistributedDataParallel with gloo: two processes train one model and write one checkpoint."""
     out = tmp_path / "ddp.safetensors"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with socket.socket() as s:  # a free port: a fixed one collided with other runs on the same machine
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", "-m",
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port, "-m",
         "model.train", "--data", str(speech_dir), "--preset", "speech-demo", "--family", "vrnn", "--output", "gauss",
         "--out", str(out), "--max-steps", "4", "--eval-every", "2", "--batch-size", "4", "--h-dim", "16",
         "--mlp-width", "16", "--z-dim", "4", "--test-samples", "2", "--no-progress", "--threads", "1",
