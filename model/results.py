@@ -69,8 +69,8 @@ def table_1(found: dict[str, list[tuple[Path, dict[str, Any]]]]) -> list[str]:
 def details(found: dict[str, list[tuple[Path, dict[str, Any]]]]) -> list[str]:
     lines = [
         "| checkpoint | params | mlp_width | steps (best) | minutes | stopped | test seqs | "
-        "ELBO/frame | log-lik/frame | raw log-lik/seq | raw log-lik/frame |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "ELBO/frame | log-lik/frame | KL/frame | raw log-lik/seq | raw log-lik/frame | recipe |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for m in MODALITIES:
         for path, meta in found[m]:
@@ -79,9 +79,30 @@ def details(found: dict[str, list[tuple[Path, dict[str, Any]]]]) -> list[str]:
                 f"| `{path.stem}` | {meta['params']:,} | {meta['config']['mlp_width']} | "
                 f"{t['steps']} ({t['best_step']}) | {t['minutes']:.1f} | {x.get('stopped', '')} | "
                 f"{x['test_sequences']} | {x['test_elbo_per_frame']:.3f} | {x['test_log_likelihood_per_frame']:.3f} | "
-                f"{x['raw']['log_likelihood']:.1f} | {x['raw']['log_likelihood_per_frame']:.3f} |"
+                f"{_kl(x)} | {x['raw']['log_likelihood']:.1f} | {x['raw']['log_likelihood_per_frame']:.3f} | "
+                f"{_recipe(t)} |"
             )
     return lines
+
+
+def _kl(metrics: dict[str, Any]) -> str:
+    """The test KL per frame (nats; '-' for an RNN or a checkpoint trained before it was recorded)."""
+    kl = metrics.get("test_kl_per_frame")
+    return "-" if kl is None or metrics.get("exact") else f"{kl:.3g}"
+
+
+def _recipe(training: dict[str, Any]) -> str:
+    """The training options that departed from the plain defaults, as command-line flags."""
+    parts = [f"--recipe {training['recipe']}"] if training.get("recipe", "default") != "default" else []
+    if training.get("free_bits"):
+        parts.append(
+            f"--free-bits {training['free_bits']:g}" + (" (dim)" if training.get("free_bits_mode") == "dim" else "")
+        )
+    if training.get("kl_warmup"):
+        parts.append(f"--kl-warmup {training['kl_warmup']}")
+    if training.get("stateful"):
+        parts.append("--stateful")
+    return " ".join(parts) or "-"
 
 
 def _pick(found, modality: str, *names: str) -> tuple[Path, dict[str, Any]] | None:
@@ -120,16 +141,19 @@ def figures(found, out: Path, seed: int) -> list[str]:
         (figs / f"fig2-latent-{m}.png").write_bytes(png)
         md += [f"![Figure 2, {m}](figures/fig2-latent-{m}.png)", ""]
 
-    # Figure 3: waveforms of training examples and of samples (2 s each), and WAV files of the samples.
+    # Figure 3: waveforms of training examples and of samples (2 s each), drawn as the authors' script
+    # drew them (the draw fed back, the drawn component's mean written), and WAV files of the samples.
     if "speech" in corpora:
         corpus = corpora["speech"]
         waves = {"training examples": [corpus.stats.denormalise(x).reshape(-1) for x in corpus.train[:3]]}
         for path, _ in found["speech"]:
             model, meta = load(path)
-            raws = generate(model, meta, num=3, seconds=2.0, seed=seed)
+            raws = generate(model, meta, num=3, seconds=2.0, seed=seed, mean="component-mean")
             if meta["name"] in ("RNN-GMM", "VRNN-Gauss", "VRNN-GMM"):
                 waves[meta["name"]] = [r.reshape(-1) for r in raws]
-            (samples / f"{path.stem}.wav").write_bytes(cast(bytes, render_sample(meta, raws[0])))  # speech: WAV
+            (samples / f"{path.stem}.component-mean.wav").write_bytes(cast(bytes, render_sample(meta, raws[0])))
+            draw = generate(model, meta, num=1, seconds=2.0, seed=seed)[0]
+            (samples / f"{path.stem}.wav").write_bytes(cast(bytes, render_sample(meta, draw)))  # speech: WAV
             mean = generate(model, meta, num=1, seconds=2.0, seed=seed, mean=True)[0]
             (samples / f"{path.stem}.mean.wav").write_bytes(cast(bytes, render_sample(meta, mean)))
         (figs / "fig3-waveforms.png").write_bytes(render.waveforms_figure(waves, found["speech"][0][1]["sample_rate"]))
@@ -201,8 +225,10 @@ def write_results(checkpoints: Path, out: Path, seed: int, curves_from: Path | N
         md += ["Training curves:", "", *curves, ""]
     stats = {m: NormStats.from_dict(found[m][0][1]["normalisation"]) for m in MODALITIES if found[m]}
     md += [
-        "Audio samples (2 s, seed fixed) are in [samples/](samples/): `NAME.wav` is a sample, `NAME.mean.wav` "
-        "the decoder mean fed back (what the paper's sampling script saved); handwriting samples are `NAME.svg`.",
+        "Audio samples (2 s, seed fixed) are in [samples/](samples/): `NAME.wav` is a sample, "
+        "`NAME.component-mean.wav` the same trajectory with the drawn component's mean written instead of the "
+        "draw (what the authors' sampling script saved, and what Figure 3 shows), `NAME.mean.wav` the decoder "
+        "mean fed back; handwriting samples are `NAME.svg`.",
         "",
         "## Commands",
         "",

@@ -46,6 +46,13 @@ def test_results_document_from_checkpoints(tmp_path, capsys):
     assert (docs / "figures" / "speech-vrnn-gauss.curves.png").exists()
     wave, rate = sf.read(docs / "samples" / "speech-vrnn-gauss.wav")
     assert rate == 16000 and len(wave) == 32000
+    # Figure 3's mode: the draw fed back, the drawn component's mean written (the authors' script).
+    mean, _ = sf.read(docs / "samples" / "speech-vrnn-gauss.component-mean.wav")
+    assert len(mean) == 32000 and not (mean == wave).all()
+    row = next(line for line in text.splitlines() if line.startswith("| `handwriting-vrnn-gmm` |"))
+    kl = load_checkpoint(ckpts / "handwriting-vrnn-gmm.safetensors")[1]["metrics"]["test_kl_per_frame"]
+    assert f"| {kl:.3g} |" in row and kl >= 0  # the KL per frame column
+    assert "KL/frame" in text and "| recipe |" in text
     assert "<svg" in (docs / "samples" / "handwriting-vrnn-gmm.svg").read_text()
 
     # The same seed regenerates the same samples.
