@@ -16,6 +16,11 @@ vrnn_jobs_failed_stored                                failed jobs still kept   
 vrnn_workers                                           job runners: live RQ workers }  pool) at scrape time
                                                        on the queue, or the pool's threads
 vrnn_backend_up                                        1 when those reads worked (0: Redis unreachable)
+vrnn_batch_rows{model}                                 histogram: rows (requests) in each step of the model's
+                                                       sampling engine (embedded mode, BATCH_MAX > 1)
+vrnn_batch_queue_wait_seconds{model}                   histogram: a generation request's wait for its row
+vrnn_batch_steps_total{model}                          steps the engine ran (read from the backend's
+                                                       `batching()` at scrape time; none without batching)
 
 Every request gets an id: the client's `X-Request-Id` when it is a short token, else a fresh one. It is sent
 back in `X-Request-Id`, is in every line of the `app.access` log (one JSON object per request, with the job id
@@ -37,7 +42,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -101,6 +106,54 @@ class _BackendGauges:
         yield GaugeMetricFamily("vrnn_backend_up", "1 when the job backend answered this scrape.", value=up)
 
 
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # rows per step (BATCH_MAX is at most 256)
+
+
+class _BatchingHistograms:
+    """The sampling engines' batch sizes (rows per step) and queue waits, per model, read from the backend's
+    `batching()` at scrape time (embedded mode with BATCH_MAX > 1; nothing otherwise)."""
+
+    def __init__(self, metrics: Metrics):
+        self.metrics = metrics
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        backend = self.metrics.backend
+        try:
+            engines = backend.batching() if backend is not None and hasattr(backend, "batching") else {}
+        except Exception:
+            engines = {}
+        rows = HistogramMetricFamily(
+            "vrnn_batch_rows", "Rows (requests) in each step of a model's sampling engine.", labels=["model"]
+        )
+        waits = HistogramMetricFamily(
+            "vrnn_batch_queue_wait_seconds",
+            "Time a generation request waited for a row in its model's sampling engine.",
+            labels=["model"],
+        )
+        steps = CounterMetricFamily("vrnn_batch_steps", "Steps run by a model's sampling engine.", labels=["model"])
+        for name, st in sorted(engines.items()):
+            sizes = {int(k): int(v) for k, v in st["batch_sizes"].items()}
+            row_buckets = [(f"{bound:.1f}", sum(v for k, v in sizes.items() if k <= bound)) for bound in BATCH_BUCKETS]
+            rows.add_metric(
+                [name],
+                [*row_buckets, ("+Inf", sum(sizes.values()))],
+                sum_value=float(sum(k * v for k, v in sizes.items())),
+            )
+            cumulative, wait_buckets = 0, []
+            for bound, count in zip(st["wait_buckets_s"], st["wait_counts"], strict=False):
+                cumulative += int(count)
+                wait_buckets.append((str(float(bound)), cumulative))
+            wait_buckets.append(("+Inf", sum(int(c) for c in st["wait_counts"])))
+            waits.add_metric([name], wait_buckets, sum_value=float(st["wait_sum_s"]))
+            steps.add_metric([name], float(st["steps"]))
+        yield rows
+        yield waits
+        yield steps
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -134,6 +187,7 @@ class Metrics:
         self.queue_depth: Callable[[], int] = lambda: 0
         self.backend: Any = None
         self.registry.register(_BackendGauges(self))
+        self.registry.register(_BatchingHistograms(self))
 
     def bind(self, backend: Any) -> None:
         """Read the scrape-time gauges from this backend (called once it has started)."""

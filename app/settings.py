@@ -105,6 +105,23 @@ class Settings(BaseSettings):
         "each use every core fight over them and serve fewer requests under load than one at a time. "
         "`python -m worker` reads the same variable (default 1: one single-threaded worker per core).",
     )
+    batch_max: int = Field(
+        16,
+        ge=0,
+        le=256,
+        description="Embedded mode: generation requests for the same model share one step-level batch of at most "
+        "this many rows (model.engine.SamplingEngine, one per model); every seed still gives the bytes it gives "
+        "alone. Generation jobs then run in BATCH_MAX threads of their own (they wait on the batch), beside the "
+        "EMBEDDED_WORKERS threads of the other jobs. 0 or 1: no batching, each generation job samples alone under "
+        "the model's lock in the EMBEDDED_WORKERS pool.",
+    )
+    batch_wait_ms: float = Field(
+        0.0,
+        ge=0,
+        le=10_000,
+        description="Embedded mode, with batching: how long an idle sampling engine waits for companions before its "
+        "first step (0: start at once; later requests join the running batch at a step boundary anyway).",
+    )
     device: str = Field(
         "auto",
         description="Embedded mode: where the models run, auto (CUDA when PyTorch sees a GPU), cpu or cuda. "

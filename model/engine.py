@@ -18,6 +18,7 @@ generator) before it joins. `stats` counts steps, rows per step (the batch-size 
 
 from __future__ import annotations
 
+import bisect
 import collections
 import math
 import threading
@@ -47,16 +48,48 @@ class _Request:
     out: list[Tensor] = field(default_factory=list)
 
 
+WAIT_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+RECENT_WAITS = 1000
+
+
 @dataclass
 class EngineStats:
     steps: int = 0
     requests: int = 0
     batch_sizes: collections.Counter = field(default_factory=collections.Counter)  # rows per step -> steps
-    queue_wait_s: list[float] = field(default_factory=list)  # submit -> joined the batch, per request
+    # submit -> joined the batch, per request: the latest RECENT_WAITS, and all of them as a histogram
+    # (counts per WAIT_BUCKETS_S upper bound, the last one above them all) with their sum, in bounded memory
+    queue_wait_s: collections.deque = field(default_factory=lambda: collections.deque(maxlen=RECENT_WAITS))
+    wait_counts: list[int] = field(default_factory=lambda: [0] * (len(WAIT_BUCKETS_S) + 1))
+    wait_sum_s: float = 0.0
 
     def mean_batch(self) -> float:
         total = sum(self.batch_sizes.values())
         return sum(k * v for k, v in self.batch_sizes.items()) / total if total else 0.0
+
+    def record_wait(self, seconds: float) -> None:
+        self.queue_wait_s.append(seconds)
+        self.wait_counts[bisect.bisect_left(WAIT_BUCKETS_S, seconds)] += 1
+        self.wait_sum_s += seconds
+
+    def snapshot(self) -> dict:
+        """A copy safe to take from another thread while the engine runs: {"steps", "requests",
+        "batch_sizes": {rows: steps}, "wait_buckets_s", "wait_counts", "wait_sum_s"}."""
+        sizes: dict[int, int] = {}
+        for _ in range(10):
+            try:
+                sizes = dict(self.batch_sizes)
+                break
+            except RuntimeError:  # the engine added a new batch size while this copied
+                continue
+        return {
+            "steps": self.steps,
+            "requests": self.requests,
+            "batch_sizes": sizes,
+            "wait_buckets_s": WAIT_BUCKETS_S,
+            "wait_counts": list(self.wait_counts),
+            "wait_sum_s": self.wait_sum_s,
+        }
 
 
 class SamplingEngine:
@@ -124,6 +157,11 @@ class SamplingEngine:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    @property
+    def alive(self) -> bool:
+        """Whether the batch loop's thread is running (started, not stopped, not dead)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def run_until_idle(self) -> None:
         """Step in the calling thread until nothing is waiting or running (tests, batch jobs)."""
         while self.step():
@@ -172,7 +210,7 @@ class SamplingEngine:
             except Exception as e:
                 request.future.set_exception(e)
                 continue
-            self.stats.queue_wait_s.append(time.monotonic() - request.submitted)
+            self.stats.record_wait(time.monotonic() - request.submitted)
             self.stats.requests += 1
             joined.append((request, h, c))
         if not joined:

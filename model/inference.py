@@ -18,8 +18,10 @@ from __future__ import annotations
 import json
 import math
 import secrets
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeoutError
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,6 +32,9 @@ from .data import DataError, NormStats, frames_from_audio, load_audio, read_hand
 from .data.handwriting import load_handwriting_file
 from .runtime import resolve_device
 from .vrnn import VRNN, LatentAnalysis
+
+if TYPE_CHECKING:
+    from .engine import SamplingEngine
 
 DEFAULT_SECONDS = 2.0  # the paper's Figure 3 samples are 2.0 s long
 DEFAULT_HANDWRITING_STEPS = 700  # about one IAM-OnDB line (the service's default too)
@@ -153,6 +158,7 @@ def generate(
     bias: float = 0.0,
     mean: bool | str = False,
     prime: np.ndarray | None = None,
+    engine: SamplingEngine | None = None,
 ) -> list[np.ndarray]:
     """Draw `num` sequences -> list of raw (T, D) float32 arrays: speech frames (flatten one with
     `.reshape(-1)` for the waveform, floats in [-1, 1] about) or handwriting offsets (dx, dy, pen), y up.
@@ -161,7 +167,11 @@ def generate(
     modes are VRNN.sample's (`SAMPLE_MODES`).
     `prime` is raw (T0, D) data (from `read_input`) read through the model first; the result holds
     only the continuation. The same `seed` gives the same arrays on the same device; seed None
-    draws a fresh one."""
+    draws a fresh one.
+
+    `engine` (a `model.engine.SamplingEngine` of this model, running) draws the one sequence (`num` must be 1) in
+    the engine's shared batch instead of calling `model.sample` here: the same generator from the same seed, the
+    same arguments, and so bit for bit the same arrays (the engine's guarantee); the caller needs no model lock."""
     if isinstance(num, bool) or not isinstance(num, int) or not 1 <= num <= MAX_NUM:
         raise InferenceError(f"num must be a whole number from 1 to {MAX_NUM}, got {num!r}")
     n_steps = steps_for(meta, seconds, steps)
@@ -173,6 +183,25 @@ def generate(
         if prime.ndim != 2 or prime.shape[1] != meta["config"]["x_dim"] or len(prime) == 0:
             raise InferenceError(f"prime must be raw data of shape (T, {meta['config']['x_dim']}), got {prime.shape}")
         primed = torch.as_tensor(np.asarray(stats.preprocess(prime), dtype=np.float32))
+    if engine is not None:
+        if num != 1:
+            raise InferenceError(f"a sampling engine draws one sequence per request, got num={num}")
+        if engine.model is not model:
+            raise InferenceError("the sampling engine runs another model")
+        try:
+            future = engine.submit(
+                steps=n_steps,
+                temperature=temperature,
+                generator=torch.Generator(device=model.device).manual_seed(int(seed)),
+                prime=None if primed is None else primed.to(model.device),
+                bias=bias,
+                mean=mean,
+            )
+        except ValueError as e:  # temperature, bias: the engine checks them as the model does
+            raise InferenceError(str(e)) from None
+        y = _wait(engine, future).unsqueeze(0)  # (1, steps, D), as model.sample(num_samples=1) gives
+        raw = stats.denormalise(y.detach().to("cpu", torch.float32).numpy())
+        return [np.ascontiguousarray(r, dtype=np.float32) for r in raw]
     try:
         with torch.no_grad():
             y = model.sample(
@@ -188,6 +217,17 @@ def generate(
         raise InferenceError(str(e)) from None
     raw = stats.denormalise(y.detach().to("cpu", torch.float32).numpy())
     return [np.ascontiguousarray(r, dtype=np.float32) for r in raw]
+
+
+def _wait(engine: SamplingEngine, future: Future) -> torch.Tensor:
+    """The engine's answer, waited for in short slices: an engine whose thread has died raises instead of leaving the
+    caller waiting for ever (and an exception raised into the waiting thread, such as a job timeout, gets in)."""
+    while True:
+        try:
+            return future.result(timeout=0.5)
+        except FutureTimeoutError:
+            if not engine.alive and not future.done():
+                raise RuntimeError("the sampling engine stopped before this request was drawn") from None
 
 
 def render_sample(meta: dict[str, Any], raw: np.ndarray, fmt: str | None = None, **svg_options: Any) -> bytes | str:

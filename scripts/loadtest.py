@@ -278,9 +278,12 @@ class Stack:
         redis_url: str | None,
         logs: Path,
         torch_threads: int | None = None,
+        batch_max: int | None = None,
+        batch_wait_ms: float | None = None,
     ):
         self.checkpoints, self.workers, self.embedded = checkpoints, workers, embedded
         self.torch_threads = torch_threads
+        self.batch_max, self.batch_wait_ms = batch_max, batch_wait_ms
         self.redis_url, self.logs = redis_url, logs
         self.procs: list[tuple[str, subprocess.Popen]] = []
         self.url = ""
@@ -330,6 +333,10 @@ class Stack:
             common = {"CHECKPOINT_DIR": str(self.checkpoints), "SYNC_WAIT_S": "30", "LOG_LEVEL": "info"}
             if self.torch_threads:
                 common["TORCH_THREADS"] = str(self.torch_threads)
+            if self.batch_max is not None:
+                common["BATCH_MAX"] = str(self.batch_max)
+            if self.batch_wait_ms is not None:
+                common["BATCH_WAIT_MS"] = str(self.batch_wait_ms)
             if self.embedded:
                 env = child_env(**common, EMBEDDED_WORKERS=str(self.workers))
                 self.description = f"embedded mode: one `python -m app`, {self.workers} job threads"
@@ -686,6 +693,19 @@ def build_parser() -> argparse.ArgumentParser:
         "to measure workers that each take every core)",
     )
     p.add_argument(
+        "--batch-max",
+        type=int,
+        metavar="N",
+        help="BATCH_MAX of the API it starts (embedded mode: rows per step of a model's sampling engine; 0 or 1: "
+        "no batching; default: the service's own, or the environment's)",
+    )
+    p.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        metavar="MS",
+        help="BATCH_WAIT_MS of the API it starts (default: the service's own, or the environment's)",
+    )
+    p.add_argument(
         "--redis-url",
         help=f"use this Redis database (emptied before and after, e.g. {DEFAULT_REDIS_URL}) instead of "
         "starting a private redis-server",
@@ -729,11 +749,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         else:
             logs = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vrnn-loadtest-")))
             s = stack.enter_context(
-                Stack(args.checkpoints, args.workers, args.embedded, args.redis_url, logs, args.torch_threads)
+                Stack(
+                    args.checkpoints,
+                    args.workers,
+                    args.embedded,
+                    args.redis_url,
+                    logs,
+                    args.torch_threads,
+                    args.batch_max,
+                    args.batch_wait_ms,
+                )
             )
             url, service = s.url, s.description
             if args.torch_threads:
                 service += f"; TORCH_THREADS={args.torch_threads} in every process"
+            if args.batch_max is not None:
+                service += f"; BATCH_MAX={args.batch_max}"
+            if args.batch_wait_ms is not None:
+                service += f"; BATCH_WAIT_MS={args.batch_wait_ms:g}"
         result = asyncio.run(
             run_all(
                 url,

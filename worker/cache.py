@@ -6,6 +6,15 @@
         ...
     cache.describe()                                   # {"models": [...], "failed": {name: message}, ...}
 
+    cache = ModelCache("checkpoints", batch_max=16)    # batching on: concurrent generation shares one batch
+    engine = cache.engine(name)                        # the model's SamplingEngine (None when batching is off)
+    cache.close()                                      # stops the engines
+
+With `batch_max` above 1 every model gets, on first use, one `model.engine.SamplingEngine` (a daemon thread) that
+runs the generation requests of all the threads asking for it in one step-level batch of at most `batch_max` rows;
+a request gets bit for bit what it gets alone (the engine's guarantee), so it needs no model lock. Scoring and
+analysis keep the lock. `engine_stats()` reads the engines' counters for the metrics.
+
 A checkpoint that fails to load (missing JSON, truncated weights, bad metadata) is recorded in
 `failed` with its error and the others keep serving. Models are named by file stem. Defaults per
 modality: DEFAULT_SPEECH_MODEL / DEFAULT_HANDWRITING_MODEL, else a preferred VRNN (see `_pick_default`).
@@ -67,7 +76,17 @@ class ModelCache:
         device: str = "auto",
         default_speech: str | None = None,
         default_handwriting: str | None = None,
+        batch_max: int = 1,
+        batch_wait_s: float = 0.0,
     ):
+        if isinstance(batch_max, bool) or not isinstance(batch_max, int) or batch_max < 0:
+            raise ValueError(f"BATCH_MAX must be a whole number >= 0 (0 or 1: no batching), got {batch_max!r}")
+        if not (isinstance(batch_wait_s, int | float) and 0 <= batch_wait_s <= 10):
+            raise ValueError(f"BATCH_WAIT_MS must be from 0 to 10000 ms, got {batch_wait_s!r} s")
+        self.batch_max, self.batch_wait_s = batch_max, float(batch_wait_s)
+        self._engines: dict[str, Any] = {}  # name -> model.engine.SamplingEngine, created on first use
+        self._engines_lock = threading.Lock()
+        self._closed = False
         self.directory = Path(directory)
         try:
             self.device = str(resolve_device(device))  # the one device rule of model.runtime
@@ -82,6 +101,10 @@ class ModelCache:
             "handwriting": default_handwriting or os.environ.get(DEFAULT_ENV["handwriting"]) or None,
         }
         self.defaults: dict[str, str | None] = {m: self._pick_default(m, wanted[m]) for m in MODALITIES}
+        if self.batch_max > 1 and not self.batching:
+            message = f"BATCH_MAX={self.batch_max}: batching runs on the CPU only; on {self.device} it is off"
+            self.warnings.append(message)
+            log.warning(message)
 
     # Loading ------------------------------------------------------------------------------------
 
@@ -226,6 +249,57 @@ class ModelCache:
             return self._models[name].lock
         except KeyError:
             raise UnknownModelError(f"no model named {name!r}") from None
+
+    # Batching -----------------------------------------------------------------------------------
+
+    @property
+    def batching(self) -> bool:
+        """Whether generation goes through the engines: batch_max > 1, on the CPU. The engine's row-invariance (each
+        row computed as a batch of one, bit for bit) is established and tested for the CPU kernels only; on a GPU the
+        cache samples unbatched, as before, until it is checked there too."""
+        return self.batch_max > 1 and self.device == "cpu"
+
+    def engine(self, name: str) -> Any:
+        """The running SamplingEngine of a loaded model (created and started on first use), or None when batching
+        is off (batch_max 0 or 1) or the cache is closed: then sample under `lock(name)` as before."""
+        if not self.batching or self._closed:
+            return None
+        engine = self._engines.get(name)
+        if engine is not None and engine.alive:
+            return engine
+        from model.engine import SamplingEngine
+
+        with self._engines_lock:
+            if self._closed:
+                return None
+            engine = self._engines.get(name)
+            if engine is not None and not engine.alive:  # its thread died: a fresh engine takes over
+                log.error("the sampling engine of %s stopped; starting a new one", name)
+                engine = None
+            if engine is None:
+                try:
+                    model = self._models[name].model
+                except KeyError:
+                    raise UnknownModelError(f"no model named {name!r}") from None
+                engine = SamplingEngine(model, max_batch=self.batch_max, max_wait_s=self.batch_wait_s).start()
+                self._engines[name] = engine
+                log.info("sampling engine of %s started (at most %d rows per step)", name, self.batch_max)
+        return engine
+
+    def engine_stats(self) -> dict[str, dict[str, Any]]:
+        """Per model with a started engine, `SamplingEngine.stats.snapshot()`: {"steps", "requests", "batch_sizes":
+        {rows: steps}, "wait_buckets_s", "wait_counts", "wait_sum_s"} (the queue-wait histogram)."""
+        with self._engines_lock:
+            engines = dict(self._engines)
+        return {name: engine.stats.snapshot() for name, engine in engines.items()}
+
+    def close(self, timeout: float | None = 10.0) -> None:
+        """Stop the engines (each finishes the requests it holds first); later generation runs unbatched."""
+        with self._engines_lock:
+            self._closed = True
+            engines = list(self._engines.values())
+        for engine in engines:
+            engine.stop(timeout)
 
     def describe(self) -> dict[str, Any]:
         """JSON-safe metadata of every loaded model, the load failures, the defaults and the device."""

@@ -1,8 +1,10 @@
 """The job functions: JSON-safe dict in, JSON-safe dict out (docs/SERVICE.md is the contract).
 
 A `Jobs` object runs them on one checkpoint cache: the API's embedded mode holds one per app and calls it from a
-thread pool (each model runs under its own lock). RQ imports the module-level functions by name
-(`worker.jobs.generate_speech`, ...), which run them on the process's cache (`worker.cache.get_cache`).
+thread pool (each model runs under its own lock; with a batching cache, BATCH_MAX > 1, generation instead joins the
+model's step-level sampling engine, which gives the same bytes per seed: see worker.cache).
+RQ imports the module-level functions by name (`worker.jobs.generate_speech`, ...), which run them on the
+process's cache (`worker.cache.get_cache`).
 
 A result is `{"media_type", "headers", "body_b64"}` (WAV, SVG, PNG) or `{"media_type":
 "application/json", "headers", "json"}`. Bad input raises `JobInputError` (the API answers 422;
@@ -318,6 +320,15 @@ class Jobs:
             raise ValueError(f"unknown job kind {kind!r}")
         return getattr(self, kind)(params)
 
+    def _sample(self, name: str, model: Any, meta: dict[str, Any], **kwargs: Any) -> np.ndarray:
+        """One sequence of `inference.generate`: through the model's sampling engine when the cache batches (the
+        same bytes for the same seed, shared steps with concurrent requests, no lock), else under the model's lock."""
+        engine = self.cache.engine(name)
+        if engine is not None:
+            return inference.generate(model, meta, engine=engine, **kwargs)[0]
+        with self.cache.lock(name):
+            return inference.generate(model, meta, **kwargs)[0]
+
     def generate_speech(self, params: dict[str, Any] | None) -> dict[str, Any]:
         """Sample speech -> 16-bit PCM mono WAV at the model's rate, exactly duration_s long."""
         p = _params(params, "generate_speech")
@@ -332,10 +343,9 @@ class Jobs:
             _check_media(prime_data, None, "speech", name)
             prime = _read_upload(meta, prime_data, "the prime")
         rate = inference.sample_rate(meta)
-        with self.cache.lock(name):
-            raw = inference.generate(
-                model, meta, seconds=duration, seed=seed, temperature=temperature, mean=mean, prime=prime
-            )[0]
+        raw = self._sample(
+            name, model, meta, seconds=duration, seed=seed, temperature=temperature, mean=mean, prime=prime
+        )
         wave = raw.reshape(-1)[: max(1, round(duration * rate))]
         headers = {"X-Model": name, "X-Seed": str(seed), "X-Output": "mean" if mean else "sample"}
         headers["X-Sample-Rate"] = str(rate)
@@ -361,10 +371,7 @@ class Jobs:
         if prime_data is not None:
             _check_media(prime_data, None, "handwriting", name)
             prime = _read_upload(meta, prime_data, "the prime")
-        with self.cache.lock(name):
-            raw = inference.generate(
-                model, meta, steps=steps, seed=seed, temperature=temperature, bias=bias, prime=prime
-            )[0]
+        raw = self._sample(name, model, meta, steps=steps, seed=seed, temperature=temperature, bias=bias, prime=prime)
         if not np.isfinite(raw).all():
             raise FloatingPointError(f"model {name!r} produced non-finite pen offsets (seed {seed})")
         headers = {"X-Model": name, "X-Seed": str(seed), "X-Output": "sample"}

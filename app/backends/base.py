@@ -93,6 +93,11 @@ class Backend(Protocol):
         """{"running": jobs started and not ended, "failed": failed jobs still kept, "workers": live job runners}
         for the metrics. Raises when the backend cannot answer."""
 
+    def batching(self) -> dict[str, dict[str, Any]]:
+        """Per model with a running sampling engine (BATCH_MAX > 1), for the metrics: {"steps", "requests",
+        "batch_sizes": {rows per step: steps}, "wait_buckets_s": upper bounds, "wait_counts": requests per bucket
+        (one more than the bounds: the last is above them all), "wait_sum_s"}; {} when nothing batches here."""
+
 
 def iso(ts: float | datetime | None) -> str | None:
     """A time (epoch seconds or a datetime, naive meaning UTC) -> ISO 8601 UTC text with a Z."""

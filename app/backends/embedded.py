@@ -1,7 +1,11 @@
 """Embedded mode (no REDIS_URL): worker.jobs' functions run in this process, in a small thread pool, on this
 backend's own checkpoint cache (a worker.jobs.Jobs object: nothing process-wide, so several apps can share a process).
 
-Jobs wait in the pool's queue (at most MAX_QUEUED_JOBS, then 503); their states and results live in a
+With batching (BATCH_MAX > 1) the cache runs one step-level sampling engine per model, and generation jobs run in a
+second pool of BATCH_MAX threads that wait on their model's engine (so that up to BATCH_MAX of them share each
+step), while scoring and analysis keep the EMBEDDED_WORKERS pool and the model locks.
+
+Jobs wait in the pools' queues (at most MAX_QUEUED_JOBS, then 503); their states and results live in a
 dict that forgets finished jobs after RESULT_TTL_S (FAILURE_TTL_S for failed ones) and keeps at most
 MAX_STORED_JOBS of them. torch is imported here (through worker.jobs) and only here.
 """
@@ -31,6 +35,8 @@ from .base import (
 )
 
 log = logging.getLogger(__name__)
+
+GENERATION_KINDS = frozenset({"generate_speech", "generate_handwriting"})
 
 
 @dataclass
@@ -70,6 +76,7 @@ class EmbeddedBackend:
         self._jobs: dict[str, _Job] = {}  # insertion order = submission order
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
+        self._generation_pool: ThreadPoolExecutor | None = None  # with batching: the jobs that wait on an engine
         self._runner: Any = None  # worker.jobs.Jobs on this backend's cache, once loaded
         self._load_error: str | None = None
         self.torch_threads: int | None = None  # set by start(): see Settings.torch_threads
@@ -84,15 +91,26 @@ class EmbeddedBackend:
 
         self.torch_threads = set_threads(threads_for(self.settings.torch_threads, self.settings.embedded_workers))
         try:
-            self._runner = Jobs(ModelCache(self.settings.checkpoint_dir, device=self.settings.device))
+            cache = ModelCache(
+                self.settings.checkpoint_dir,
+                device=self.settings.device,
+                batch_max=self.settings.batch_max,
+                batch_wait_s=self.settings.batch_wait_ms / 1000,
+            )
+            self._runner = Jobs(cache)
         except Exception as e:  # a broken folder: keep answering, /readyz says why
             log.exception("loading checkpoints from %s failed", self.settings.checkpoint_dir)
             self._load_error = f"loading checkpoints from {self.settings.checkpoint_dir} failed: {e}"
         self._pool = ThreadPoolExecutor(self.settings.embedded_workers, thread_name_prefix="vrnn-job")
+        if self._runner is not None and self._runner.cache.batching:  # BATCH_MAX > 1 (and a CPU cache)
+            self._generation_pool = ThreadPoolExecutor(self.settings.batch_max, thread_name_prefix="vrnn-gen")
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        for pool in (self._pool, self._generation_pool):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+        if self._runner is not None:
+            self._runner.cache.close(timeout=2.0)  # the engines finish the requests they hold, then stop
 
     # Jobs ----------------------------------------------------------------------------------------
 
@@ -114,7 +132,8 @@ class EmbeddedBackend:
                 if active >= cap:
                     raise ClientLimitError(f"you have {active} jobs queued or running, the most allowed per client")
             self._jobs[job.id] = job
-        self._pool.submit(self._run, job)
+        pool = self._generation_pool if kind in GENERATION_KINDS and self._generation_pool is not None else self._pool
+        pool.submit(self._run, job)
         return job.id
 
     def status(self, job_id: str) -> dict[str, Any]:
@@ -146,6 +165,14 @@ class EmbeddedBackend:
             "failed": sum(1 for j in jobs if j.status == "failed"),
             "workers": self.settings.embedded_workers if self._pool is not None else 0,
         }
+
+    def batching(self) -> dict[str, dict[str, Any]]:
+        """Per model whose sampling engine has started: its stats (`SamplingEngine.stats.snapshot()`: "steps",
+        "requests", "batch_sizes" {rows: steps}, "wait_buckets_s", "wait_counts", "wait_sum_s"); {} without
+        batching."""
+        if self._runner is None:
+            return {}
+        return self._runner.cache.engine_stats()
 
     # Models and readiness ------------------------------------------------------------------------
 

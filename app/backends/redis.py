@@ -271,6 +271,10 @@ class RedisBackend:
             running, failed = pipe.execute()
         return {"running": int(running), "failed": int(failed), "workers": len(self._live_workers())}
 
+    def batching(self) -> dict[str, dict[str, Any]]:
+        """The sampling engines' stats: none in this process (Redis mode runs jobs in `python -m worker`)."""
+        return {}
+
     # Workers, models, readiness ------------------------------------------------------------------
 
     def _live_workers(self) -> dict[str, dict[str, Any]]:

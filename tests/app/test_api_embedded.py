@@ -183,7 +183,7 @@ def test_a_full_queue_or_no_worker_is_503_with_retry_after(fake_client, refusal)
 
 
 def test_the_embedded_queue_is_bounded(checkpoint_dir):
-    app = create_app(make_settings(checkpoint_dir, embedded_workers=1, max_queued_jobs=1))
+    app = create_app(make_settings(checkpoint_dir, embedded_workers=1, max_queued_jobs=1, batch_max=1))
     with TestClient(app) as c:
         async_ = {"Prefer": "respond-async"}
         body = {"model": SPEECH, "duration_s": 20.0, "seed": 1}
