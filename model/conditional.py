@@ -36,7 +36,7 @@ from .config import ModelConfig
 from .distributions import gaussian_kl, gaussian_log_prob, standard_normal_kl
 from .networks import MLP, BivariateOutput, Decoder, GaussianLatent, init_lstm
 from .text import encode, one_hot_batch
-from .vrnn import SAMPLE_MODES, VRNNOutput
+from .vrnn import VRNNOutput, sampling_mode
 
 # The step cap of a line when none is given: pen points per character, well above the ~25-35 of handwriting.
 MAX_STEPS_PER_CHAR = 40
@@ -303,11 +303,7 @@ class TextVRNN(nn.Module):
         """Write each text (one line each) until the stopping rule fires, or `max_steps` (default
         `steps_per_char` x characters). `prime` = (offsets (T0, 3) in normalised space, its text): read first
         through the posterior; each line then continues in its style. Modes and bias as `VRNN.sample`."""
-        if not (temperature > 0 and math.isfinite(temperature)) or not (bias >= 0 and math.isfinite(bias)):
-            raise ValueError(f"temperature must be positive and bias >= 0, got {temperature!r}, {bias!r}")
-        mode = {False: "sample", True: "mean"}.get(mean, mean) if isinstance(mean, bool) else mean
-        if mode not in SAMPLE_MODES:
-            raise ValueError(f"mean must be True, False or one of {SAMPLE_MODES}, got {mean!r}")
+        mode = sampling_mode(None, temperature, bias, mean)
         if not texts:
             raise ValueError("give at least one text")
         full = [f"{prime[1]} {t}" for t in texts] if prime is not None else list(texts)

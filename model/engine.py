@@ -32,7 +32,7 @@ from torch import Tensor
 
 from .distributions import RowGenerators, randn
 from .rowwise import rowwise_copy
-from .vrnn import SAMPLE_MODES, VRNN
+from .vrnn import VRNN, sampling_mode
 
 
 @dataclass
@@ -122,15 +122,7 @@ class SamplingEngine:
     ) -> Future:
         """Queue one sample of `steps` steps; its Future's result is (steps, x_dim) in the normalised space.
         Arguments as `VRNN.sample` with num_samples=1 (`seed` makes the generator when none is given)."""
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-            raise ValueError(f"steps must be a positive integer, got {steps!r}")
-        if not (temperature > 0 and math.isfinite(temperature)):
-            raise ValueError(f"temperature must be a positive number, got {temperature!r}")
-        if not (bias >= 0 and math.isfinite(bias)):
-            raise ValueError(f"bias must be >= 0, got {bias!r}")
-        mode = {False: "sample", True: "mean"}.get(mean, mean) if isinstance(mean, bool) else mean
-        if mode not in SAMPLE_MODES:
-            raise ValueError(f"mean must be True, False or one of {SAMPLE_MODES}, got {mean!r}")
+        mode = sampling_mode(steps, temperature, bias, mean)
         if prime is not None and (prime.dim() != 2 or prime.shape[1] != self.model.config.x_dim or not len(prime)):
             raise ValueError(f"prime must be (T0, {self.model.config.x_dim}), got {tuple(prime.shape)}")
         if generator is None:

@@ -374,15 +374,7 @@ class VRNN(nn.Module):
         holds only the continuation. A fixed `generator` reproduces the samples exactly."""
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
-        if not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be a positive integer, got {steps!r}")
-        if not (temperature > 0 and math.isfinite(temperature)):
-            raise ValueError(f"temperature must be a positive number, got {temperature!r}")
-        if not (bias >= 0 and math.isfinite(bias)):
-            raise ValueError(f"bias must be >= 0, got {bias!r}")
-        mode = {False: "sample", True: "mean"}.get(mean, mean) if isinstance(mean, bool) else mean
-        if mode not in SAMPLE_MODES:
-            raise ValueError(f"mean must be True, False or one of {SAMPLE_MODES}, got {mean!r}")
+        mode = sampling_mode(steps, temperature, bias, mean)
         N, cfg = num_samples, self.config
         state = self._zero_state(N)
         if prime is not None:
@@ -438,6 +430,21 @@ class VRNN(nn.Module):
             mu_z=mu.transpose(0, 1),
             mask=m.t().to(mu.dtype),
         )
+
+
+def sampling_mode(steps: int | None, temperature: float, bias: float, mean: bool | str) -> str:
+    """Check the sampling controls every sampler takes (`steps` None: the caller checks its own) and return the
+    mode `mean` names (`SAMPLE_MODES`); a ValueError says what to change."""
+    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+    if not (bias >= 0 and math.isfinite(bias)):
+        raise ValueError(f"bias must be >= 0, got {bias!r}")
+    mode = {False: "sample", True: "mean"}.get(mean, mean) if isinstance(mean, bool) else mean
+    if mode not in SAMPLE_MODES:
+        raise ValueError(f"mean must be True, False or one of {SAMPLE_MODES}, got {mean!r}")
+    return mode
 
 
 def _check_samples(num_samples: int) -> None:
