@@ -35,6 +35,31 @@ from .normalise import fit_handwriting_stats
 # Parsing ---------------------------------------------------------------------------------------------
 
 
+def safe_xml_parser(name: str) -> Any:
+    """An expat parser that refuses DTDs, entity declarations and external entities (entity-expansion attacks),
+    naming `name` in its errors; set its element handlers, then call `parse_xml`."""
+
+    def refuse_doctype(*_: Any) -> None:
+        raise DataError(f"{name}: DOCTYPE/ENTITY declarations are not allowed (entity-expansion attacks)")
+
+    def refuse_external(*_: Any) -> int:
+        raise DataError(f"{name}: external entities are not allowed")
+
+    parser = expat.ParserCreate()
+    parser.StartDoctypeDeclHandler = refuse_doctype
+    parser.EntityDeclHandler = refuse_doctype
+    parser.ExternalEntityRefHandler = refuse_external
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    return parser
+
+
+def parse_xml(parser: Any, data: bytes | str, name: str) -> None:
+    try:
+        parser.Parse(data.encode("utf-8") if isinstance(data, str) else data, True)
+    except expat.ExpatError as e:
+        raise DataError(f"{name}: not well-formed XML ({e})") from None
+
+
 def parse_iam_xml(data: bytes | str, name: str = "XML") -> list[np.ndarray]:
     """IAM-OnDB lineStrokes XML -> list of strokes, each (N, 2) float64 absolute (x, y), y downwards."""
     strokes: list[list[tuple[float, float]]] = []
@@ -65,23 +90,10 @@ def parse_iam_xml(data: bytes | str, name: str = "XML") -> list[np.ndarray]:
         if tag == "StrokeSet":
             in_stroke_set -= 1
 
-    def refuse_doctype(*_: Any) -> None:
-        raise DataError(f"{name}: DOCTYPE/ENTITY declarations are not allowed (entity-expansion attacks)")
-
-    def refuse_external(*_: Any) -> int:
-        raise DataError(f"{name}: external entities are not allowed")
-
-    parser = expat.ParserCreate()
+    parser = safe_xml_parser(name)
     parser.StartElementHandler = start
     parser.EndElementHandler = end
-    parser.StartDoctypeDeclHandler = refuse_doctype
-    parser.EntityDeclHandler = refuse_doctype
-    parser.ExternalEntityRefHandler = refuse_external
-    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
-    try:
-        parser.Parse(data.encode("utf-8") if isinstance(data, str) else data, True)
-    except expat.ExpatError as e:
-        raise DataError(f"{name}: not well-formed XML ({e})") from None
+    parse_xml(parser, data, name)
     points = [np.asarray(s, dtype=np.float64) for s in strokes if s]
     if not points:
         raise DataError(f"{name}: no StrokeSet > Stroke > Point found; is it an IAM-OnDB lineStrokes file?")

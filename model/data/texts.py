@@ -15,9 +15,9 @@ import json
 import re
 from pathlib import Path
 from typing import Any
-from xml.parsers import expat
 
 from .errors import DataError
+from .handwriting import parse_xml, safe_xml_parser
 
 MAX_TEXT_FILE_BYTES = 1 << 20
 _LINE_FILE = re.compile(r"^(?P<form>[a-z0-9]+-[a-z0-9]+[a-z]?)-(?P<line>\d+)$", re.IGNORECASE)
@@ -31,22 +31,9 @@ def text_from_xml(data: bytes | str, name: str = "XML") -> str | None:
         if tag == "TextLine" and "text" in attrs and not found:
             found.append(attrs["text"])
 
-    def refuse(*_: Any) -> None:
-        raise DataError(f"{name}: DOCTYPE/ENTITY declarations are not allowed (entity-expansion attacks)")
-
-    def refuse_external(*_: Any) -> int:
-        raise DataError(f"{name}: external entities are not allowed")
-
-    parser = expat.ParserCreate()
+    parser = safe_xml_parser(name)
     parser.StartElementHandler = start
-    parser.StartDoctypeDeclHandler = refuse
-    parser.EntityDeclHandler = refuse
-    parser.ExternalEntityRefHandler = refuse_external
-    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
-    try:
-        parser.Parse(data.encode("utf-8") if isinstance(data, str) else data, True)
-    except expat.ExpatError as e:
-        raise DataError(f"{name}: not well-formed XML ({e})") from None
+    parse_xml(parser, data, name)
     return found[0] if found else None
 
 
