@@ -100,6 +100,25 @@ def redis_server(workdir: Path, appendonly: bool = False):
         server.stop(signal.SIGKILL)
 
 
+@contextlib.contextmanager
+def api_stack(tmp: Path, queue: str, **settings: str):
+    """A private Redis and one API process on tiny checkpoints under `tmp` (the tests start their own workers):
+    yields {"base", "server", "env", "tmp", "api"}; the API gets SIGTERM at the end."""
+    from apikit import wait_until, write_checkpoints
+
+    checkpoints = write_checkpoints(tmp / "checkpoints")
+    with redis_server(tmp / "redis") as server:
+        port = free_port()
+        env = service_env(checkpoints, server.url, QUEUE_NAME=queue, **settings)
+        api = spawn("app", env, tmp / "api.log", "--port", str(port))
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_until(base + "/healthz", api, tmp / "api.log")
+            yield {"base": base, "server": server, "env": env, "tmp": tmp, "api": api}
+        finally:
+            kill(api, signal.SIGTERM)
+
+
 def spawn(kind: str, env: dict[str, str], log: Path, *args: str) -> subprocess.Popen:
     """`slowrun.py worker|app args` in its own process group (so that a test can SIGKILL it alone)."""
     with open(log, "ab") as out:

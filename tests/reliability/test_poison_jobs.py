@@ -9,12 +9,11 @@
 from __future__ import annotations
 
 import json
-import signal
 import time
 
 import pytest
 import relkit
-from apikit import SPEECH, free_port, http, wait_until, write_checkpoints
+from apikit import SPEECH, http, wait_until
 
 from worker import queueing
 
@@ -27,17 +26,8 @@ FAR = 2**40  # a cleanup timestamp after every registry entry's expiry: every st
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("poison")
-    checkpoints = write_checkpoints(tmp / "checkpoints")
-    with relkit.redis_server(tmp / "redis") as server:
-        port = free_port()
-        env = relkit.service_env(checkpoints, server.url, QUEUE_NAME=QUEUE, JOB_RETRIES="3", SYNC_WAIT_S="1")
-        api = relkit.spawn("app", env, tmp / "api.log", "--port", str(port))
-        try:
-            base = f"http://127.0.0.1:{port}"
-            wait_until(base + "/healthz", api, tmp / "api.log")
-            yield {"base": base, "server": server, "env": env, "tmp": tmp, "api": api}
-        finally:
-            relkit.kill(api, signal.SIGTERM)
+    with relkit.api_stack(tmp, QUEUE, JOB_RETRIES="3", SYNC_WAIT_S="1") as stack:
+        yield stack
 
 
 def running_on(conn, job_id: str) -> str | None:

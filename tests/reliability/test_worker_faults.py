@@ -13,7 +13,7 @@ import time
 
 import pytest
 import relkit
-from apikit import SPEECH, free_port, http, wait_until, write_checkpoints
+from apikit import SPEECH, http, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -27,19 +27,8 @@ BODY = {"model": SPEECH, "duration_s": 0.1, "seed": 3}
 def stack(tmp_path_factory):
     """A private Redis and one API process; the tests start their own workers."""
     tmp = tmp_path_factory.mktemp("faults")
-    checkpoints = write_checkpoints(tmp / "checkpoints")
-    with relkit.redis_server(tmp / "redis") as server:
-        port = free_port()
-        env = relkit.service_env(
-            checkpoints, server.url, QUEUE_NAME=QUEUE, JOB_TIMEOUT_S=str(JOB_TIMEOUT_S), SYNC_WAIT_S="1"
-        )
-        api = relkit.spawn("app", env, tmp / "api.log", "--port", str(port))
-        try:
-            base = f"http://127.0.0.1:{port}"
-            wait_until(base + "/healthz", api, tmp / "api.log")
-            yield {"base": base, "server": server, "env": env, "tmp": tmp, "api": api}
-        finally:
-            relkit.kill(api, signal.SIGTERM)
+    with relkit.api_stack(tmp, QUEUE, JOB_TIMEOUT_S=str(JOB_TIMEOUT_S), SYNC_WAIT_S="1") as stack:
+        yield stack
 
 
 def start_worker(stack, name: str):
