@@ -5,7 +5,7 @@
     for x, mask in make_loader(corpus.train, batch_size=32, seed=0):
         ...
 
-Demo corpora are built by `python -m model.prepare` (see model/prepare.py).
+Demo corpora are built by `python -m model.prepare` (see model/demo/).
 """
 
 from .batching import Batch, PadCollate, SequenceDataset, make_loader, pad_batch

@@ -181,8 +181,8 @@ def fit_handwriting_stats(
     d = np.concatenate([s[:, :2].reshape(-1) for s in sequences]).astype(np.float64)
     if clip is not None:
         d = np.clip(d, -clip, clip)
-    # The std of dx and dy pooled (DESIGN.md); the offsets themselves are not centred, so that a zero
-    # offset stays zero (the pen at rest) and the sign of a move survives.
+    # The std of dx and dy pooled: one scale for both axes keeps the letters' shape (aspect ratio, slant). The
+    # offsets are not centred, so that a zero offset stays zero (the pen at rest) and the sign of a move survives.
     std = float(np.std(d))
     if not std > 0:
         raise DataError("cannot normalise: every training offset is zero")

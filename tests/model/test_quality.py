@@ -15,8 +15,8 @@ from PIL import Image
 
 from model import quality
 from model.data.handwriting import strokes_to_offsets
-from model.data.hershey import load_font
-from model.data.writers import Writer, write_line
+from model.demo.hershey import load_font
+from model.demo.writers import Writer, write_line
 
 needs_tesseract = pytest.mark.skipif(not quality.tesseract_available(), reason="needs tesseract (tesseract-ocr)")
 

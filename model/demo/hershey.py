@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from ..data.errors import DataError
 
 FONT_DIRS = ("/usr/share/hershey-fonts", "/usr/local/share/hershey-fonts")
 FONT_DIR_ENV = "HERSHEY_FONTS_DIR"

@@ -13,7 +13,8 @@ import pytest
 import soundfile as sf
 
 from model import prepare
-from model.data import defaults, load_handwriting_corpus, load_handwriting_file, load_speech_corpus, tts
+from model.data import load_handwriting_corpus, load_handwriting_file, load_speech_corpus
+from model.demo import defaults, tts
 
 HAVE_SYNTH = shutil.which("festival") is not None or shutil.which("espeak-ng") is not None
 NO_SYNTH = "neither festival nor espeak-ng is installed (apt-get install festival festvox-us-slt-hts, or espeak-ng)"
@@ -132,7 +133,7 @@ def test_missing_synthesiser_says_what_to_install(tmp_path, capsys, monkeypatch)
 
 
 def test_missing_fonts_say_what_to_install(tmp_path, capsys, monkeypatch):
-    from model.data import hershey
+    from model.demo import hershey
 
     monkeypatch.setattr(hershey, "FONT_DIRS", ())
     monkeypatch.delenv(hershey.FONT_DIR_ENV, raising=False)

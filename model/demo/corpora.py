@@ -1,0 +1,187 @@
+"""Build the demo corpora from a seed; model/prepare.py is their command line and says what each holds."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.defaults import CHUNK_SECONDS, SAMPLE_RATE
+from ..data.errors import DataError
+from . import defaults
+
+FESTIVAL_BATCH = 10  # sentences per festival process: amortises its start-up, keeps the progress bar moving
+
+
+class PrepareError(RuntimeError):
+    """A missing tool or a failed build; model.prepare.main() prints it and exits with status 1."""
+
+
+# Speech ------------------------------------------------------------------------------------------
+
+
+def build_speech_demo(
+    out: Path,
+    size: str = "small",
+    seed: int = defaults.DEMO_SEED,
+    synthesiser: str = "auto",
+    jobs: int = 2,
+    progress: bool = False,
+    utterances: int | None = None,
+) -> dict[str, Any]:
+    """Synthesise the speech demo into out/wav/ and out/manifest.json; returns the manifest."""
+    import soundfile as sf
+
+    from ..data.speech import load_audio
+    from .sentences import sentences
+    from .tts import SynthesiserError, choose_synthesiser, synthesise
+
+    try:
+        synth = choose_synthesiser(synthesiser)
+    except SynthesiserError as e:
+        raise PrepareError(str(e)) from None
+    n = utterances or defaults.SPEECH_DEMO_UTTERANCES[size]
+    texts = sentences(n, seed)
+    rate = SAMPLE_RATE
+    stage = _stage(out)
+    try:
+        (stage / "wav").mkdir()
+        native = Path(tempfile.mkdtemp(prefix="native-", dir=stage))
+        batches = [list(range(i, min(i + FESTIVAL_BATCH, n))) for i in range(0, n, FESTIVAL_BATCH)]
+        records: list[dict[str, Any]] = [{} for _ in range(n)]
+
+        def run(batch: list[int]) -> list[int]:
+            synthesise([texts[i] for i in batch], [native / f"{i:05d}.wav" for i in batch], synth)
+            return batch
+
+        bar = _bar(n, "synthesising", progress)
+        try:
+            with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+                for batch in pool.map(run, batches):
+                    for i in batch:
+                        wave = load_audio(native / f"{i:05d}.wav", rate)  # resampled to 16 kHz
+                        peak = float(np.abs(wave).max())
+                        if peak > 0.99:  # resampling can overshoot a full-scale input a little
+                            wave = wave * (0.99 / peak)
+                        name = f"wav/utt{i + 1:05d}.wav"
+                        sf.write(stage / name, wave, rate, subtype="PCM_16")
+                        records[i] = {"file": name, "text": texts[i], "seconds": round(len(wave) / rate, 3)}
+                    bar.update(len(batch))
+        except (SynthesiserError, DataError) as e:
+            raise PrepareError(str(e)) from None
+        finally:
+            bar.close()
+        shutil.rmtree(native)
+        seconds = sum(r["seconds"] for r in records)
+        manifest = {
+            "kind": "speech-demo",
+            "size": size,
+            "seed": seed,
+            "synthesiser": synth,
+            "voice": defaults.FESTIVAL_VOICE if synth == "festival" else "en-us",
+            "sample_rate": rate,
+            "utterances": n,
+            "total_seconds": round(seconds, 2),
+            "chunks_of_0.5s": int(sum(math.floor(r["seconds"] / CHUNK_SECONDS) for r in records)),
+            "files": records,
+        }
+        _publish(stage, out, "wav", manifest)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return manifest
+
+
+# Handwriting -------------------------------------------------------------------------------------
+
+
+def build_handwriting_demo(
+    out: Path,
+    size: str = "small",
+    seed: int = defaults.DEMO_SEED,
+    progress: bool = False,
+    lines: int | None = None,
+    writers: int | None = None,
+) -> dict[str, Any]:
+    """Write the handwriting demo into out/lineStrokes/ and out/manifest.json; returns the manifest."""
+    from .hershey import font_source, load_font
+    from .sentences import text_line
+    from .writers import DEMO_FONTS, draw_writer, line_strokes_xml, write_line
+
+    n_lines = lines or defaults.HANDWRITING_DEMO_LINES[size]
+    n_writers = min(writers or defaults.HANDWRITING_DEMO_WRITERS[size], n_lines)
+    try:
+        fonts = {name: load_font(name) for name in DEMO_FONTS}
+    except DataError as e:
+        raise PrepareError(str(e)) from None
+    style_rng = np.random.default_rng([seed, 0])
+    people = [draw_writer(style_rng, f"w{k + 1:03d}") for k in range(n_writers)]
+    text_rng = random.Random(f"lines-{seed}")
+    stage = _stage(out)
+    try:
+        records: list[dict[str, Any]] = []
+        bar = _bar(n_lines, "writing", progress)
+        for i in range(n_lines):
+            k, j = i % n_writers, i // n_writers  # writers take turns, so any prefix of lines has them all
+            w = people[k]
+            rng = np.random.default_rng([seed, 1, i])
+            text = text_line(text_rng)
+            origin = (float(rng.uniform(100, 400)), float(rng.uniform(600, 900)))
+            strokes = write_line(text, fonts[w.font], w, rng, origin)
+            name = f"lineStrokes/{w.id}/{w.id}-{j + 1:03d}.xml"
+            (stage / name).parent.mkdir(parents=True, exist_ok=True)
+            (stage / name).write_text(
+                line_strokes_xml(strokes, w.id, text, f"{w.id}-{j + 1:03d}", 100.0 * i), encoding="utf-8"
+            )
+            records.append({"file": name, "writer": w.id, "text": text, "points": int(sum(len(s) for s in strokes))})
+            bar.update(1)
+        bar.close()
+        manifest = {
+            "kind": "handwriting-demo",
+            "size": size,
+            "seed": seed,
+            "fonts": list(DEMO_FONTS),
+            "font_source": font_source(),
+            "lines": n_lines,
+            "points": int(sum(r["points"] for r in records)),
+            "writers": [w.to_dict() for w in people],
+            "files": records,
+        }
+        _publish(stage, out, "lineStrokes", manifest)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return manifest
+
+
+# Output folder -----------------------------------------------------------------------------------
+
+
+def _stage(out: Path) -> Path:
+    """A fresh folder inside `out` to build in; `_publish` moves its results into place, so that an
+    interrupted build never leaves a corpus that looks complete."""
+    out.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=".partial-", dir=out))
+
+
+def _publish(stage: Path, out: Path, data_dir: str, manifest: dict[str, Any]) -> None:
+    (stage / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    for name in (data_dir, "manifest.json"):
+        target = out / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+        (stage / name).rename(target)
+
+
+def _bar(total: int, what: str, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=what, unit="item", disable=not enabled, file=sys.stderr)
