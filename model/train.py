@@ -15,12 +15,13 @@ import argparse
 import contextlib
 import csv
 import dataclasses
+import functools
 import json
 import math
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,71 +43,18 @@ from .vrnn import INIT_SCHEMES, VRNN, build_model
 # as the paper matched them. The paper does not give z's size: we use 200 for speech (the frame
 # size) and, for handwriting, the authors' 50 (their IAM-OnDB config.txt). The demo presets are sized
 # so that all shipped checkpoints train in about an hour on 2 CPU cores.
+_PAPER_SPEECH = dict(modality="speech", mlp_layers=4, z_dim=200)
+_DEMO = dict(h_dim=256, mlp_layers=1)
 PRESETS: dict[str, dict[str, Any]] = {
-    "blizzard": dict(
-        modality="speech",
-        h_dim=4000,
-        mlp_layers=4,
-        mlp_width=800,
-        z_dim=200,
-        lr=3e-4,
-        batch_size=128,
-        chunk_seconds=0.5,
-    ),
-    "timit": dict(
-        modality="speech",
-        h_dim=2000,
-        mlp_layers=4,
-        mlp_width=600,
-        z_dim=200,
-        lr=1e-3,
-        batch_size=64,
-        chunk_seconds=None,
-    ),
-    "onomatopoeia": dict(
-        modality="speech",
-        h_dim=2000,
-        mlp_layers=4,
-        mlp_width=600,
-        z_dim=200,
-        lr=3e-4,
-        batch_size=64,
-        chunk_seconds=None,
-    ),
-    "accent": dict(
-        modality="speech",
-        h_dim=2000,
-        mlp_layers=4,
-        mlp_width=600,
-        z_dim=200,
-        lr=1e-3,
-        batch_size=128,
-        chunk_seconds=0.5,
-    ),
+    "blizzard": dict(_PAPER_SPEECH, h_dim=4000, mlp_width=800, lr=3e-4, batch_size=128, chunk_seconds=0.5),
+    "timit": dict(_PAPER_SPEECH, h_dim=2000, mlp_width=600, lr=1e-3, batch_size=64, chunk_seconds=None),
+    "onomatopoeia": dict(_PAPER_SPEECH, h_dim=2000, mlp_width=600, lr=3e-4, batch_size=64, chunk_seconds=None),
+    "accent": dict(_PAPER_SPEECH, h_dim=2000, mlp_width=600, lr=1e-3, batch_size=128, chunk_seconds=0.5),
     "iam-ondb": dict(modality="handwriting", h_dim=1200, mlp_layers=1, mlp_width=600, z_dim=50, lr=3e-4, batch_size=64),
-    "speech-demo": dict(
-        modality="speech",
-        h_dim=256,
-        mlp_layers=1,
-        mlp_width=512,
-        z_dim=32,
-        lr=1e-3,
-        batch_size=64,
-        chunk_seconds=0.5,
-        eval_every=100,
-        max_minutes=9.0,
-    ),
+    # The demos keep OPTION_DEFAULTS' lr (1e-3), batch size (64) and speech chunks (0.5 s).
+    "speech-demo": dict(_DEMO, modality="speech", mlp_width=512, z_dim=32, eval_every=100, max_minutes=9.0),
     "handwriting-demo": dict(
-        modality="handwriting",
-        h_dim=256,
-        mlp_layers=1,
-        mlp_width=256,
-        z_dim=50,
-        lr=1e-3,
-        batch_size=64,
-        max_len=250,
-        eval_every=50,
-        max_minutes=10.0,
+        _DEMO, modality="handwriting", mlp_width=256, z_dim=50, max_len=250, eval_every=50, max_minutes=10.0
     ),
 }
 
@@ -166,7 +114,56 @@ def matched_width(cfg: ModelConfig, reference: ModelConfig) -> int:
 # ----------------------------------------------------------------------------------- arguments
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The training options: the command line with the preset's and the recipe's defaults filled in
+    (built by `parse_args`; PATH.log.json records it, in this order, as "args")."""
+
+    data: str
+    out: str  # PATH.safetensors; the logs and the resume state are written beside it
+    preset: str | None
+    modality: str
+    family: str
+    output: str
+    h_dim: int
+    z_dim: int
+    mlp_layers: int
+    mlp_width: int
+    n_components: int
+    std_floor: float
+    no_match_params: bool
+    lr: float
+    batch_size: int
+    max_len: int | None
+    chunk_seconds: float | None  # None: whole files
+    recipe: str
+    init: str
+    clip_grad: float
+    clip_mode: str
+    max_col_norm: float | None  # None: off
+    free_bits: float
+    free_bits_mode: str
+    kl_warmup: int
+    stateful: bool
+    max_steps: int | None
+    max_minutes: float | None
+    eval_every: int
+    patience: int
+    test_samples: int
+    seed: int
+    device: str
+    threads: int | None
+    resume: bool
+    no_progress: bool
+    width_given: bool  # --mlp-width was given: no parameter matching
+
+    def beside_out(self, suffix: str) -> Path:
+        """A file beside the checkpoint: PATH.safetensors -> PATH<suffix>."""
+        stem = Path(self.out).with_suffix("")
+        return stem.with_name(stem.name + suffix)
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p = argparse.ArgumentParser(
         prog="python -m model.train",
         description=__doc__.split("\n\n")[0],
@@ -308,24 +305,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--out must end in .safetensors")
     if args.device not in ("auto", "cpu", "cuda") and not args.device.startswith("cuda:"):
         p.error("--device must be auto, cpu or cuda")
-    return args
+    return TrainConfig(**vars(args))
 
 
-def model_config(args: argparse.Namespace) -> ModelConfig:
+def model_config(conf: TrainConfig) -> ModelConfig:
     cfg = ModelConfig(
-        family=args.family,
-        output=args.output,
-        modality=args.modality,
-        x_dim=defaults.FRAME_SIZE if args.modality == "speech" else defaults.HANDWRITING_DIM,
-        z_dim=args.z_dim,
-        h_dim=args.h_dim,
-        mlp_layers=args.mlp_layers,
-        mlp_width=args.mlp_width,
-        n_components=args.n_components,
-        std_floor=args.std_floor,
+        family=conf.family,
+        output=conf.output,
+        modality=conf.modality,
+        x_dim=defaults.FRAME_SIZE if conf.modality == "speech" else defaults.HANDWRITING_DIM,
+        z_dim=conf.z_dim,
+        h_dim=conf.h_dim,
+        mlp_layers=conf.mlp_layers,
+        mlp_width=conf.mlp_width,
+        n_components=conf.n_components,
+        std_floor=conf.std_floor,
     )
     is_reference = cfg.family == "rnn" and cfg.output == "gauss"
-    if args.preset and not args.width_given and not args.no_match_params and not is_reference:
+    if conf.preset and not conf.width_given and not conf.no_match_params and not is_reference:
         reference = dataclasses.replace(cfg, family="rnn", output="gauss")
         cfg = dataclasses.replace(cfg, mlp_width=matched_width(cfg, reference))
     return cfg
@@ -424,28 +421,36 @@ def agree(flag: bool, d: Dist) -> bool:
 # ----------------------------------------------------------------------------------- state files
 
 
-def resume_paths(out: Path) -> tuple[Path, Path]:
-    stem = out.with_suffix("")
-    return stem.with_name(stem.name + ".resume.safetensors"), stem.with_name(stem.name + ".resume.json")
+@dataclasses.dataclass
+class LoopState:
+    """The loop's progress, saved at every validation pass: PATH.resume.json holds these fields (beside
+    Adam's param_groups) and --resume continues from them."""
+
+    step: int = 0  # optimiser steps taken
+    best_valid_elbo: float | None = None
+    best_step: int = 0
+    bad_evals: int = 0  # validation passes since the best one
+    minutes: float = 0.0  # wall time at the last validation pass, the runs before a --resume included
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # the log rows
 
 
-def save_resume(out: Path, model: VRNN, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+def save_resume(conf: TrainConfig, model: VRNN, opt: torch.optim.Optimizer, state: LoopState) -> None:
     """Weights, Adam's moments and the loop state, without pickle: tensors in safetensors, the rest in JSON."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     opt_state = opt.state_dict()
     for idx, s in opt_state["state"].items():
         for k, v in s.items():
             tensors[f"opt.{idx}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
-    weights, meta = resume_paths(out)
+    weights, meta = conf.beside_out(".resume.safetensors"), conf.beside_out(".resume.json")
     save_file(tensors, str(weights.with_suffix(".tmp")))
     weights.with_suffix(".tmp").replace(weights)
-    doc = {"param_groups": opt_state["param_groups"], **state}
+    doc = {"param_groups": opt_state["param_groups"], **dataclasses.asdict(state)}
     meta.with_suffix(".tmp").write_text(json.dumps(doc, indent=1))
     meta.with_suffix(".tmp").replace(meta)
 
 
-def load_resume(out: Path, model: VRNN, opt: torch.optim.Optimizer) -> dict[str, Any] | None:
-    weights, meta = resume_paths(out)
+def load_resume(conf: TrainConfig, model: VRNN, opt: torch.optim.Optimizer) -> LoopState | None:
+    weights, meta = conf.beside_out(".resume.safetensors"), conf.beside_out(".resume.json")
     if not weights.exists() or not meta.exists():
         return None
     tensors = load_file(str(weights))
@@ -457,32 +462,30 @@ def load_resume(out: Path, model: VRNN, opt: torch.optim.Optimizer) -> dict[str,
             _, idx, name = k.split(".", 2)
             state.setdefault(int(idx), {})[name] = v
     opt.load_state_dict({"state": state, "param_groups": doc.pop("param_groups")})
-    return doc
+    return LoopState(**doc)
 
 
 # ----------------------------------------------------------------------------------- the loop
 
 
-def batches(corpus: Corpus, args: argparse.Namespace, d: Dist) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def batches(corpus: Corpus, conf: TrainConfig, d: Dist) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Endless shuffled training batches; each rank reads its own shard of the training split."""
     shard = corpus.train[d.rank :: d.world]
     epoch = 0
     while True:
         loader = make_loader(
             shard,
-            args.batch_size,
+            conf.batch_size,
             shuffle=True,
-            max_len=args.max_len,
-            seed=args.seed + 1000 * epoch + d.rank,
-            drop_last=len(shard) > args.batch_size,
+            max_len=conf.max_len,
+            seed=conf.seed + 1000 * epoch + d.rank,
+            drop_last=len(shard) > conf.batch_size,
         )
         yield from loader
         epoch += 1
 
 
-def stream_batches(
-    corpus: Corpus, args: argparse.Namespace, d: Dist
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, bool]]:
+def stream_batches(corpus: Corpus, conf: TrainConfig, d: Dist) -> Iterator[tuple[torch.Tensor, torch.Tensor, bool]]:
     """Endless batches for truncated backprop through time: the training chunks, recording by
     recording (in a shuffled order each epoch, chunks in time order), laid end to end as one stream
     that is cut into `batch_size` equal parts; batch n holds the n-th chunk of every part, so row b of
@@ -499,9 +502,9 @@ def stream_batches(
     files = sorted(by_file)[d.rank :: d.world]
     epoch = 0
     while True:
-        order = np.random.default_rng(args.seed + 1000 * epoch + d.rank).permutation(len(files))
+        order = np.random.default_rng(conf.seed + 1000 * epoch + d.rank).permutation(len(files))
         chunks = [i for j in order for _, i in sorted(by_file[files[j]])]
-        rows = min(args.batch_size, len(chunks))
+        rows = min(conf.batch_size, len(chunks))
         length = len(chunks) // rows
         for n in range(length):
             x, mask = pad_batch([corpus.train[chunks[b * length + n]] for b in range(rows)])
@@ -533,40 +536,110 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def train(args: argparse.Namespace) -> int:
-    tune_malloc()
-    device = pick_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    d = setup_distributed(device)
-    torch.manual_seed(args.seed)
-    out = Path(args.out)
-    stem = out.with_suffix("")
-    log_csv, log_json, curves = (stem.with_name(stem.name + s) for s in (".log.csv", ".log.json", ".curves.png"))
+@dataclasses.dataclass
+class Trainer:
+    """What the train and validation steps share."""
 
-    corpus = load_corpus(args.data, args.modality, args.chunk_seconds)
-    cfg = model_config(args)
-    model = build_model(cfg, init=args.init).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    state: dict[str, Any] = {
-        "step": 0,
-        "best_valid_elbo": None,
-        "best_step": 0,
-        "bad_evals": 0,
-        "minutes": 0.0,
-        "history": [],
+    conf: TrainConfig
+    model: VRNN
+    net: torch.nn.Module  # the model, or its DistributedDataParallel wrapper under torchrun
+    opt: torch.optim.Optimizer
+    corpus: Corpus
+    d: Dist
+    state: LoopState
+    carried: tuple[torch.Tensor, torch.Tensor] | None = None  # --stateful: the LSTM state after the last batch
+    # Since the last validation pass: (-ELBO, KL, frames, objective) per frame of each step
+    window: list[tuple[float, float, int, float]] = dataclasses.field(default_factory=list)
+    grad_norm: torch.Tensor | float = math.nan  # the last step's, before clipping
+
+
+def train_step(t: Trainer, x: torch.Tensor, mask: torch.Tensor, reset: bool) -> bool:
+    """One optimiser step on a batch (reset: it does not continue the last one, for --stateful): the gradient
+    norm is clipped between backward() and step(), the max column norm applied after step(). Returns False,
+    without a step, when the loss is not finite on some rank."""
+    conf = t.conf
+    t.model.train()
+    out = t.net(x, mask, state=None if reset else t.carried)
+    if conf.stateful:
+        t.carried = (out.state[0].detach(), out.state[1].detach())  # truncated: no gradient into the past
+    frames = mask.sum()
+    neg_elbo = -out.elbo.sum() / frames  # nats per frame: a scale that does not depend on the batch
+    beta = kl_weight(t.state.step, conf.kl_warmup)
+    loss = training_objective(out, frames, beta, conf.free_bits, conf.free_bits_mode)
+    if any_rank(not torch.isfinite(loss).item(), t.d):
+        return False
+    t.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    t.grad_norm = clip_gradients(t.model, conf.clip_grad, conf.clip_mode)  # before step()
+    t.opt.step()
+    if conf.max_col_norm:
+        max_col_norm_(t.model, conf.max_col_norm)  # after step(): the update may have stretched a unit
+    t.state.step += 1
+    t.window.append((neg_elbo.item(), (out.kl.sum() / frames).item(), int(frames), loss.item()))
+    return True
+
+
+def validate(t: Trainer, elapsed: float, show: Callable[[str], object]) -> bool:
+    """Rank 0's validation pass: log a row (the means over the steps since the last pass, the valid ELBO),
+    keep the best weights in --out, save the resume state and count the passes without improvement.
+    Returns False when the validation ELBO is not finite."""
+    conf, state, window = t.conf, t.state, t.window
+    row: dict[str, Any] = {
+        "step": state.step,
+        "seconds": round(elapsed, 1),
+        "train_loss_per_frame": sum(w[0] for w in window) / len(window),
+        "train_kl_per_frame": sum(w[1] for w in window) / len(window),
+        "train_objective_per_frame": sum(w[3] for w in window) / len(window),
+        "grad_norm": float(t.grad_norm),
+        "kl_weight": kl_weight(state.step - 1, conf.kl_warmup),  # the last step's
     }
-    if args.resume:
-        resumed = load_resume(out, model, opt)
-        if resumed is not None:
-            state = resumed
-            if d.main:
-                print(f"resuming {out} at step {state['step']}", file=sys.stderr)
+    finite = True
+    try:
+        v = evaluate_sequences(t.model, t.corpus.valid, likelihood=False, batch_size=conf.batch_size, seed=1)
+    except FloatingPointError:
+        v = {"elbo": -math.inf, "elbo_per_frame": -math.inf, "kl_per_frame": ""}
+        finite = False
+    row.update(valid_elbo=v["elbo"], valid_elbo_per_frame=v["elbo_per_frame"], valid_kl_per_frame=v["kl_per_frame"])
+    improved = finite and (state.best_valid_elbo is None or v["elbo"] > state.best_valid_elbo)
+    if improved:
+        state.best_valid_elbo, state.best_step, state.bad_evals = v["elbo"], state.step, 0
+        save_checkpoint(t.model, Path(conf.out), metadata=metadata(conf, t.model.config, t.corpus, state, partial=True))
+    else:
+        state.bad_evals += 1
+    state.history.append(row)
+    state.minutes = elapsed / 60
+    save_resume(conf, t.model, t.opt, state)
+    write_logs(state.history, conf, t.model.config)
+    kl = row["valid_kl_per_frame"]
+    show(
+        f"step {state.step}: valid ELBO {v['elbo']:.2f} nats/seq ({v['elbo_per_frame']:.3f}/frame, "
+        f"KL {kl if kl == '' else f'{kl:.4f}'}/frame){' *' if improved else ''}"
+    )
+    return finite
+
+
+def train(conf: TrainConfig) -> int:
+    tune_malloc()
+    device = pick_device(conf.device)
+    if conf.threads:
+        torch.set_num_threads(conf.threads)
+    d = setup_distributed(device)
+    torch.manual_seed(conf.seed)
+    out = Path(conf.out)
+    corpus = load_corpus(conf.data, conf.modality, conf.chunk_seconds)
+    cfg = model_config(conf)
+    model = build_model(cfg, init=conf.init).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=conf.lr)
+    resumed = load_resume(conf, model, opt) if conf.resume else None
+    if resumed is not None and d.main:
+        print(f"resuming {out} at step {resumed.step}", file=sys.stderr)
     net: torch.nn.Module = model
     if d.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
+    t = Trainer(conf, model, net, opt, corpus, d, resumed or LoopState())
+    state = t.state
 
     if d.main:
         n_params = sum(p.numel() for p in model.parameters())
@@ -576,116 +649,56 @@ def train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     bar = None
-    if d.main and not args.no_progress:
+    show: Callable[[str], object] = functools.partial(print, file=sys.stderr, flush=True)  # a background run's too
+    if d.main and not conf.no_progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=args.max_steps, initial=state["step"], unit="step", dynamic_ncols=True, file=sys.stderr)
+        bar = tqdm(total=conf.max_steps, initial=state.step, unit="step", dynamic_ncols=True, file=sys.stderr)
+        show = bar.write
 
     run_start = time.monotonic()
-    start = run_start - 60 * state["minutes"]  # elapsed time counts the runs before a --resume
+    start = run_start - 60 * state.minutes  # elapsed time counts the runs before a --resume
     frames_seen = 0
-    stream = stream_batches(corpus, args, d) if args.stateful else ((x, m, True) for x, m in batches(corpus, args, d))
-    carried: tuple[torch.Tensor, torch.Tensor] | None = None
-    window: list[tuple[float, float, int, float]] = []  # (-ELBO, KL, frames, objective) per frame
-    stop_reason = None
-    diverged = False
-    while stop_reason is None:
+    stream = stream_batches(corpus, conf, d) if conf.stateful else ((x, m, True) for x, m in batches(corpus, conf, d))
+    while True:
         x, mask, reset = next(stream)
-        x, mask = x.to(device, non_blocking=True), mask.to(device, non_blocking=True)
-        model.train()
-        out_ = net(x, mask, state=None if reset else carried)
-        if args.stateful:
-            carried = (out_.state[0].detach(), out_.state[1].detach())  # truncated: no gradient into the past
-        frames = mask.sum()
-        neg_elbo = -out_.elbo.sum() / frames  # nats per frame: a scale that does not depend on the batch
-        beta = kl_weight(state["step"], args.kl_warmup)
-        loss = training_objective(out_, frames, beta, args.free_bits, args.free_bits_mode)
-        if any_rank(not torch.isfinite(loss).item(), d):
+        if not train_step(t, x.to(device, non_blocking=True), mask.to(device, non_blocking=True), reset):
             stop_reason = DIVERGED.format(what="the training loss")
             break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = clip_gradients(model, args.clip_grad, args.clip_mode)  # before step()
-        opt.step()
-        if args.max_col_norm:
-            max_col_norm_(model, args.max_col_norm)  # after step(): the update may have stretched a unit
-        state["step"] += 1
-        window.append((neg_elbo.item(), (out_.kl.sum() / frames).item(), int(frames), loss.item()))
         elapsed = time.monotonic() - start
         if bar is not None:
             bar.update(1)
-            frames_seen += window[-1][2] * d.world
+            frames_seen += t.window[-1][2] * d.world
             rate = frames_seen / max(time.monotonic() - run_start, 1e-9)
             bar.set_postfix(
-                elbo_per_frame=f"{-window[-1][0]:.3f}", kl=f"{window[-1][1]:.3f}", frames_per_s=f"{rate:.0f}"
+                elbo_per_frame=f"{-t.window[-1][0]:.3f}", kl=f"{t.window[-1][1]:.3f}", frames_per_s=f"{rate:.0f}"
             )
-
-        last = args.max_steps is not None and state["step"] >= args.max_steps
-        timeout = args.max_minutes is not None and elapsed / 60 >= args.max_minutes
-        if state["step"] % args.eval_every == 0 or last or timeout:
-            row: dict[str, Any] = {
-                "step": state["step"],
-                "seconds": round(elapsed, 1),
-                "train_loss_per_frame": sum(w[0] for w in window) / len(window),
-                "train_kl_per_frame": sum(w[1] for w in window) / len(window),
-                "train_objective_per_frame": sum(w[3] for w in window) / len(window),
-                "grad_norm": float(grad_norm),
-                "kl_weight": beta,
-                "valid_elbo": "",
-                "valid_elbo_per_frame": "",
-                "valid_kl_per_frame": "",
-            }
-            window = []
-            improved = False
-            if d.main:
-                try:
-                    v = evaluate_sequences(model, corpus.valid, likelihood=False, batch_size=args.batch_size, seed=1)
-                except FloatingPointError:
-                    v = {"elbo": -math.inf, "elbo_per_frame": -math.inf, "kl_per_frame": ""}
-                    diverged = True
-                row.update(
-                    valid_elbo=v["elbo"], valid_elbo_per_frame=v["elbo_per_frame"], valid_kl_per_frame=v["kl_per_frame"]
-                )
-                best = state["best_valid_elbo"]
-                improved = not diverged and (best is None or v["elbo"] > best)
-                if improved:
-                    state.update(best_valid_elbo=v["elbo"], best_step=state["step"], bad_evals=0)
-                    save_checkpoint(model, out, metadata=metadata(args, cfg, corpus, state, partial=True))
-                else:
-                    state["bad_evals"] += 1
-                state["history"].append(row)
-                state["minutes"] = elapsed / 60
-                save_resume(out, model, opt, state)
-                write_logs(state["history"], log_csv, log_json, args, cfg)
-                kl = row["valid_kl_per_frame"]
-                line = (
-                    f"step {state['step']}: valid ELBO {v['elbo']:.2f} nats/seq ({v['elbo_per_frame']:.3f}/frame, "
-                    f"KL {kl if kl == '' else f'{kl:.4f}'}/frame){' *' if improved else ''}"
-                )
-                if bar is not None:
-                    bar.write(line)
-                else:  # the logs of a background run show its progress too
-                    print(line, file=sys.stderr, flush=True)
-            patience_out = d.main and state["bad_evals"] >= args.patience
+        last = conf.max_steps is not None and state.step >= conf.max_steps
+        timeout = conf.max_minutes is not None and elapsed / 60 >= conf.max_minutes
+        if state.step % conf.eval_every == 0 or last or timeout:
+            finite = validate(t, elapsed, show) if d.main else True
+            t.window.clear()
+            patience_out = d.main and state.bad_evals >= conf.patience
             reason = "max steps" if last else "max minutes" if timeout else "early stopping" if patience_out else None
-            if diverged:
+            if not finite:
                 reason = DIVERGED.format(what="the validation ELBO")
             if agree(reason is not None, d):
                 stop_reason = reason or "rank 0 stopped"
+                break
     if bar is not None:
         bar.close()
     if d.world > 1:
         dist.barrier()
     status = 0
     if d.main:
-        if stop_reason and stop_reason.startswith("diverged"):
-            print(f"error: stopped at step {state['step']}: {stop_reason}", file=sys.stderr)
+        if stop_reason.startswith("diverged"):
+            print(f"error: stopped at step {state.step}: {stop_reason}", file=sys.stderr)
             status = 1
         if not out.exists():
             print(f"error: no checkpoint was written to {out}", file=sys.stderr)
             return 1
-        finish(out, args, corpus, state, stop_reason or "", device)
-        plot_curves(state["history"], curves, f"{cfg.name} on {Path(args.data).name}")
+        finish(conf, corpus, state, stop_reason, device)
+        plot_curves(state.history, conf.beside_out(".curves.png"), f"{cfg.name} on {Path(conf.data).name}")
     if d.world > 1:
         dist.barrier()
         dist.destroy_process_group()
@@ -693,10 +706,10 @@ def train(args: argparse.Namespace) -> int:
 
 
 def metadata(
-    args: argparse.Namespace,
+    conf: TrainConfig,
     cfg: ModelConfig,
     corpus: Corpus,
-    state: dict[str, Any],
+    state: LoopState,
     partial: bool,
     metrics: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -708,43 +721,42 @@ def metadata(
         "frame_size": cfg.x_dim,
         "dataset": {
             **summary,
-            "path": str(args.data),
-            "chunk_seconds": args.chunk_seconds if cfg.modality == "speech" else None,
+            "path": str(conf.data),
+            "chunk_seconds": conf.chunk_seconds if cfg.modality == "speech" else None,
         },
         "training": {
-            "preset": args.preset,
-            "steps": state["step"],
-            "best_step": state["best_step"],
-            "minutes": round(state["minutes"], 2),
-            "lr": args.lr,
-            "batch_size": args.batch_size,
-            "max_len": args.max_len,
-            "recipe": args.recipe,
-            "init": args.init,
-            "clip_grad": args.clip_grad,
-            "clip_mode": args.clip_mode,
-            "max_col_norm": args.max_col_norm,
-            "std_floor": args.std_floor,
-            "kl_warmup": args.kl_warmup,
-            "stateful": args.stateful,
-            "free_bits": args.free_bits,
-            "free_bits_mode": args.free_bits_mode if args.free_bits else None,
-            "seed": args.seed,
+            "preset": conf.preset,
+            "steps": state.step,
+            "best_step": state.best_step,
+            "minutes": round(state.minutes, 2),
+            "lr": conf.lr,
+            "batch_size": conf.batch_size,
+            "max_len": conf.max_len,
+            "recipe": conf.recipe,
+            "init": conf.init,
+            "clip_grad": conf.clip_grad,
+            "clip_mode": conf.clip_mode,
+            "max_col_norm": conf.max_col_norm,
+            "std_floor": conf.std_floor,
+            "kl_warmup": conf.kl_warmup,
+            "stateful": conf.stateful,
+            "free_bits": conf.free_bits,
+            "free_bits_mode": conf.free_bits_mode if conf.free_bits else None,
+            "seed": conf.seed,
             "finished": not partial,
         },
-        "metrics": metrics or {"valid_elbo": state["best_valid_elbo"]},
+        "metrics": metrics or {"valid_elbo": state.best_valid_elbo},
     }
 
 
-def finish(
-    out: Path, args: argparse.Namespace, corpus: Corpus, state: dict[str, Any], reason: str, device: torch.device
-) -> None:
+def finish(conf: TrainConfig, corpus: Corpus, state: LoopState, reason: str, device: torch.device) -> None:
     """Reload the best weights, score the test split (ELBO and IS-K), and write the final metadata."""
+    out = Path(conf.out)
     model, _ = load_checkpoint(out, device=device)
     test = evaluate_sequences(
-        model, corpus.test, corpus.stats, num_samples=args.test_samples, batch_size=args.batch_size
+        model, corpus.test, corpus.stats, num_samples=conf.test_samples, batch_size=conf.batch_size
     )
-    valid = evaluate_sequences(model, corpus.valid, corpus.stats, likelihood=False, batch_size=args.batch_size, seed=1)
+    valid = evaluate_sequences(model, corpus.valid, corpus.stats, likelihood=False, batch_size=conf.batch_size, seed=1)
     metrics = {
         "space": "normalised (raw: the raw-data space)",
         "valid_elbo": valid["elbo"],
@@ -761,21 +773,19 @@ def finish(
         "raw": test["raw"],
         "stopped": reason,
     }
-    meta = metadata(args, model.config, corpus, state, partial=False, metrics=metrics)
+    meta = metadata(conf, model.config, corpus, state, partial=False, metrics=metrics)
     save_checkpoint(model, out, metadata=meta)
     print(json.dumps({"checkpoint": str(out), "name": model.config.name, **metrics}, indent=2))
 
 
-def write_logs(
-    rows: list[dict[str, Any]], log_csv: Path, log_json: Path, args: argparse.Namespace, cfg: ModelConfig
-) -> None:
+def write_logs(rows: list[dict[str, Any]], conf: TrainConfig, cfg: ModelConfig) -> None:
     fields = list(dict.fromkeys(k for r in rows for k in r))  # rows of an older run may lack new columns
-    with log_csv.open("w", newline="") as f:
+    with conf.beside_out(".log.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
-    args_doc = {k: v for k, v in vars(args).items()}
-    log_json.write_text(json.dumps({"args": args_doc, "config": cfg.to_dict(), "history": rows}, indent=1))
+    doc = {"args": dataclasses.asdict(conf), "config": cfg.to_dict(), "history": rows}
+    conf.beside_out(".log.json").write_text(json.dumps(doc, indent=1))
 
 
 def main(argv: list[str] | None = None) -> int:
