@@ -17,45 +17,20 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from worker.contract import describe
+
 from .backends import ClientLimitError, JobFailedError, QueueFullError, UnavailableError, UnknownJobError
 
 log = logging.getLogger(__name__)
-
-_SHOWN_CHARS = 60  # longest echo of a bad value in a message
 
 
 def error(status_code: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status_code, headers=headers)
 
 
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "..."
-
-
 def describe_errors(errors: Iterable[dict[str, Any]], model: type[BaseModel] | None = None) -> str:
-    """Pydantic / FastAPI validation errors -> one sentence per problem, each saying what to change."""
-    parts = []
-    for e in errors:
-        kind = e.get("type", "")
-        loc = [str(x) for x in e.get("loc", ()) if x not in ("body", "query", "form", "header")]
-        field = ".".join(loc)
-        if kind == "json_invalid":
-            why = (e.get("ctx") or {}).get("error", "malformed")
-            parts.append(f'the body is not valid JSON ({why}): send a JSON object such as {{"seed": 1}}')
-        elif kind in ("model_type", "dict_type", "model_attributes_type"):
-            parts.append(f"the body must be a JSON object of parameters, not {_shown(e.get('input'))}")
-        elif kind == "missing":
-            parts.append(f"'{field}' is required")
-        elif kind == "extra_forbidden":
-            allowed = f" (the parameters are {', '.join(model.model_fields)})" if model is not None else ""
-            parts.append(f"'{field}' is not a parameter here; remove or correct it{allowed}")
-        elif kind == "literal_error" or kind == "enum":
-            parts.append(f"'{field}': {e.get('msg', 'not allowed')}, got {_shown(e.get('input'))}")
-        else:
-            msg = e.get("msg", "invalid")
-            parts.append(f"'{field}': {msg[0].lower() + msg[1:] if msg else msg}, got {_shown(e.get('input'))}")
-    return "invalid request: " + "; ".join(parts or ["the request could not be read"])
+    """Validation errors -> "invalid request: " and worker.contract.describe's sentences (the API's field names)."""
+    return "invalid request: " + describe(errors, model)
 
 
 def validate(model: type[BaseModel], data: Any) -> Any:
@@ -63,7 +38,7 @@ def validate(model: type[BaseModel], data: Any) -> Any:
     from fastapi import HTTPException
 
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, by_alias=True, by_name=False)
     except ValidationError as e:
         raise HTTPException(422, describe_errors(e.errors(include_url=False), model)) from None
 

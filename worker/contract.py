@@ -2,35 +2,24 @@
 job raises on purpose with the HTTP status each answers, the one parser of a failed job's error text, what an upload
 is by its first bytes, and a checkpoint's public description (GET /models).
 
-Plain Python, no torch: the API process imports it in Redis mode. docs/ARCHITECTURE.md shows where it sits.
+Plain Python and pydantic, no torch: the API process imports it in Redis mode. docs/ARCHITECTURE.md shows where it sits.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args, get_origin
 
-# A job is a call of the function of worker.jobs named by its kind on a JSON-safe dict of these parameters.
-PARAMS: dict[str, tuple[str, ...]] = {
-    "generate_speech": ("model", "duration_s", "seed", "temperature", "mean", "prime_b64"),
-    "generate_handwriting": (
-        "model",
-        "steps",
-        "seed",
-        "bias",
-        "temperature",
-        "prime_b64",
-        "stroke_width",
-        "color",
-        "format",
-    ),
-    "score": ("model", "num_samples", "data_b64", "filename"),
-    "analyze_latent": ("model", "data_b64", "filename", "format"),
-    "list_models": (),
-}
-KINDS = tuple(PARAMS)
-# The defaults of the parameters that have one (the API's request models and the job functions both use them).
+from annotated_types import Ge, Gt, Le
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.fields import FieldInfo
+
+from . import limits
+
+# A job is a call of the function of worker.jobs named by its kind on a JSON-safe dict of the fields of its parameter
+# model (PARAM_MODELS, below: the API validates its request bodies with the same models).
 DEFAULT_DURATION_S = 2.0  # seconds of speech; the paper's Figure 3 samples are 2.0 s long
 DEFAULT_STEPS = 700  # pen steps of handwriting: about one IAM-OnDB line
 DEFAULT_NUM_SAMPLES = 40  # the paper's K for the IS estimate
@@ -120,6 +109,245 @@ def public(error: dict[str, Any] | None) -> tuple[int, str]:
     if error.get("type") in PUBLIC_ERRORS or 400 <= status < 500:
         return status, str(error.get("message") or INTERNAL_ERROR_MESSAGE)
     return 500, INTERNAL_ERROR_MESSAGE
+
+
+# Parameters --------------------------------------------------------------------------------------------------------
+# One model per job kind. The API validates request bodies with them (lax, by the public names: `prime`), the job
+# functions the job's parameters (strict JSON types, by field name: `prime_b64`); `describe` words the failures of
+# both the same way.
+
+
+class Want:
+    """What a field takes, in words, for `describe` (metadata of an Annotated field; not in the JSON schema)."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+
+ModelName = Annotated[
+    str | None,
+    Field(
+        min_length=1,
+        max_length=limits.MAX_MODEL_NAME_CHARS,
+        pattern=limits.MODEL_NAME_PATTERN,
+        description="Checkpoint name (file stem, see GET /models; the names depend on the server's checkpoints): "
+        f"letters, digits, '.', '_' and '-', at most {limits.MAX_MODEL_NAME_CHARS} characters. Omitted: the default "
+        "model of the modality. A well-formed name that no loaded checkpoint has: 404.",
+        examples=[None],
+    ),
+    Want("a checkpoint name such as 'speech-vrnn-gmm' (letters, digits, '.', '_' and '-'; see /models)"),
+]
+Seed = Annotated[
+    int | None,
+    Field(
+        ge=0,
+        le=limits.MAX_SEED,
+        description="Random seed: the same seed, model and parameters give the same bytes. Omitted: drawn at random "
+        "and reported in the X-Seed header.",
+    ),
+    Want("a whole number from 0 to 2**63 - 1 (or null for a random one)"),
+]
+Temperature = Annotated[
+    float,
+    Field(
+        gt=0,
+        le=limits.MAX_TEMPERATURE,
+        description=f"Scales the output distribution's spread (1: as trained): any number above 0 and at most "
+        f"{limits.MAX_TEMPERATURE:g}. Near 0 the sample tends to the most likely mixture component's mean (tiny and "
+        "subnormal values give that limit); above about 2 it is mostly noise.",
+    ),
+]
+Base64 = Want("a base64 string (the file's bytes, base64-encoded)")
+
+
+class _Params(BaseModel):
+    # Unknown fields are refused, so that a misspelt parameter is an error rather than silently ignored.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class SpeechRequest(_Params):
+    model: ModelName = None
+    duration_s: float = Field(
+        DEFAULT_DURATION_S, ge=limits.MIN_DURATION_S, le=limits.MAX_DURATION_S, description="Seconds of audio."
+    )
+    seed: Seed = None
+    temperature: Temperature = 1.0
+    mean: bool = Field(False, description="Emit the decoder mean instead of a sample (X-Output says which).")
+    prime_b64: Annotated[str | None, Base64] = Field(
+        None,
+        alias="prime",
+        description="Base64 WAV or FLAC audio to continue from; the response holds only the continuation.",
+    )
+
+    def job_params(self) -> dict[str, Any]:
+        return self.model_dump()
+
+
+class HandwritingRequest(_Params):
+    model: ModelName = None
+    steps: int = Field(
+        DEFAULT_STEPS, ge=limits.MIN_STEPS, le=limits.MAX_STEPS, description="Pen steps (one line: about 700)."
+    )
+    seed: Seed = None
+    bias: float = Field(
+        0.0,
+        ge=0,
+        le=limits.MAX_BIAS,
+        description=f"Graves' sampling bias, from 0 (none) to {limits.MAX_BIAS:g}: higher writes neater.",
+    )
+    temperature: Temperature = 1.0
+    prime_b64: Annotated[str | None, Base64] = Field(
+        None,
+        alias="prime",
+        description="Base64 IAM-OnDB XML or JSON strokes to continue from; the response holds the continuation.",
+    )
+    stroke_width: float = Field(
+        DEFAULT_STROKE_WIDTH, gt=0, le=limits.MAX_STROKE_WIDTH, description="SVG stroke width in pixels."
+    )
+    color: Annotated[str, Want("a string such as '#1a1a1a' or 'navy'")] = Field(
+        DEFAULT_COLOR,
+        max_length=40,
+        description="Ink colour: #rgb, #rrggbb or a CSS name such as navy.",
+        examples=["navy"],
+    )
+
+    def job_params(self, fmt: str) -> dict[str, Any]:
+        return {**self.model_dump(), "format": fmt}
+
+
+class HandwritingParams(HandwritingRequest):
+    format: Literal["svg", "json"] = "svg"  # the API takes it from the query string
+
+
+class DataRequest(_Params):
+    """The JSON form of /score and /analyze/latent (multipart uploads carry the same fields)."""
+
+    model: ModelName = None
+    data_b64: Annotated[str, Base64] = Field(
+        ...,
+        min_length=1,
+        description="Base64 (RFC 4648, with padding; whitespace and a `data:...;base64,` prefix are ignored) of the "
+        "input: WAV/FLAC audio, IAM-OnDB XML or JSON strokes. Its decoded size is limited (MAX_UPLOAD_BYTES, 413).",
+        json_schema_extra={"format": "byte", "contentEncoding": "base64"},
+    )
+    filename: Annotated[str | None, Want("a string such as 'speech.wav'")] = Field(
+        None, max_length=limits.MAX_FILENAME_CHARS, description="Its file name; the suffix picks the parser."
+    )
+
+
+class ScoreRequest(DataRequest):
+    num_samples: int = Field(
+        DEFAULT_NUM_SAMPLES,
+        ge=limits.MIN_NUM_SAMPLES,
+        le=limits.MAX_NUM_SAMPLES,
+        description="Importance samples K of the likelihood estimate (the paper: 40). Ignored by RNN models (exact).",
+    )
+
+
+class AnalyzeRequest(DataRequest):
+    pass
+
+
+class AnalyzeParams(AnalyzeRequest):
+    format: Literal["json", "png"] = "json"  # the API takes it from the query string
+
+
+class NoParams(_Params):
+    pass
+
+
+PARAM_MODELS: dict[str, type[_Params]] = {
+    "generate_speech": SpeechRequest,
+    "generate_handwriting": HandwritingParams,
+    "score": ScoreRequest,
+    "analyze_latent": AnalyzeParams,
+    "list_models": NoParams,
+}
+KINDS = tuple(PARAM_MODELS)
+PARAMS = {kind: tuple(m.model_fields) for kind, m in PARAM_MODELS.items()}  # each kind's parameter names
+
+
+def parse_params(kind: str, params: Any) -> Any:
+    """A job's parameters (None: all defaults) -> the instance of its PARAM_MODELS model, with strict JSON types;
+    JobInputError saying what to change otherwise."""
+    model = PARAM_MODELS[kind]
+    try:
+        return model.model_validate({} if params is None else params, strict=True, by_alias=False, by_name=True)
+    except ValidationError as e:
+        raise JobInputError(describe(e.errors(include_url=False), model, by_alias=False)) from None
+
+
+_SHOWN_CHARS = 60  # longest echo of a bad value in a message
+_WHERE = ("body", "query", "form", "header")
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "..."
+
+
+def _want(field: FieldInfo | None, error: dict[str, Any]) -> str:
+    """What `field` takes, in words: its Want, else its type and bounds."""
+    if field is None:
+        expected = (error.get("ctx") or {}).get("expected")
+        return f"one of {expected}" if expected else error.get("msg", "valid").lower()
+    for item in field.metadata:
+        if isinstance(item, Want):
+            return item.text
+    kind = field.annotation
+    if get_origin(kind) is Literal:
+        return "one of " + ", ".join(repr(c) for c in get_args(kind))
+    if kind is bool:
+        return "true or false"
+    lo = hi = None
+    lo_open = False
+    for item in field.metadata:
+        if isinstance(item, Ge):
+            lo = item.ge
+        elif isinstance(item, Gt):
+            lo, lo_open = item.gt, True
+        elif isinstance(item, Le):
+            hi = item.le
+    noun = "a whole number" if kind is int else "a number"
+    if lo is None or hi is None:
+        return noun
+    return f"{noun} above {lo:g} and at most {hi:g}" if lo_open else f"{noun} from {lo:g} to {hi:g}"
+
+
+def describe(errors: Iterable[dict[str, Any]], model: type[BaseModel] | None = None, by_alias: bool = True) -> str:
+    """Validation errors (pydantic's, or FastAPI's) -> one sentence per problem, each saying what to change. `by_alias`:
+    fields by their names in the API (aliases such as `prime`), else by their job-parameter names."""
+    fields = dict(model.model_fields) if model is not None else {}
+    names = {(f.alias or n) if by_alias else n: n for n, f in fields.items()}
+    parts = []
+    for e in errors:
+        kind = e.get("type", "")
+        loc = [str(x) for x in e.get("loc", ()) if x not in _WHERE]
+        name = ".".join(loc)
+        field = fields.get(names.get(name, name))
+        got = f", got {_shown(e.get('input'))}"
+        if kind == "json_invalid":
+            why = (e.get("ctx") or {}).get("error", "malformed")
+            parts.append(f'the body is not valid JSON ({why}): send a JSON object such as {{"seed": 1}}')
+        elif kind in ("model_type", "dict_type", "model_attributes_type"):
+            parts.append(f"the parameters must be a JSON object, not {_shown(e.get('input'))}")
+        elif kind == "missing":
+            parts.append(f"'{name}' is required")
+        elif kind == "extra_forbidden":
+            allowed = ", ".join(names) if model is not None and names else "none"
+            parts.append(f"'{name}' is not a parameter here; remove or correct it (the parameters are: {allowed})")
+        elif kind == "finite_number":
+            parts.append(f"'{name}' must be a finite number, not {_shown(e.get('input'))}; send {_want(field, e)}")
+        elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+            parts.append(f"'{name}' must be {_want(field, e)}{got}; pick a value in that range")
+        elif kind == "string_too_long":
+            most = (e.get("ctx") or {}).get("max_length")
+            parts.append(f"'{name}' must have at most {most} characters, got {len(str(e.get('input')))}; shorten it")
+        elif kind == "string_too_short":
+            parts.append(f"'{name}' is empty; send {_want(field, e)}")
+        else:  # a wrong type, a string that does not match, a value not among the choices
+            parts.append(f"'{name}' must be {_want(field, e)}{got}")
+    return "; ".join(parts or ["the parameters could not be read"])
 
 
 # Uploads -----------------------------------------------------------------------------------------------------------

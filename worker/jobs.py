@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import math
 import re
 import secrets
@@ -36,20 +35,9 @@ import torch
 
 from model import inference, render
 
-from . import limits
+from . import contract, limits
 from .cache import ModelCache, get_cache
-from .contract import (
-    DEFAULT_COLOR,
-    DEFAULT_DURATION_S,
-    DEFAULT_NUM_SAMPLES,
-    DEFAULT_STEPS,
-    DEFAULT_STROKE_WIDTH,
-    PARAMS,
-    InputTooLargeError,
-    JobInputError,
-    UnsupportedMediaError,
-    sniff,
-)
+from .contract import InputTooLargeError, JobInputError, UnsupportedMediaError, parse_params, sniff
 
 SCORE_SEED = 0  # the IS draws of `score` are seeded, so the same input always gets the same numbers
 
@@ -62,126 +50,18 @@ _render_lock = threading.Lock()  # matplotlib's global state (fonts, rcParams) i
 
 
 # Parameters ----------------------------------------------------------------------------------------
+# Types, bounds and unknown names are checked by worker.contract.parse_params; what is left is decoding.
 
 
-def _show(value: Any) -> str:
-    text = json.dumps(value) if isinstance(value, str | int | float | bool | type(None)) else type(value).__name__
-    return text if len(text) <= 40 else text[:37] + "..."
+def _seed(seed: int | None) -> int:
+    return secrets.randbits(63) if seed is None else seed
 
 
-def _params(params: Any, job: str) -> dict[str, Any]:
-    if params is None:
-        return {}
-    if not isinstance(params, dict):
-        raise JobInputError(f"{job}: parameters must be a JSON object, got {type(params).__name__}")
-    allowed = PARAMS[job]
-    unknown = sorted(str(k) for k in params if k not in allowed)
-    if unknown:
-        allowed_text = ", ".join(allowed) if allowed else "none"
-        raise JobInputError(f"{job}: unknown parameter(s) {', '.join(unknown)}; the parameters are: {allowed_text}")
-    return params
-
-
-def _range_text(lo: float, hi: float, lo_open: bool) -> str:
-    return f"above {lo:g} and at most {hi:g}" if lo_open else f"from {lo:g} to {hi:g}"
-
-
-def _number(p: dict[str, Any], key: str, default: float, lo: float, hi: float, lo_open: bool = False) -> float:
-    value = p.get(key)
-    if value is None:
-        return default
-    need = _range_text(lo, hi, lo_open)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise JobInputError(f"{key} must be a number {need}, got {_show(value)}")
-    try:
-        v = float(value)
-    except OverflowError:
-        v = math.inf
-    if not math.isfinite(v):
-        raise JobInputError(f"{key} must be a finite number {need}, got {_show(value)}")
-    if v < lo or (lo_open and v == lo) or v > hi:
-        raise JobInputError(f"{key} must be {need}, got {v:g}; pick a value in that range")
-    return v
-
-
-def _integer(p: dict[str, Any], key: str, default: int, lo: int, hi: int) -> int:
-    value = p.get(key)
-    if value is None:
-        return default
-    need = f"a whole number from {lo} to {hi}"
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer() and abs(value) < 2**53:
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise JobInputError(f"{key} must be {need}, got {_show(value)}")
-    if not lo <= value <= hi:
-        raise JobInputError(f"{key} must be {need}, got {value}; pick a value in that range")
-    return value
-
-
-def _seed(p: dict[str, Any]) -> int:
-    value = p.get("seed")
-    if value is None:
-        return secrets.randbits(63)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise JobInputError(
-            f"seed must be a whole number from 0 to 2**63 - 1 (or null for a random one), got {_show(value)}"
-        )
-    if not 0 <= value <= limits.MAX_SEED:
-        raise JobInputError(f"seed must be from 0 to 2**63 - 1 = {limits.MAX_SEED}, got {value}")
-    return value
-
-
-def _bool(p: dict[str, Any], key: str, default: bool) -> bool:
-    value = p.get(key)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise JobInputError(f"{key} must be true or false, got {_show(value)}")
-    return value
-
-
-def _choice(p: dict[str, Any], key: str, choices: tuple[str, ...]) -> str:
-    value = p.get(key)
-    if value is None:
-        return choices[0]
-    if not isinstance(value, str) or value.lower() not in choices:
-        raise JobInputError(f"{key} must be one of {', '.join(repr(c) for c in choices)}, got {_show(value)}")
-    return value.lower()
-
-
-def _model_name(p: dict[str, Any]) -> str | None:
-    value = p.get("model")
+def _b64(value: str | None, key: str) -> bytes | None:
+    """A base64 parameter (whitespace and a data: URL prefix allowed) -> its bytes, refused from its length alone
+    when it would decode to more than MAX_UPLOAD_BYTES."""
     if value is None:
         return None
-    if not isinstance(value, str) or not value.strip():
-        raise JobInputError(
-            f"model must be a checkpoint name such as 'speech-vrnn-gmm' (see /models), got {_show(value)}"
-        )
-    if len(value) > limits.MAX_MODEL_NAME_CHARS:
-        raise JobInputError(f"model names have at most {limits.MAX_MODEL_NAME_CHARS} characters; see /models")
-    return value.strip()
-
-
-def _filename(p: dict[str, Any]) -> str | None:
-    value = p.get("filename")
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise JobInputError(f"filename must be a string such as 'speech.wav', got {_show(value)}")
-    name = PurePath(value.replace("\\", "/")).name  # a label and a suffix only: never opened
-    if len(name) > limits.MAX_FILENAME_CHARS:
-        raise JobInputError(f"filename has more than {limits.MAX_FILENAME_CHARS} characters; shorten it")
-    return name or None
-
-
-def _b64(p: dict[str, Any], key: str, required: bool) -> bytes | None:
-    value = p.get(key)
-    if value is None:
-        if required:
-            raise JobInputError(f"{key} is required: the file's bytes, base64-encoded")
-        return None
-    if not isinstance(value, str):
-        raise JobInputError(f"{key} must be a base64 string (the file's bytes, base64-encoded), got {_show(value)}")
     text = value.strip()
     if text.startswith("data:"):  # a data: URL, as a browser's FileReader gives
         head, sep, text = text.partition(",")
@@ -316,7 +196,7 @@ class Jobs:
 
     def run(self, kind: str, params: dict[str, Any] | None) -> dict[str, Any]:
         """The job of `kind` (one of contract.KINDS) on `params`."""
-        if kind not in PARAMS:
+        if kind not in contract.KINDS:
             raise ValueError(f"unknown job kind {kind!r}")
         return getattr(self, kind)(params)
 
@@ -331,13 +211,10 @@ class Jobs:
 
     def generate_speech(self, params: dict[str, Any] | None) -> dict[str, Any]:
         """Sample speech -> 16-bit PCM mono WAV at the model's rate, exactly duration_s long."""
-        p = _params(params, "generate_speech")
-        duration = _number(p, "duration_s", DEFAULT_DURATION_S, limits.MIN_DURATION_S, limits.MAX_DURATION_S)
-        seed = _seed(p)
-        temperature = _number(p, "temperature", 1.0, 0.0, limits.MAX_TEMPERATURE, lo_open=True)
-        mean = _bool(p, "mean", False)
-        prime_data = _b64(p, "prime_b64", required=False)
-        model, meta, name = self.cache.get(_model_name(p), "speech")
+        p = parse_params("generate_speech", params)
+        duration, seed, temperature, mean = p.duration_s, _seed(p.seed), p.temperature, p.mean
+        prime_data = _b64(p.prime_b64, "prime_b64")
+        model, meta, name = self.cache.get(p.model, "speech")
         prime = None
         if prime_data is not None:
             _check_media(prime_data, None, "speech", name)
@@ -353,20 +230,14 @@ class Jobs:
 
     def generate_handwriting(self, params: dict[str, Any] | None) -> dict[str, Any]:
         """Sample a line of handwriting -> SVG, or with format "json" the raw pen offsets."""
-        p = _params(params, "generate_handwriting")
-        steps = _integer(p, "steps", DEFAULT_STEPS, limits.MIN_STEPS, limits.MAX_STEPS)
-        seed = _seed(p)
-        bias = _number(p, "bias", 0.0, 0.0, limits.MAX_BIAS)
-        temperature = _number(p, "temperature", 1.0, 0.0, limits.MAX_TEMPERATURE, lo_open=True)
-        stroke_width = _number(p, "stroke_width", DEFAULT_STROKE_WIDTH, 0.0, limits.MAX_STROKE_WIDTH, lo_open=True)
-        color = p.get("color")
+        p = parse_params("generate_handwriting", params)
+        steps, seed, bias, temperature = p.steps, _seed(p.seed), p.bias, p.temperature
         try:
-            color = render.check_colour(DEFAULT_COLOR if color is None else color)
+            color = render.check_colour(p.color)
         except ValueError as e:
             raise JobInputError(str(e)) from None
-        fmt = _choice(p, "format", ("svg", "json"))
-        prime_data = _b64(p, "prime_b64", required=False)
-        model, meta, name = self.cache.get(_model_name(p), "handwriting")
+        prime_data = _b64(p.prime_b64, "prime_b64")
+        model, meta, name = self.cache.get(p.model, "handwriting")
         prime = None
         if prime_data is not None:
             _check_media(prime_data, None, "handwriting", name)
@@ -375,7 +246,7 @@ class Jobs:
         if not np.isfinite(raw).all():
             raise FloatingPointError(f"model {name!r} produced non-finite pen offsets (seed {seed})")
         headers = {"X-Model": name, "X-Seed": str(seed), "X-Output": "sample"}
-        if fmt == "json":
+        if p.format == "json":
             offsets = [[round(float(dx), 4), round(float(dy), 4), int(pen > 0.5)] for dx, dy, pen in raw]
             return _json(
                 headers,
@@ -389,18 +260,18 @@ class Jobs:
                     "offsets": offsets,
                 },
             )
-        svg = render.handwriting_svg(raw, stroke_width=stroke_width, color=color)
+        svg = render.handwriting_svg(raw, stroke_width=p.stroke_width, color=color)
         return _wrap("image/svg+xml", headers, svg)
 
     def _upload(
-        self, p: dict[str, Any], latent: bool = False
+        self, p: contract.DataRequest, latent: bool = False
     ) -> tuple[Any, dict[str, Any], str, np.ndarray, str | None]:
         """The model and the uploaded input of score/analyze_latent -> (model, meta, name, raw input, filename):
         the named model, else the default of the data's modality."""
-        data = _b64(p, "data_b64", required=True)
+        data = _b64(p.data_b64, "data_b64")
         assert data is not None
-        filename = _filename(p)
-        name = _model_name(p)
+        filename = PurePath(p.filename.replace("\\", "/")).name or None if p.filename else None  # a label, never opened
+        name = p.model
         if name is None:
             model, meta, name = self.cache.get(None, _data_modality(data, filename), latent=latent)
         else:
@@ -411,8 +282,8 @@ class Jobs:
     def score(self, params: dict[str, Any] | None) -> dict[str, Any]:
         """ELBO and log-likelihood of an uploaded file: exact for RNNs, the IS estimate with num_samples draws
         for VRNNs (model.inference.elbo_and_likelihood, as `python -m model.evaluate`)."""
-        p = _params(params, "score")
-        k = _integer(p, "num_samples", DEFAULT_NUM_SAMPLES, limits.MIN_NUM_SAMPLES, limits.MAX_NUM_SAMPLES)
+        p = parse_params("score", params)
+        k = p.num_samples
         model, meta, name, x_raw, _ = self._upload(p)
         cfg = model.config
         exact = not cfg.has_latent
@@ -453,13 +324,12 @@ class Jobs:
     def analyze_latent(self, params: dict[str, Any] | None) -> dict[str, Any]:
         """The paper's Figure 2 for an uploaded file: KL per step (and per latent dimension) and delta_t,
         as JSON lists or, with format "png", the plot. Needs a VRNN or VRNN-I model."""
-        p = _params(params, "analyze_latent")
-        fmt = _choice(p, "format", ("json", "png"))
+        p = parse_params("analyze_latent", params)
         model, meta, name, x_raw, filename = self._upload(p, latent=True)
         with self.cache.lock(name), torch.no_grad():
             analysis = model.analyze(inference.normalised(meta, x_raw, model.device))
         headers = {"X-Model": name}
-        if fmt == "png":
+        if p.format == "png":
             with _render_lock:
                 png = inference.latent_png(model, meta, analysis, x_raw, filename)
             return _wrap("image/png", headers, png)
@@ -482,7 +352,7 @@ class Jobs:
 
     def list_models(self, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """Metadata of every loaded checkpoint, and the ones that failed to load."""
-        _params(params, "list_models")
+        parse_params("list_models", params)
         return _json({}, self.cache.describe())
 
 

@@ -35,8 +35,8 @@ async def generate_speech(
 ) -> Response:
     """Draw `duration_s` seconds of speech (or the decoder mean, `mean: true`), optionally continuing `prime`."""
     params = body.job_params()
-    if body.prime is not None:
-        params["prime_b64"] = encode_b64(decode_b64(body.prime, "prime", settings))
+    if body.prime_b64 is not None:
+        params["prime_b64"] = encode_b64(decode_b64(body.prime_b64, "prime", settings))
     return await run_job(request, backend, settings, metrics, "generate_speech", params)
 
 
@@ -67,6 +67,6 @@ async def generate_handwriting(
 ) -> Response:
     """Draw `steps` pen steps of handwriting, optionally continuing `prime` (IAM-OnDB XML or JSON strokes)."""
     params = body.job_params(format)
-    if body.prime is not None:
-        params["prime_b64"] = encode_b64(decode_b64(body.prime, "prime", settings))
+    if body.prime_b64 is not None:
+        params["prime_b64"] = encode_b64(decode_b64(body.prime_b64, "prime", settings))
     return await run_job(request, backend, settings, metrics, "generate_handwriting", params)

@@ -59,10 +59,10 @@ def test_the_issues_requests_on_the_default_models_are_200(gmm_client):
 @pytest.mark.parametrize(
     ("path", "body", "field", "words"),
     [
-        ("/generate/speech", {"temperature": 0}, "temperature", "greater than 0"),
-        ("/generate/speech", {"temperature": -5e-324}, "temperature", "greater than 0"),
+        ("/generate/speech", {"temperature": 0}, "temperature", "above 0"),
+        ("/generate/speech", {"temperature": -5e-324}, "temperature", "above 0"),
         ("/generate/speech", {"temperature": limits.MAX_TEMPERATURE * (1 + 1e-15)}, "temperature", "5"),
-        ("/generate/handwriting", {"temperature": 0.0}, "temperature", "greater than 0"),
+        ("/generate/handwriting", {"temperature": 0.0}, "temperature", "above 0"),
         ("/generate/handwriting", {"temperature": 1e308}, "temperature", "5"),
         ("/generate/handwriting", {"bias": -5e-324}, "bias", "0"),
         ("/generate/handwriting", {"bias": limits.MAX_BIAS + 1e-9}, "bias", "10"),

@@ -147,7 +147,7 @@ def test_burst_worker_runs_the_jobs(conn, ckpt_dir: Path, tmp_path: Path) -> Non
     assert bad.get_status() == JobStatus.FAILED and bad.retries_left == 0  # retries cancelled: it would fail again
     expected = {
         "type": "JobInputError",
-        "message": "duration_s must be from 0.05 to 20, got -1; pick a value in that range",
+        "message": "'duration_s' must be a number from 0.05 to 20, got -1; pick a value in that range",
         "status": 422,
     }
     assert bad.get_meta()["error"] == expected and queueing.job_error(bad) == expected
