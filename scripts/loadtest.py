@@ -31,19 +31,15 @@ import argparse
 import ast
 import asyncio
 import contextlib
-import io
 import json
 import math
 import os
 import platform
 import shlex
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import wave
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -52,28 +48,27 @@ from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+from servicekit import (
+    ROOT,
+    THREAD_SETTINGS,
+    child_env,
+    free_port,
+    redis_answers,
+    redis_server_command,
+    spawn,
+    stop,
+    tone_wav,
+    wait_for,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
 QUEUE = "vrnn-loadtest"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/11"
+# The service's processes run with its own defaults: no thread settings are passed on (the service sizes its
+# PyTorch threads itself; OMP_NUM_THREADS here once hid that it did not).
+THREAD_SETTINGS_AND_WORKERS = (*THREAD_SETTINGS, "EMBEDDED_WORKERS")
 
 
 # Inputs and scenarios --------------------------------------------------------------------------------------------
-
-
-def wav_bytes(seconds: float = 0.5, rate: int = 16000) -> bytes:
-    """A 16-bit mono WAV of a 220 Hz tone (standard library only: the client never imports torch)."""
-    n = round(seconds * rate)
-    frames = b"".join(
-        int(32767 * 0.3 * math.sin(2 * math.pi * 220 * i / rate)).to_bytes(2, "little", signed=True) for i in range(n)
-    )
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(frames)
-    return buf.getvalue()
 
 
 @dataclass(frozen=True)
@@ -251,22 +246,6 @@ def server_summary(text: str) -> dict[str, Any]:
 # The stack (when no --url) ----------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def child_env(**extra: str) -> dict[str, str]:
-    """The service's processes run with its own defaults: no thread settings are passed on (the service sizes
-    its PyTorch threads itself; OMP_NUM_THREADS here once hid that it did not)."""
-    drop = {"REDIS_URL", "API_KEYS", "CHECKPOINT_DIR", "QUEUE_NAME", "HOST", "PORT", "EMBEDDED_WORKERS"}
-    drop |= {"OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_THREADS"}
-    env = {k: v for k, v in os.environ.items() if k not in drop}
-    env.update(PYTHONUNBUFFERED="1", MPLBACKEND="Agg", **extra)
-    return env
-
-
 class Stack:
     """redis-server (or a given Redis database), workers and the API as subprocesses on loopback."""
 
@@ -291,39 +270,28 @@ class Stack:
         self._flush_url: str | None = None
 
     def _start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
-        with open(self.logs / f"{name}.log", "wb") as out:
-            proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-        self.procs.append((name, proc))
-        return proc
+        self.procs.append((name, spawn(args, env, self.logs / f"{name}.log")))
+        return self.procs[-1][1]
 
     def _redis(self) -> str:
         import redis
 
         if self.redis_url is None:
-            exe = shutil.which("redis-server")
-            if exe is None:
-                raise SystemExit("no redis-server on PATH: pass --redis-url redis://127.0.0.1:6379/11")
             port = free_port()
-            args = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            args = redis_server_command(port)
+            if args is None:
+                raise SystemExit("no redis-server on PATH: pass --redis-url redis://127.0.0.1:6379/11")
             self._start("redis", args, {"PATH": os.environ.get("PATH", "")})
             url = f"redis://127.0.0.1:{port}/0"
             what = f"a private redis-server on 127.0.0.1:{port} (no persistence)"
         else:
             url, what = self.redis_url, f"the Redis at {self.redis_url} (database emptied before and after)"
             self._flush_url = url
-        conn = redis.Redis.from_url(url)
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                conn.ping()
-                break
-            except redis.exceptions.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"Redis at {url} does not answer") from None
-                time.sleep(0.1)
+        wait_for(lambda: redis_answers(url), 15, f"the Redis at {url} to answer", 0.1, self._watched(), SystemExit)
         if self._flush_url:
+            conn = redis.Redis.from_url(url)
             conn.flushdb()
-        conn.close()
+            conn.close()
         self.description = what
         return url
 
@@ -338,11 +306,11 @@ class Stack:
             if self.batch_wait_ms is not None:
                 common["BATCH_WAIT_MS"] = str(self.batch_wait_ms)
             if self.embedded:
-                env = child_env(**common, EMBEDDED_WORKERS=str(self.workers))
+                env = child_env(THREAD_SETTINGS_AND_WORKERS, **common, EMBEDDED_WORKERS=str(self.workers))
                 self.description = f"embedded mode: one `python -m app`, {self.workers} job threads"
             else:
                 url = self._redis()
-                env = child_env(**common, REDIS_URL=url, QUEUE_NAME=QUEUE)
+                env = child_env(THREAD_SETTINGS_AND_WORKERS, **common, REDIS_URL=url, QUEUE_NAME=QUEUE)
                 for k in range(self.workers):
                     self._start(f"worker{k + 1}", [sys.executable, "-m", "worker"], env)
                 self.description = f"Redis mode: {self.workers} `python -m worker` processes, {self.description}"
@@ -354,34 +322,22 @@ class Stack:
             raise
         return self
 
+    def _watched(self) -> list[tuple[subprocess.Popen, Path]]:
+        return [(proc, self.logs / f"{name}.log") for name, proc in self.procs]
+
+    def _ready(self) -> bool:
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            if httpx.get(self.url + "/readyz", timeout=5).status_code == 200:
+                models = {"workers": 0} if self.embedded else httpx.get(self.url + "/models", timeout=5).json()
+                return self.embedded or models.get("workers", 0) >= self.workers
+        return False
+
     def _wait_ready(self, api: subprocess.Popen, timeout: float = 120.0) -> None:
         """/readyz 200 and (Redis mode) every worker registered, within `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for name, proc in self.procs:
-                if proc.poll() is not None:
-                    log = (self.logs / f"{name}.log").read_text(errors="replace")[-3000:]
-                    raise SystemExit(f"{name} exited with {proc.returncode}:\n{log}")
-            with contextlib.suppress(httpx.HTTPError, ValueError):
-                if httpx.get(self.url + "/readyz", timeout=5).status_code == 200:
-                    if self.embedded:
-                        return
-                    workers = httpx.get(self.url + "/models", timeout=5).json().get("workers", 0)
-                    if workers >= self.workers:
-                        return
-            time.sleep(0.25)
-        raise SystemExit(f"the service at {self.url} was not ready in {timeout:.0f} s (logs in {self.logs})")
+        wait_for(self._ready, timeout, f"the service at {self.url} to be ready", 0.25, self._watched(), SystemExit)
 
     def __exit__(self, *exc: object) -> None:
-        for _, proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.terminate()
-        for _, proc in reversed(self.procs):
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(*(proc for _, proc in reversed(self.procs)))
         if self._flush_url:
             import redis
 
@@ -411,7 +367,7 @@ async def run_all(
     so the server's per-client cap (MAX_JOBS_PER_CLIENT, by remote address) sees c clients with one request
     each, as c users would be. Then, with `one_client_run`, the first scenario runs once more at the highest
     concurrency through a single client (one address), which shows that cap at work (429)."""
-    audio = wav_bytes(0.5)
+    audio = tone_wav(0.5)
     runs: list[RunResult] = []
     skipped: list[str] = []
     start = time.monotonic()

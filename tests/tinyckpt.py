@@ -1,4 +1,5 @@
-"""The tests' one kit of inputs: tiny checkpoints with the trainer's metadata, a WAV tone, pen strokes, base64.
+"""The tests' one kit of inputs: tiny checkpoints with the trainer's metadata, pen strokes, base64 (the WAV tone
+and the process helpers are scripts/servicekit.py's, shared with the load test).
 
 Imported as `tinyckpt` (pytest puts tests/ on the path; tests/app/apikit.py and tests/worker/workerkit.py build on
 it): a freshly initialised small model saved with `normalisation`, `sample_rate`, `frame_size`, `dataset` and
@@ -60,16 +61,6 @@ def write_tiny_checkpoint(path: Path, cfg: ModelConfig, dataset: str = "unit-tes
 
     torch.manual_seed(seed)
     return save_checkpoint(build_model(cfg), path, metadata=tiny_metadata(cfg.modality, dataset))
-
-
-def tone_wav(seconds: float = 0.25, rate: int = 16000) -> bytes:
-    """A WAV file's bytes: a 220 Hz tone with a faint overtone, `seconds` long."""
-    import numpy as np
-
-    from model.render import wav_bytes
-
-    t = np.arange(round(seconds * rate)) / rate
-    return wav_bytes(0.3 * np.sin(2 * np.pi * 220 * t) + 0.01 * np.cos(2 * np.pi * 1234 * t), rate)
 
 
 def write_checkpoints(directory: Path, output: str = "gauss", dataset: str = "unit-test") -> Path:

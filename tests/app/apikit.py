@@ -1,25 +1,18 @@
-"""Helpers for the API tests: tiny checkpoints, inputs, and servers run as subprocesses.
+"""Helpers for the API tests: tiny checkpoints, inputs, settings, and the environment of their subprocesses
+(started, stopped and polled with scripts/servicekit.py).
 
-Only the standard library and tinyckpt (the shared kit, torch-free at the top) at the top: torch is imported
+Only the standard library, tinyckpt and servicekit (the shared kits, torch-free) at the top: torch is imported
 inside the functions that need it, so that the Redis-mode tests can check that the API itself never imports it."""
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
+import servicekit
 import tinyckpt
-from tinyckpt import HAND, SPEECH, SPEECH_RNN, STROKES, strokes_json  # noqa: F401 (the tests import them from here)
-from tinyckpt import tone_wav as wav  # noqa: F401
+from servicekit import tone_wav as wav  # noqa: F401 (the tests import these from here)
+from tinyckpt import HAND, SPEECH, SPEECH_RNN, STROKES, strokes_json  # noqa: F401
 
-ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = "redis://127.0.0.1:6379/13"  # the API tests' own database: emptied before and after
 # Mixture-output (GMM) checkpoints: the sampling path of the shipped handwriting default (write_gmm_checkpoints).
 SPEECH_GMM, HAND_GMM = "speech-vrnn-gmm", "hand-vrnn-gmm"
@@ -63,67 +56,9 @@ def write_gmm_checkpoints(directory: Path) -> Path:
     return directory
 
 
-# Subprocesses --------------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def child_env(**extra: str) -> dict[str, str]:
-    """The environment of a server or worker subprocess: none of this machine's service settings leak in."""
-    drop = {"REDIS_URL", "API_KEYS", "CHECKPOINT_DIR", "QUEUE_NAME", "HOST", "PORT", "DEVICE"}
-    env = {k: v for k, v in os.environ.items() if k not in drop}
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1", MPLBACKEND="Agg", **extra)
-    return env
-
-
-def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    with open(log, "wb") as out:
-        return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def http(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None, timeout=60.0):
-    """-> (status, headers, body bytes); HTTP errors are answers too."""
-    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, dict(r.headers), r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
-
-
-def post_json(url: str, obj: dict, headers: dict[str, str] | None = None):
-    return http("POST", url, json.dumps(obj).encode(), {"Content-Type": "application/json", **(headers or {})})
-
-
-def wait_until(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90.0, status: int = 200) -> None:
-    """Poll `url` until it answers `status`; fail with the server's log if it exits or takes too long."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"{proc.args} exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            last = http("GET", url, timeout=5)
-            if last[0] == status:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} did not answer {status} in {timeout} s (last: {last}):\n{log.read_text()[-4000:]}")
+    """servicekit.child_env for the tests' servers and workers: one thread each (the cores are shared), no DEVICE."""
+    return servicekit.child_env(drop=("DEVICE",), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **extra)
 
 
 def redis_db():

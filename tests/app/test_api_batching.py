@@ -11,8 +11,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from apikit import ROOT, make_settings
+from apikit import make_settings
 from fastapi.testclient import TestClient
+from servicekit import ROOT
 
 from app.main import create_app
 

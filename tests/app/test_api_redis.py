@@ -11,8 +11,9 @@ import subprocess
 import sys
 
 import pytest
-from apikit import HAND, REDIS_URL, ROOT, SPEECH, child_env, redis_db, wav
+from apikit import HAND, REDIS_URL, SPEECH, child_env, redis_db, wav
 from fastapi.testclient import TestClient
+from servicekit import ROOT
 
 from app.main import create_app
 

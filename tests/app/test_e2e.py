@@ -9,19 +9,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from apikit import (
-    HAND,
-    REDIS_URL,
-    SPEECH,
-    child_env,
-    free_port,
-    redis_db,
-    start,
-    stop,
-    strokes_json,
-    wait_until,
-    wav,
-)
+from apikit import HAND, REDIS_URL, SPEECH, child_env, redis_db, strokes_json, wav
+from servicekit import free_port, start, stop, wait_until
 
 httpx = pytest.importorskip("httpx")
 redis = pytest.importorskip("redis")
@@ -53,8 +42,7 @@ def _servers(checkpoint_dir, tmp_path_factory):
             wait_until(urls[mode] + "/readyz", procs[mode], logs / f"{mode}.log")
         yield {"urls": urls, "procs": procs, "logs": logs}
     finally:
-        for proc in procs.values():
-            stop(proc)
+        stop(*procs.values())
 
 
 def generate_all(base: str) -> dict[str, bytes]:

@@ -19,19 +19,14 @@ import math
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from html.parser import HTMLParser
 from pathlib import Path
 
-import numpy as np
 import pytest
+from apikit import child_env, wav, write_checkpoint
+from servicekit import ROOT, free_port, start, stop, wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "app" / "static" / "index.html"
 # Debian's by default; CHROMIUM / CHROMEDRIVER name others. Missing: the browser tests skip, or under CI fail (cikit).
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -61,40 +56,7 @@ def _browser_missing() -> str | None:
     return None
 
 
-# Tiny checkpoints (as tests/model/test_sample.py makes them) ----------------------------------------------------
-
-
-def _write_checkpoint(path: Path, modality: str) -> None:
-    from tinyckpt import tiny_config, write_tiny_checkpoint
-
-    write_tiny_checkpoint(path, tiny_config(modality), dataset="page-test")
-
-
-def _wav(path: Path, seconds: float = 0.5, rate: int = 16000) -> Path:
-    import soundfile as sf
-
-    t = np.arange(int(seconds * rate)) / rate
-    rng = np.random.default_rng(0)
-    wave = 0.3 * np.sin(2 * math.pi * 220 * t) * np.hanning(len(t)) + 0.01 * rng.standard_normal(len(t))
-    sf.write(path, wave.astype(np.float32), rate, subtype="PCM_16")
-    return path
-
-
 # The server ------------------------------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url: str, timeout: float = 2.0) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
 
 
 @pytest.fixture(scope="module")
@@ -102,59 +64,27 @@ def files(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("page")
     ckpts = d / "checkpoints"
     ckpts.mkdir()
-    _write_checkpoint(ckpts / "speech-tiny.safetensors", "speech")
-    _write_checkpoint(ckpts / "hand-tiny.safetensors", "handwriting")
+    write_checkpoint(ckpts / "speech-tiny.safetensors", "speech")
+    write_checkpoint(ckpts / "hand-tiny.safetensors", "handwriting")
     bad = d / "not-audio.wav"
     bad.write_bytes(b"this is not a WAV file\n" * 10)
-    return {"dir": d, "checkpoints": ckpts, "wav": _wav(d / "tone.wav"), "bad": bad}
+    (d / "tone.wav").write_bytes(wav(0.5))
+    return {"dir": d, "checkpoints": ckpts, "wav": d / "tone.wav", "bad": bad}
 
 
 @contextlib.contextmanager
 def _serve(files: dict[str, Path], name: str, **settings: str):
     """`uvicorn app.main:app` in embedded mode on a free port -> its base URL; stopped on exit."""
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "API_KEYS")}
-    env.update(
-        CHECKPOINT_DIR=str(files["checkpoints"]),
-        API_KEYS=API_KEY,
-        EMBEDDED_WORKERS="1",
-        OMP_NUM_THREADS="1",
-        PYTHONUNBUFFERED="1",
-        MPLBACKEND="Agg",
-        **settings,
-    )
-    log_path = files["dir"] / f"{name}.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    port = free_port()
+    env = child_env(CHECKPOINT_DIR=str(files["checkpoints"]), API_KEYS=API_KEY, EMBEDDED_WORKERS="1", **settings)
+    log = files["dir"] / f"{name}.log"
+    proc = start(["-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)], env, log)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + SERVER_START_S
-    try:
-        while True:  # uvicorn answers only once the app's startup (loading the checkpoints) is done
-            if proc.poll() is not None:
-                pytest.fail(f"the server exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
-            try:
-                if _get(base + "/healthz") == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                log_tail = log_path.read_text()[-4000:]
-                pytest.fail(f"the server did not answer /healthz in {SERVER_START_S} s:\n{log_tail}")
-            time.sleep(0.25)
+    try:  # uvicorn answers only once the app's startup (loading the checkpoints) is done
+        wait_until(base + "/healthz", proc, log, SERVER_START_S)
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, timeout=15)
 
 
 @pytest.fixture(scope="module")

@@ -19,15 +19,14 @@ import http.server
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
-import time
 import zipfile
 from pathlib import Path
 
 import pytest
+from servicekit import free_port, redis_answers, redis_server_command, spawn, stop, wait_for, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
@@ -260,12 +259,6 @@ def health(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_healthcheck_api():
     status = {"code": 200}
 
@@ -338,12 +331,7 @@ def test_healthcheck_without_a_role_checks_the_api_that_runs():
     port = free_port()
     server = subprocess.Popen([sys.executable, "-c", HEALTHZ_STUB, str(port), "-m", "app"])
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.05)
+        wait_until(f"http://127.0.0.1:{port}/healthz", server, None, timeout=10)
         assert load_healthcheck().detect_role() == "api"
         ok = health([], {**os.environ, "PORT": str(port)})
         assert ok.returncode == 0, ok.stderr
@@ -365,29 +353,17 @@ def test_healthcheck_worker_without_redis_url():
 
 @pytest.fixture
 def redis_url(tmp_path):
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
     port = free_port()
-    proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    command = redis_server_command(port, tmp_path)
+    if command is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    proc = spawn(command, None, None)
+    url = f"redis://127.0.0.1:{port}/0"
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("redis-server did not start")
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
+        wait_for(lambda: redis_answers(url), 10, "redis-server to answer", 0.05, [(proc, None)])
+        yield url
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        stop(proc, timeout=10)
 
 
 def test_healthcheck_worker_registration(redis_url):

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import wave
@@ -25,6 +24,7 @@ from io import BytesIO
 from pathlib import Path
 
 import pytest
+from servicekit import free_port, wait_until
 
 httpx = pytest.importorskip("httpx")
 
@@ -68,12 +68,6 @@ def image_exists(name: str) -> bool:
     return run(["docker", "image", "inspect", name], check=False).returncode == 0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Stack:
     def __init__(self, project: str, env: dict[str, str]):
         self.compose = [*compose_command(), "-p", project, "-f", str(ROOT / "docker-compose.yml")]
@@ -107,17 +101,8 @@ class Stack:
 
 def wait_ready(base: str, timeout: float) -> float:
     start = time.monotonic()
-    last = None
-    while time.monotonic() - start < timeout:
-        try:
-            r = httpx.get(f"{base}/readyz", timeout=5)
-            if r.status_code == 200:
-                return time.monotonic() - start
-            last = f"{r.status_code} {r.text[:300]}"
-        except httpx.HTTPError as e:
-            last = repr(e)
-        time.sleep(0.5)
-    raise AssertionError(f"/readyz not 200 after {timeout} s: {last}")
+    wait_until(f"{base}/readyz", None, None, timeout)
+    return time.monotonic() - start
 
 
 def carry_host_pip_settings() -> list[Path]:

@@ -1,28 +1,31 @@
 """Helpers of the reliability tests: a private redis-server (stopped, killed, restarted at will), the API and
 workers as subprocesses (with slowed-down jobs, see slowrun.py), and polling through the HTTP API.
 
-Built on tests/app/apikit.py (free ports, child environments, HTTP calls) and tests/worker/workerkit.py."""
+Built on scripts/servicekit.py (free ports, processes, waiting, HTTP calls) and tests/app/apikit.py."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-
-# The API tests' and the worker tests' helpers (apikit, workerkit) are imported by bare name.
-for _helpers in ("app", "worker"):
-    if str(Path(__file__).resolve().parents[1] / _helpers) not in sys.path:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / _helpers))
-
-from apikit import ROOT, child_env, free_port, http, post_json  # noqa: E402
+import servicekit
+from apikit import child_env, write_checkpoints
+from servicekit import (
+    ROOT,
+    free_port,
+    http,
+    kill,
+    post_json,
+    redis_answers,
+    redis_server_command,
+    start,
+    wait_for,
+    wait_until,
+)
 
 SLOWRUN = str(Path(__file__).resolve().parent / "slowrun.py")
 FINAL = ("finished", "failed")
@@ -35,11 +38,11 @@ class RedisServer:
     """A redis-server of our own on a free loopback port: no other test's data, and free to stop and restart."""
 
     def __init__(self, workdir: Path, appendonly: bool = False):
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.skip("needs redis-server on PATH")
-        self.binary, self.workdir, self.appendonly = binary, workdir, appendonly
         self.port = free_port()
+        self.command = redis_server_command(self.port, workdir, appendonly)
+        if self.command is None:
+            pytest.skip("needs redis-server on PATH")
+        self.workdir = workdir
         self.proc: subprocess.Popen | None = None
         workdir.mkdir(parents=True, exist_ok=True)
 
@@ -48,24 +51,9 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> None:
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", str(self.workdir)]
-        args += ["--appendonly", "yes" if self.appendonly else "no", "--daemonize", "no", "--protected-mode", "yes"]
-        log = open(self.workdir / "redis.log", "ab")  # noqa: SIM115 (the child holds it)
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
-        import redis
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with contextlib.suppress(redis.exceptions.RedisError):
-                client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
-                try:
-                    if client.ping():
-                        return
-                finally:
-                    client.close()
-            time.sleep(0.05)
-        raise AssertionError(f"redis-server did not start:\n{(self.workdir / 'redis.log').read_text()[-2000:]}")
+        log = self.workdir / "redis.log"
+        self.proc = servicekit.spawn(self.command, None, log, append=True, new_session=True)
+        wait_for(lambda: redis_answers(self.url), timeout, "redis-server to answer", 0.05, [(self.proc, log)])
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """SIGTERM: a clean shutdown (the append-only file is flushed); SIGKILL: a crash."""
@@ -104,8 +92,6 @@ def redis_server(workdir: Path, appendonly: bool = False):
 def api_stack(tmp: Path, queue: str, **settings: str):
     """A private Redis and one API process on tiny checkpoints under `tmp` (the tests start their own workers):
     yields {"base", "server", "env", "tmp", "api"}; the API gets SIGTERM at the end."""
-    from apikit import wait_until, write_checkpoints
-
     checkpoints = write_checkpoints(tmp / "checkpoints")
     with redis_server(tmp / "redis") as server:
         port = free_port()
@@ -121,15 +107,7 @@ def api_stack(tmp: Path, queue: str, **settings: str):
 
 def spawn(kind: str, env: dict[str, str], log: Path, *args: str) -> subprocess.Popen:
     """`slowrun.py worker|app args` in its own process group (so that a test can SIGKILL it alone)."""
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, SLOWRUN, kind, *args],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    return start([SLOWRUN, kind, *args], env, log, append=True, new_session=True)
 
 
 def service_env(checkpoint_dir: Path, redis_url: str | None, delay: float = 0.0, **extra: str) -> dict[str, str]:
@@ -138,23 +116,6 @@ def service_env(checkpoint_dir: Path, redis_url: str | None, delay: float = 0.0,
     if redis_url:
         env["REDIS_URL"] = redis_url
     return env
-
-
-def kill(proc: subprocess.Popen | None, sig: int = signal.SIGKILL) -> None:
-    if proc is not None and proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        proc.wait(timeout=30)
-
-
-def wait_for(predicate, timeout: float, what: str, step: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def submit_async(base: str, path: str, body: dict, headers: dict[str, str] | None = None) -> dict:

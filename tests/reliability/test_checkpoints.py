@@ -10,6 +10,7 @@ import pytest
 import relkit
 from apikit import HAND, SPEECH, make_settings, write_checkpoints
 from fastapi.testclient import TestClient
+from servicekit import kill, wait_for
 
 from app.main import create_app
 
@@ -68,10 +69,10 @@ def test_redis_mode_reports_broken_checkpoints_and_serves_the_others(mixed_dir, 
         try:
             settings = make_settings(mixed_dir, redis_url=server.url, queue_name="vrnn-ckpt")
             with TestClient(create_app(settings)) as c:
-                relkit.wait_for(lambda: c.get("/readyz").status_code == 200, 60, "the worker to be ready")
+                wait_for(lambda: c.get("/readyz").status_code == 200, 60, "the worker to be ready")
                 check_reported_and_others_serve(c, "redis")
                 # What the worker published: the weights it could not load, with the reason.
                 published = [json.loads(server.client().get(k)) for k in server.client().scan_iter("vrnn:worker:*")]
                 assert "truncated" in published[0]["failed_reasons"] and "badmeta" not in published[0]["models"]
         finally:
-            relkit.kill(worker)
+            kill(worker)

@@ -13,6 +13,7 @@ import pytest
 import relkit
 from apikit import SPEECH, make_settings, write_checkpoints
 from fastapi.testclient import TestClient
+from servicekit import wait_for
 
 from app.main import create_app
 
@@ -57,7 +58,7 @@ def assert_capped(r, retry_after: int) -> None:
 
 def wait_final(client: TestClient, job_id: str, key: str | None = None) -> dict:
     headers = {"X-API-Key": key} if key else {}
-    return relkit.wait_for(
+    return wait_for(
         lambda: (s := client.get(f"/jobs/{job_id}", headers=headers).json())["status"] in relkit.FINAL and s,
         30,
         f"job {job_id}",

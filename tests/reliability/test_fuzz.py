@@ -19,6 +19,7 @@ from apikit import HAND_GMM, SPEECH_GMM, make_settings, write_checkpoints, write
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from servicekit import kill, wait_for
 
 from app.main import create_app
 from worker import limits
@@ -87,12 +88,12 @@ def redis_app(running_apps, tmp_path_factory):
             fuzzed, app = (create_app(fuzz_settings(GMM_CHECKPOINTS, **values)) for _ in range(2))  # as above
             with TestClient(app) as c:
                 try:
-                    relkit.wait_for(lambda: c.get("/readyz").status_code == 200, 120, "the worker to be ready")
+                    wait_for(lambda: c.get("/readyz").status_code == 200, 120, "the worker to be ready")
                 except AssertionError as e:
                     raise AssertionError(f"{e}\n{(tmp / 'worker.log').read_text()[-4000:]}") from None
                 yield fuzzed, c
         finally:
-            relkit.kill(worker)
+            kill(worker)
 
 
 def check(case, response) -> None:

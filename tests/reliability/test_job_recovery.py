@@ -13,6 +13,7 @@ import pytest
 import relkit
 from apikit import SPEECH, make_settings, write_checkpoints
 from fastapi.testclient import TestClient
+from servicekit import wait_for
 
 from app.main import create_app
 
@@ -67,7 +68,7 @@ def test_a_started_job_whose_worker_died_fails_when_no_one_else_recovers_it(redi
         conn.delete(queueing.models_key("doomed"))
         assert c.get(f"/jobs/{job_id}").json()["status"] == "started"
         started = time.monotonic()
-        state = relkit.wait_for(
+        state = wait_for(
             lambda: (s := c.get(f"/jobs/{job_id}").json())["status"] in relkit.FINAL and s, 30, "the job to end"
         )
         assert state["status"] == "failed" and "stopped" in state["error"], state

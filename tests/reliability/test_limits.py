@@ -14,7 +14,6 @@ import uuid
 
 import numpy as np
 import pytest
-import relkit  # noqa: F401 (puts the API tests' helpers on the path)
 import soundfile as sf
 from apikit import HAND, SPEECH, make_settings, write_checkpoints
 from fastapi.testclient import TestClient

@@ -7,12 +7,10 @@ import importlib.util
 import json
 import re
 import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "app"))  # apikit: the API tests' helpers
-from apikit import ROOT, write_checkpoints
+from apikit import write_checkpoints
+from servicekit import ROOT
 
 pytest.importorskip("httpx")
 

@@ -7,17 +7,14 @@ from __future__ import annotations
 import io
 import json
 import logging
-import sys
-import time
 from pathlib import Path
 
 import pytest
+from apikit import child_env, make_settings, wav, write_checkpoints
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "app"))  # apikit: the API tests' helpers
-from apikit import child_env, make_settings, start, stop, wav, write_checkpoints
 from rediskit import redis_db
+from servicekit import start, stop, wait_for
 
 from app.main import create_app
 from app.metrics import JsonLogFormatter, access_log
@@ -128,11 +125,7 @@ def test_redis_mode_scrape_with_a_live_worker(checkpoint_dir, db11, tmp_path):
     try:
         settings = make_settings(checkpoint_dir, redis_url=REDIS_URL, queue_name=QUEUE, job_retries=1)
         with TestClient(create_app(settings)) as c:
-            deadline = time.monotonic() + 90
-            while c.get("/readyz").status_code != 200:
-                assert worker.poll() is None, log.read_text()[-3000:]
-                assert time.monotonic() < deadline, f"no worker became ready:\n{log.read_text()[-3000:]}"
-                time.sleep(0.2)
+            wait_for(lambda: c.get("/readyz").status_code == 200, 90, "a ready worker", 0.2, [(worker, log)])
             r = c.post("/generate/speech", json={"duration_s": 0.1, "seed": 3}, headers={"X-Request-Id": "redis-r1"})
             assert r.status_code == 200 and r.headers["x-request-id"] == "redis-r1"
             job_id = r.headers["x-job-id"]

@@ -13,7 +13,8 @@ import time
 
 import pytest
 import relkit
-from apikit import SPEECH, http, wait_until
+from apikit import SPEECH
+from servicekit import http, kill, wait_for, wait_until
 
 from worker import queueing
 
@@ -46,7 +47,7 @@ def test_a_job_that_kills_its_workers_fails_after_the_second_and_spares_the_thir
     }
     conn = stack["server"].client()
     try:
-        relkit.wait_for(lambda: set(queueing.live_workers(conn, QUEUE)) >= set(names), 90, "three live workers")
+        wait_for(lambda: set(queueing.live_workers(conn, QUEUE)) >= set(names), 90, "three live workers")
         wait_until(stack["base"] + "/readyz", stack["api"], stack["tmp"] / "api.log")
         job_id = relkit.submit_async(stack["base"], "/generate/speech", BODY)["id"]
         killed: list[str] = []
@@ -56,7 +57,7 @@ def test_a_job_that_kills_its_workers_fails_after_the_second_and_spares_the_thir
             victim = running_on(conn, job_id)
             if victim is not None and victim not in killed:  # the job is running: it "kills" its worker
                 time.sleep(0.3)
-                relkit.kill(workers[victim])
+                kill(workers[victim])
                 killed.append(victim)
             time.sleep(0.05)
         # JOB_RETRIES=3 would have let it kill all three workers and then some.
@@ -79,7 +80,7 @@ def test_a_job_that_kills_its_workers_fails_after_the_second_and_spares_the_thir
         assert relkit.poll_until_final(stack["base"], other, 60)["status"] == "finished"
     finally:
         for proc in workers.values():
-            relkit.kill(proc)
+            kill(proc)
 
 
 def _worker(conn, name: str, queue: str):

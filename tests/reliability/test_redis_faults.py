@@ -15,7 +15,8 @@ import time
 
 import pytest
 import relkit
-from apikit import SPEECH, free_port, http, post_json, wait_until, write_checkpoints
+from apikit import SPEECH, write_checkpoints
+from servicekit import free_port, http, kill, post_json, wait_for, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +78,7 @@ def test_redis_down_or_hung_is_503_and_the_service_recovers_by_itself(checkpoint
                     print(f"Redis hung: {method} {path} -> {answer[0]} in {elapsed * 1000:.0f} ms")
             finally:
                 server.resume()
-            relkit.wait_for(lambda: http("GET", base + "/readyz")[0] == 200, 30, "ready again after the hang")
+            wait_for(lambda: http("GET", base + "/readyz")[0] == 200, 30, "ready again after the hang")
 
             # Down: connections are refused at once.
             server.stop(signal.SIGKILL)
@@ -97,7 +98,7 @@ def test_redis_down_or_hung_is_503_and_the_service_recovers_by_itself(checkpoint
             # Back (empty: no persistence): the worker reconnects and registers again; the API needs no restart.
             server.start()
             back = time.monotonic()
-            relkit.wait_for(lambda: http("GET", base + "/readyz")[0] == 200, 60, "ready after the restart", 0.05)
+            wait_for(lambda: http("GET", base + "/readyz")[0] == 200, 60, "ready after the restart", 0.05)
             print(f"Redis back -> /readyz 200 in {time.monotonic() - back:.2f} s")
             status, _, body = post_json(base + "/generate/speech", BODY)
             assert status == 200, body[:300]
@@ -107,8 +108,8 @@ def test_redis_down_or_hung_is_503_and_the_service_recovers_by_itself(checkpoint
             assert status == 404 and b"never submitted" in body
             assert api.poll() is None and worker.poll() is None
         finally:
-            relkit.kill(worker)
-            relkit.kill(api, signal.SIGTERM)
+            kill(worker)
+            kill(api, signal.SIGTERM)
 
 
 def test_with_persistence_accepted_jobs_survive_a_redis_restart(checkpoints, tmp_path):
@@ -117,7 +118,7 @@ def test_with_persistence_accepted_jobs_survive_a_redis_restart(checkpoints, tmp
         try:
             running = relkit.submit_async(base, "/generate/speech", BODY)
             waiting = relkit.submit_async(base, "/generate/speech", {**BODY, "seed": 6})
-            relkit.wait_for(lambda: relkit.job_state(base, running["id"])["status"] == "started", 30, "a running job")
+            wait_for(lambda: relkit.job_state(base, running["id"])["status"] == "started", 30, "a running job")
             assert relkit.job_state(base, waiting["id"])["status"] == "queued"
             server.stop(signal.SIGTERM)  # `docker compose restart redis`: the append-only file is flushed
             server.start()
@@ -130,5 +131,5 @@ def test_with_persistence_accepted_jobs_survive_a_redis_restart(checkpoints, tmp
             print(f"persistent Redis restarted -> both jobs finished {time.monotonic() - restarted:.1f} s later")
             assert worker.poll() is None
         finally:
-            relkit.kill(worker)
-            relkit.kill(api, signal.SIGTERM)
+            kill(worker)
+            kill(api, signal.SIGTERM)

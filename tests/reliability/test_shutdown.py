@@ -10,7 +10,8 @@ import time
 
 import pytest
 import relkit
-from apikit import SPEECH, free_port, http, post_json, wait_until, write_checkpoints
+from apikit import SPEECH, write_checkpoints
+from servicekit import free_port, http, kill, post_json, wait_for, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +30,7 @@ def test_sigterm_lets_an_in_flight_request_finish(tmp_path):
         )
         request.start()
         submitted = 'vrnn_jobs_submitted_total{kind="generate_speech"} 1.0'
-        relkit.wait_for(  # the request is in: its job (2 s) has been submitted
+        wait_for(  # the request is in: its job (2 s) has been submitted
             lambda: submitted in http("GET", base + "/metrics")[2].decode(),
             30,
             "the request's job",
@@ -48,4 +49,4 @@ def test_sigterm_lets_an_in_flight_request_finish(tmp_path):
         )
         print(f"uvicorn SIGTERM -> in-flight request answered, server exited {time.monotonic() - sent:.1f} s later")
     finally:
-        relkit.kill(api)
+        kill(api)

@@ -13,7 +13,8 @@ import time
 
 import pytest
 import relkit
-from apikit import SPEECH, http, wait_until
+from apikit import SPEECH
+from servicekit import http, kill, wait_for, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -54,13 +55,13 @@ def running_on(stack, job_id: str) -> str | None:
 def test_a_job_of_a_sigkilled_worker_finishes_on_the_other_and_sigterm_is_warm(stack):
     workers = {name: start_worker(stack, name) for name in ("w1", "w2")}
     try:
-        relkit.wait_for(lambda: live(stack) >= {"w1", "w2"}, 60, "two live workers")
+        wait_for(lambda: live(stack) >= {"w1", "w2"}, 60, "two live workers")
         wait_until(stack["base"] + "/readyz", stack["api"], stack["tmp"] / "api.log")
         job = relkit.submit_async(stack["base"], "/generate/speech", BODY)
-        victim = relkit.wait_for(lambda: running_on(stack, job["id"]), 30, "the job to start")
+        victim = wait_for(lambda: running_on(stack, job["id"]), 30, "the job to start")
         survivor = next(n for n in workers if n != victim)
         time.sleep(0.5)  # well inside the job
-        relkit.kill(workers[victim])
+        kill(workers[victim])
         killed_at = time.monotonic()
         state = relkit.poll_until_final(stack["base"], job["id"], 60)
         recovered_s = time.monotonic() - killed_at
@@ -73,29 +74,29 @@ def test_a_job_of_a_sigkilled_worker_finishes_on_the_other_and_sigterm_is_warm(s
 
         # Warm shutdown: SIGTERM while a job runs; the job finishes, then the worker exits 0.
         job = relkit.submit_async(stack["base"], "/generate/speech", {**BODY, "seed": 4})
-        relkit.wait_for(lambda: running_on(stack, job["id"]) == survivor, 30, "the survivor to start the job")
+        wait_for(lambda: running_on(stack, job["id"]) == survivor, 30, "the survivor to start the job")
         workers[survivor].send_signal(signal.SIGTERM)
         assert workers[survivor].wait(timeout=30) == 0
         assert relkit.poll_until_final(stack["base"], job["id"], 10)["status"] == "finished"
         assert http("GET", f"{stack['base']}/jobs/{job['id']}/result")[0] == 200
     finally:
         for proc in workers.values():
-            relkit.kill(proc)
+            kill(proc)
 
 
 def test_with_no_worker_left_the_job_fails_with_a_clear_reason(stack):
     worker = start_worker(stack, "only")
     try:
-        relkit.wait_for(lambda: "only" in live(stack), 60, "the worker")
+        wait_for(lambda: "only" in live(stack), 60, "the worker")
         wait_until(stack["base"] + "/readyz", stack["api"], stack["tmp"] / "api.log")
         job = relkit.submit_async(stack["base"], "/generate/speech", BODY)
-        relkit.wait_for(lambda: running_on(stack, job["id"]), 30, "the job to start")
-        relkit.kill(worker)
+        wait_for(lambda: running_on(stack, job["id"]), 30, "the job to start")
+        kill(worker)
         killed_at = time.monotonic()
         state = relkit.poll_until_final(stack["base"], job["id"], 60)
         failed_s = time.monotonic() - killed_at
     finally:
-        relkit.kill(worker)
+        kill(worker)
     assert state["status"] == "failed", state
     # Retried once (JOB_RETRIES=1) after the worker's heartbeats stopped, then nobody took it: failed.
     assert state["error_status"] == 503 and "no worker" in state["error"] and "JOB_TIMEOUT_S" in state["error"]

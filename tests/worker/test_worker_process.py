@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 from rediskit import redis_db
+from servicekit import ROOT, kill, start, wait_for
 from workerkit import HAND, REDIS_URL, SPEECH, SPEECH_RNN, b64, strokes_json, wav, write_checkpoints
 
 from worker import queueing
 
-ROOT = Path(__file__).resolve().parents[2]
 # Imported by the worker as `workerkit` (tests/worker is on its PYTHONPATH): the name `tests` is taken by a
 # top-level package that the Hershey-Fonts distribution installs.
 SLOW_JOB = "workerkit.slow_job"
@@ -56,22 +56,7 @@ def worker_env(ckpt_dir: Path, queue: str) -> dict[str, str]:
 
 
 def start_worker(env: dict[str, str], *args: str, log_path: Path | None = None) -> subprocess.Popen:
-    out = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115 (closed by the OS on exit)
-    return subprocess.Popen(
-        [sys.executable, "-m", "worker", *args], cwd=ROOT, env=env, stdout=out, stderr=out, start_new_session=True
-    )
-
-
-def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"worker exited with status {proc.returncode} while waiting for {what}")
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    return start(["-m", "worker", *args], env, log_path, new_session=True)
 
 
 def test_queueing_does_not_import_torch() -> None:
@@ -190,12 +175,13 @@ def test_a_killed_workers_job_is_retried_by_another_worker(conn, ckpt_dir: Path,
     first = start_worker(env, *fast, "--name", "first", log_path=tmp_path / "first.log")
     second = None
     try:
-        wait_for(lambda: "first" in queueing.live_workers(conn, queue_name), 60, "the first worker", first)
+        watch = [(first, tmp_path / "first.log")]
+        wait_for(lambda: "first" in queueing.live_workers(conn, queue_name), 60, "the first worker", watch=watch)
         queue = queueing.make_queue(conn, queue_name)
         job = queue.enqueue_call(
             func=SLOW_JOB, args=({"seconds": 6},), timeout=60, result_ttl=600, failure_ttl=600, retry=Retry(max=1)
         )
-        wait_for(lambda: job.get_status() == JobStatus.STARTED, 30, "the first worker to start the job", first)
+        wait_for(lambda: job.get_status() == JobStatus.STARTED, 30, "the first worker to start the job", watch=watch)
         job.refresh()
         assert job.worker_name == "first"
         first.send_signal(signal.SIGKILL)
@@ -206,7 +192,7 @@ def test_a_killed_workers_job_is_retried_by_another_worker(conn, ckpt_dir: Path,
             lambda: job.get_status() == JobStatus.STARTED and job.refresh() is None and job.worker_name == "second",
             60,
             "the second worker to take the job over",
-            second,
+            watch=[(second, tmp_path / "second.log")],
         )
         time.sleep(3)  # past the registry entry's first expiry (heartbeat 1 s + grace 1 s): heartbeats renewed it
         entries = conn.zrange(queue.started_job_registry.key, 0, -1, withscores=True)
@@ -221,9 +207,7 @@ def test_a_killed_workers_job_is_retried_by_another_worker(conn, ckpt_dir: Path,
         assert "second" not in queueing.live_workers(conn, queue_name)
     finally:
         for proc in (first, second):
-            if proc is not None and proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            kill(proc)
 
 
 def test_an_abandoned_job_without_retries_fails_with_its_error_recorded(conn) -> None:

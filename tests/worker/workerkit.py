@@ -1,20 +1,24 @@
 """Helpers for the worker tests: tiny checkpoints, test inputs, and a slow job for the worker process tests.
 
-Imports only the standard library and tinyckpt (itself torch-free at the top) at the top: `python -m worker
+Imports only the standard library, tinyckpt and scripts/servicekit.py (torch-free) at the top: `python -m worker
 --allow-function workerkit.slow_job` (with tests/ and tests/worker on PYTHONPATH) imports this module inside the
-worker process.
+worker process, and test_jobs.py's child process too, so it puts scripts/ on the path itself.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import tinyckpt
-from tinyckpt import HAND, SPEECH, SPEECH_RNN, b64, strokes_json  # noqa: F401 (the tests import them from here)
-from tinyckpt import tone_wav as wav  # noqa: F401
+from tinyckpt import HAND, SPEECH, SPEECH_RNN, b64, strokes_json  # noqa: F401 (the tests import these from here)
+
+if str(Path(__file__).resolve().parents[2] / "scripts") not in sys.path:
+    sys.path.append(str(Path(__file__).resolve().parents[2] / "scripts"))
+from servicekit import tone_wav as wav  # noqa: F401
 
 REDIS_URL = "redis://127.0.0.1:6379/14"  # the worker tests' own database: emptied before and after
 
