@@ -27,16 +27,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from . import defaults
 from .attention import GravesWindow, Window
 from .checkpoint import CheckpointError, _paths, load_weights, read_metadata
 from .config import ModelConfig
 from .distributions import gaussian_kl, gaussian_log_prob, standard_normal_kl
-from .networks import MLP, BivariateOutput, Decoder, GaussianLatent, init_lstm
+from .networks import MLP, BivariateOutput
 from .text import encode, one_hot_batch
-from .vrnn import VRNNOutput, sampling_mode
+from .vrnn import Recurrence, VRNNOutput, sampling_mode
 
 # The step cap of a line when none is given: pen points per character, well above the ~25-35 of handwriting.
 MAX_STEPS_PER_CHAR = 40
@@ -57,38 +57,18 @@ class TextAnalysis:
     mask: Tensor  # (B, T)
 
 
-class TextVRNN(nn.Module):
+class TextVRNN(Recurrence):
     def __init__(self, config: ModelConfig):
         super().__init__()
         if not config.takes_text:
             raise ValueError("TextVRNN needs a config with an alphabet (ModelConfig.alphabet)")
         self.config = cfg = config
-        W, L, H, Z, A = cfg.mlp_width, cfg.mlp_layers, cfg.h_dim, cfg.z_dim, len(cfg.alphabet)
         k = cfg.n_components if cfg.output == "gmm" else 1
-        self.window = GravesWindow(H, cfg.window_components)
-        self.phi_x = MLP([cfg.x_dim], W, L)
-        head = BivariateOutput(W, k, cfg.std_floor)
-        if cfg.has_latent:
-            self.phi_z: MLP | None = MLP([Z], W, L)
-            self.encoder: GaussianLatent | None = GaussianLatent([W, H, A], W, L, Z, cfg.std_floor)
-            self.prior = GaussianLatent([H, A], W, L, Z, cfg.std_floor) if cfg.family == "vrnn" else None
-            self.decoder = Decoder([W, H, A], W, L, head)
-            rnn_in = 2 * W + A
-        else:
-            self.phi_z = self.encoder = self.prior = None
-            self.decoder = Decoder([H, A], W, L, head)
-            rnn_in = W + A
-        self.rnn = nn.LSTMCell(rnn_in, H)
-        init_lstm(self.rnn)
+        self.window = GravesWindow(cfg.h_dim, cfg.window_components)
+        self.phi_x = MLP([cfg.x_dim], cfg.mlp_width, cfg.mlp_layers)
+        self._build(cfg, BivariateOutput(cfg.mlp_width, k, cfg.std_floor), extra=len(cfg.alphabet))
 
     # ------------------------------------------------------------------ helpers
-
-    @property
-    def device(self) -> torch.device:
-        return self.rnn.weight_hh.device
-
-    def _dtype(self) -> torch.dtype:
-        return self.rnn.weight_hh.dtype
 
     def encode_texts(self, texts: list[str]) -> tuple[Tensor, Tensor]:
         """Lines of text -> one-hot characters (B, U, A) and their mask (B, U); unknown characters: an error

@@ -188,33 +188,24 @@ def generate(
             raise InferenceError(f"a sampling engine draws one sequence per request, got num={num}")
         if engine.model is not model:
             raise InferenceError("the sampling engine runs another model")
-        try:
-            future = engine.submit(
-                steps=n_steps,
-                temperature=temperature,
-                generator=torch.Generator(device=model.device).manual_seed(int(seed)),
-                prime=None if primed is None else primed.to(model.device),
-                bias=bias,
-                mean=mean,
-            )
-        except ValueError as e:  # temperature, bias: the engine checks them as the model does
-            raise InferenceError(str(e)) from None
-        y = _wait(engine, future).unsqueeze(0)  # (1, steps, D), as model.sample(num_samples=1) gives
-        raw = stats.denormalise(y.detach().to("cpu", torch.float32).numpy())
-        return [np.ascontiguousarray(r, dtype=np.float32) for r in raw]
+    options: dict[str, Any] = dict(
+        steps=n_steps,
+        temperature=temperature,
+        generator=torch.Generator(device=model.device).manual_seed(int(seed)),
+        prime=None if primed is None else primed.to(model.device),
+        bias=bias,
+        mean=mean,
+    )
     try:
-        with torch.no_grad():
-            y = model.sample(
-                num_samples=num,
-                steps=n_steps,
-                temperature=temperature,
-                generator=torch.Generator(device=model.device).manual_seed(int(seed)),
-                prime=None if primed is None else primed.to(model.device),
-                bias=bias,
-                mean=mean,
-            )
-    except ValueError as e:  # temperature, bias: the model checks them
+        if engine is not None:
+            future = engine.submit(**options)
+        else:
+            with torch.no_grad():
+                y = model.sample(num_samples=num, **options)
+    except ValueError as e:  # temperature, bias: the model checks them (the engine as the model does)
         raise InferenceError(str(e)) from None
+    if engine is not None:
+        y = _wait(engine, future).unsqueeze(0)  # (1, steps, D), as model.sample(num_samples=1) gives
     raw = stats.denormalise(y.detach().to("cpu", torch.float32).numpy())
     return [np.ascontiguousarray(r, dtype=np.float32) for r in raw]
 

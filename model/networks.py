@@ -15,7 +15,7 @@ linear heads for their distribution's parameters. Standard deviations are softpl
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -108,7 +108,27 @@ class GaussianLatent(nn.Module):
         return self.head(self.net(*inputs))
 
 
-class DiagonalGaussianOutput(nn.Module):
+class _OutputHead(nn.Module):
+    """What the two output heads share: sampling with a temperature and Graves' bias, drawn by `_draw`."""
+
+    _draw: Callable[..., Tensor | tuple[Tensor, Tensor]]
+
+    @classmethod
+    def sample(
+        cls,
+        p: DiagonalMixture | BivariateMixture,
+        generator: torch.Generator | None,
+        temperature: float = 1.0,
+        bias: float = 0.0,
+        return_mean: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """A draw (N, D); with return_mean, (draw, mean of the component it was drawn from; for handwriting,
+        the drawn component's mean dx, dy and the drawn pen bit)."""
+        logits, std = sharpen(p.logits, p.std, temperature, bias)
+        return cls._draw(p._replace(logits=logits, std=std), generator, return_mean)
+
+
+class DiagonalGaussianOutput(_OutputHead):
     """Speech output head: hidden -> parameters of p(x_t | .), a diagonal Gaussian over the D
     samples of a frame, or a mixture of K of them."""
 
@@ -131,21 +151,10 @@ class DiagonalGaussianOutput(nn.Module):
 
     log_prob = staticmethod(diagonal_mixture_log_prob)
     mean = staticmethod(diagonal_mixture_mean)
-
-    @staticmethod
-    def sample(
-        p: DiagonalMixture,
-        generator: torch.Generator | None,
-        temperature: float = 1.0,
-        bias: float = 0.0,
-        return_mean: bool = False,
-    ) -> Tensor | tuple[Tensor, Tensor]:
-        """A draw (N, D); with return_mean, (draw, mean of the component it was drawn from)."""
-        logits, std = sharpen(p.logits, p.std, temperature, bias)
-        return sample_diagonal_mixture(DiagonalMixture(logits, p.mu, std), generator, return_mean)
+    _draw = staticmethod(sample_diagonal_mixture)
 
 
-class BivariateOutput(nn.Module):
+class BivariateOutput(_OutputHead):
     """Handwriting output head: hidden -> a bivariate Gaussian (or a mixture of K) with correlation
     over the pen offsets (dx, dy), times a Bernoulli pen bit (Graves 2013, Eqs. 18-25)."""
 
@@ -170,18 +179,7 @@ class BivariateOutput(nn.Module):
 
     log_prob = staticmethod(bivariate_mixture_log_prob)
     mean = staticmethod(bivariate_mixture_mean)
-
-    @staticmethod
-    def sample(
-        p: BivariateMixture,
-        generator: torch.Generator | None,
-        temperature: float = 1.0,
-        bias: float = 0.0,
-        return_mean: bool = False,
-    ) -> Tensor | tuple[Tensor, Tensor]:
-        """A draw (N, 3); with return_mean, (draw, (drawn component's mean dx, dy, the drawn pen bit))."""
-        logits, std = sharpen(p.logits, p.std, temperature, bias)
-        return sample_bivariate_mixture(p._replace(logits=logits, std=std), generator, return_mean)
+    _draw = staticmethod(sample_bivariate_mixture)
 
 
 class Decoder(nn.Module):

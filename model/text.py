@@ -60,12 +60,6 @@ def normalise(text: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", text).split())
 
 
-def check_alphabet(alphabet: str) -> str:
-    if not alphabet or len(set(alphabet)) != len(alphabet):
-        raise ValueError(f"an alphabet needs distinct characters, got {alphabet!r}")
-    return alphabet
-
-
 def encode(text: str, alphabet: str, max_chars: int = MAX_TEXT_CHARS) -> Tensor:
     """`text` (normalised) -> (U,) int64 indices into `alphabet`. Raises UnsupportedCharactersError naming every
     character outside the alphabet, and ValueError for an empty or too long text."""

@@ -83,35 +83,26 @@ class _Pass:
     state: tuple[Tensor, Tensor]  # final (h_T, c_T)
 
 
-class VRNN(nn.Module):
-    """All six models of the paper's Table 1, chosen by `ModelConfig.family` and `.output`."""
+class Recurrence(nn.Module):
+    """What VRNN and `conditional.TextVRNN` share: phi_z, encoder, prior, decoder and LSTM over inputs widened by
+    `extra` features (the text window's, for TextVRNN), built in this order, and the parameters' device and dtype."""
 
-    def __init__(self, config: ModelConfig):
-        super().__init__()
-        self.config = cfg = config
+    def _build(self, cfg: ModelConfig, head: nn.Module, extra: int = 0) -> None:
         W, L, H, Z = cfg.mlp_width, cfg.mlp_layers, cfg.h_dim, cfg.z_dim
-        k = cfg.n_components if cfg.output == "gmm" else 1
-        if cfg.modality == "speech":
-            head: nn.Module = DiagonalGaussianOutput(W, cfg.x_dim, k, cfg.std_floor)
-        else:
-            head = BivariateOutput(W, k, cfg.std_floor)
-
-        self.phi_x = MLP([cfg.x_dim], W, L)
+        more = [extra] if extra else []
         if cfg.has_latent:
             self.phi_z: MLP | None = MLP([Z], W, L)
-            self.encoder: GaussianLatent | None = GaussianLatent([W, H], W, L, Z, cfg.std_floor)
+            self.encoder: GaussianLatent | None = GaussianLatent([W, H, *more], W, L, Z, cfg.std_floor)
             # VRNN-I drops operation (a): its prior is a fixed N(0, I) with no network.
-            self.prior = GaussianLatent([H], W, L, Z, cfg.std_floor) if cfg.family == "vrnn" else None
-            self.decoder = Decoder([W, H], W, L, head)
-            rnn_in = 2 * W
+            self.prior = GaussianLatent([H, *more], W, L, Z, cfg.std_floor) if cfg.family == "vrnn" else None
+            self.decoder = Decoder([W, H, *more], W, L, head)
+            rnn_in = 2 * W + extra
         else:
             self.phi_z = self.encoder = self.prior = None
-            self.decoder = Decoder([H], W, L, head)
-            rnn_in = W
+            self.decoder = Decoder([H, *more], W, L, head)
+            rnn_in = W + extra
         self.rnn = nn.LSTMCell(rnn_in, H)
         init_lstm(self.rnn)
-
-    # ------------------------------------------------------------------ helpers
 
     @property
     def device(self) -> torch.device:
@@ -119,6 +110,23 @@ class VRNN(nn.Module):
 
     def _dtype(self) -> torch.dtype:
         return self.rnn.weight_hh.dtype
+
+
+class VRNN(Recurrence):
+    """All six models of the paper's Table 1, chosen by `ModelConfig.family` and `.output`."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = cfg = config
+        k = cfg.n_components if cfg.output == "gmm" else 1
+        if cfg.modality == "speech":
+            head: nn.Module = DiagonalGaussianOutput(cfg.mlp_width, cfg.x_dim, k, cfg.std_floor)
+        else:
+            head = BivariateOutput(cfg.mlp_width, k, cfg.std_floor)
+        self.phi_x = MLP([cfg.x_dim], cfg.mlp_width, cfg.mlp_layers)
+        self._build(cfg, head)
+
+    # ------------------------------------------------------------------ helpers
 
     def _prepare(self, x: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
         """Check shapes; return time-major x (T, B, D) with padding zeroed and mask (T, B)."""

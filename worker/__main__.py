@@ -85,24 +85,18 @@ class RestrictedJob(Job):
             )
         return super().func
 
-    def _no_callback(self, kind: str, name: str | None) -> None:
-        if name:
-            log.warning("ignoring the %s callback %r of job %s", kind, name, self.id, extra={"job_id": self.id})
+    @staticmethod
+    def _no_callback(kind: str) -> property:
+        def callback(self: RestrictedJob) -> None:
+            name = getattr(self, f"_{kind}_callback_name")
+            if name:
+                log.warning("ignoring the %s callback %r of job %s", kind, name, self.id, extra={"job_id": self.id})
 
-    @property
-    def success_callback(self):
-        self._no_callback("success", self._success_callback_name)
-        return None
+        return property(callback)
 
-    @property
-    def failure_callback(self):
-        self._no_callback("failure", self._failure_callback_name)
-        return None
-
-    @property
-    def stopped_callback(self):
-        self._no_callback("stopped", self._stopped_callback_name)
-        return None
+    success_callback = _no_callback("success")
+    failure_callback = _no_callback("failure")
+    stopped_callback = _no_callback("stopped")
 
 
 class ModelWorker(SimpleWorker):

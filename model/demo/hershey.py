@@ -21,7 +21,6 @@ INSTALL_HINT = (
     "install the Debian package hershey-fonts-data (apt-get install hershey-fonts-data) or pip install Hershey-Fonts"
 )
 BASELINE = 9
-CAPLINE = -12
 
 
 @dataclass(frozen=True)
