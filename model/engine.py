@@ -32,6 +32,7 @@ from torch import Tensor
 
 from .distributions import RowGenerators, randn
 from .rowwise import rowwise_copy
+from .runtime import apply_threads
 from .vrnn import VRNN, sampling_mode
 
 
@@ -162,6 +163,7 @@ class SamplingEngine:
     # ------------------------------------------------------------------ the batch loop
 
     def _loop(self) -> None:
+        apply_threads()  # this thread's own OpenMP setting (model.runtime)
         while True:
             with self._cond:
                 while not self._waiting and not self._rows and not self._stopping:

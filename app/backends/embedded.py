@@ -85,7 +85,7 @@ class EmbeddedBackend:
 
     def start(self) -> None:
         """Import the job functions (and torch) and load every checkpoint once."""
-        from model.runtime import set_threads, threads_for  # torch: imported only when embedded mode starts
+        from model.runtime import apply_threads, set_threads, threads_for  # torch: only when embedded mode starts
         from worker.cache import ModelCache
         from worker.jobs import Jobs
 
@@ -101,9 +101,10 @@ class EmbeddedBackend:
         except Exception as e:  # a broken folder: keep answering, /readyz says why
             log.exception("loading checkpoints from %s failed", self.settings.checkpoint_dir)
             self._load_error = f"loading checkpoints from {self.settings.checkpoint_dir} failed: {e}"
-        self._pool = ThreadPoolExecutor(self.settings.embedded_workers, thread_name_prefix="vrnn-job")
+        # Every job thread takes the process's thread count (model.runtime.apply_threads).
+        self._pool = ThreadPoolExecutor(self.settings.embedded_workers, "vrnn-job", apply_threads)
         if self._runner is not None and self._runner.cache.batching:  # BATCH_MAX > 1 (and a CPU cache)
-            self._generation_pool = ThreadPoolExecutor(self.settings.batch_max, thread_name_prefix="vrnn-gen")
+            self._generation_pool = ThreadPoolExecutor(self.settings.batch_max, "vrnn-gen", apply_threads)
 
     def close(self) -> None:
         for pool in (self._pool, self._generation_pool):

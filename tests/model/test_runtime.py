@@ -87,3 +87,46 @@ def test_the_worker_takes_one_thread_unless_told(monkeypatch):
     with pytest.raises(SystemExit) as e:
         build_parser().parse_args([])
     assert e.value.code == 2
+
+
+_THREADS_CHILD = r"""
+import ctypes, threading, torch
+from model.runtime import apply_threads, set_threads
+from model.engine import SamplingEngine
+from model.vrnn import build_model
+from model.config import ModelConfig
+
+# OpenMP's thread count as the calling thread sees it, from the runtime torch loaded (asking torch would set it).
+gomp = sorted({line.split()[-1] for line in open("/proc/self/maps") if "libgomp" in line or "libiomp" in line})
+omp = ctypes.CDLL(gomp[0]).omp_get_max_threads
+
+set_threads(1)
+seen = {}
+def fresh(key, fix):
+    if fix:
+        apply_threads()
+    seen[key] = omp()
+for key, fix in (("fresh", False), ("applied", True)):
+    t = threading.Thread(target=fresh, args=(key, fix)); t.start(); t.join()
+engine = SamplingEngine(build_model(ModelConfig(modality="handwriting", family="rnn", output="gauss", x_dim=3, h_dim=8,
+                                                mlp_layers=1, mlp_width=8, z_dim=2)), max_batch=2)
+import model.engine as eng
+eng.apply_threads = lambda: (apply_threads(), seen.__setitem__("engine", omp()))
+engine.start(); engine.stop()
+print(seen["fresh"], seen["applied"], seen["engine"], omp())
+"""
+
+
+def test_every_model_thread_takes_the_process_thread_count():
+    """(Linux, an OpenMP build of torch.) OpenMP keeps its thread count per thread: a fresh thread runs on every
+    core whatever torch.set_num_threads said in the main thread (5x slower jobs on 2 shared cores) until
+    apply_threads; the engine's thread applies it."""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    env.pop("OMP_NUM_THREADS", None)
+    out = subprocess.run([sys.executable, "-c", _THREADS_CHILD], cwd=root, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    fresh, applied, engine, main = map(int, out.stdout.split())
+    assert (applied, engine, main) == (1, 1, 1)
+    if (os.cpu_count() or 1) > 1:
+        assert fresh > 1  # what apply_threads is for: without it the thread would use every core
