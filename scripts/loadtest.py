@@ -65,7 +65,7 @@ QUEUE = "vrnn-loadtest"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/11"
 # The service's processes run with its own defaults: no thread settings are passed on (the service sizes its
 # PyTorch threads itself; OMP_NUM_THREADS here once hid that it did not).
-THREAD_SETTINGS_AND_WORKERS = (*THREAD_SETTINGS, "EMBEDDED_WORKERS")
+THREAD_SETTINGS_AND_WORKERS = (*THREAD_SETTINGS, "EMBEDDED_WORKERS", "WORKER_SLOTS")
 
 
 # Inputs and scenarios --------------------------------------------------------------------------------------------
@@ -259,8 +259,10 @@ class Stack:
         torch_threads: int | None = None,
         batch_max: int | None = None,
         batch_wait_ms: float | None = None,
+        slots: int | None = None,
     ):
         self.checkpoints, self.workers, self.embedded = checkpoints, workers, embedded
+        self.slots = slots
         self.torch_threads = torch_threads
         self.batch_max, self.batch_wait_ms = batch_max, batch_wait_ms
         self.redis_url, self.logs = redis_url, logs
@@ -305,6 +307,8 @@ class Stack:
                 common["BATCH_MAX"] = str(self.batch_max)
             if self.batch_wait_ms is not None:
                 common["BATCH_WAIT_MS"] = str(self.batch_wait_ms)
+            if self.slots is not None:
+                common["WORKER_SLOTS"] = str(self.slots)
             if self.embedded:
                 env = child_env(THREAD_SETTINGS_AND_WORKERS, **common, EMBEDDED_WORKERS=str(self.workers))
                 self.description = f"embedded mode: one `python -m app`, {self.workers} job threads"
@@ -662,6 +666,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="BATCH_WAIT_MS of the API it starts (default: the service's own, or the environment's)",
     )
     p.add_argument(
+        "--slots",
+        type=int,
+        metavar="N",
+        help="WORKER_SLOTS of the workers it starts (Redis mode: jobs at once per worker process, whose concurrent "
+        "generation shares the sampling engines; default: the worker's own, 1)",
+    )
+    p.add_argument(
         "--redis-url",
         help=f"use this Redis database (emptied before and after, e.g. {DEFAULT_REDIS_URL}) instead of "
         "starting a private redis-server",
@@ -714,6 +725,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     args.torch_threads,
                     args.batch_max,
                     args.batch_wait_ms,
+                    args.slots,
                 )
             )
             url, service = s.url, s.description
@@ -723,6 +735,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 service += f"; BATCH_MAX={args.batch_max}"
             if args.batch_wait_ms is not None:
                 service += f"; BATCH_WAIT_MS={args.batch_wait_ms:g}"
+            if args.slots is not None:
+                service += f"; WORKER_SLOTS={args.slots}"
         result = asyncio.run(
             run_all(
                 url,

@@ -45,7 +45,7 @@ from rq.timeouts import JobTimeoutException
 from model.cli import positive_int
 from model.runtime import set_threads
 
-from . import queueing
+from . import queueing, slots
 from .cache import ModelCache, set_cache
 from .contract import JobInputError, UnknownModelError, error_info
 
@@ -282,6 +282,7 @@ _LOG_FIELDS = (
     "models",
     "failed",
     "device",
+    "engines",
 )
 
 
@@ -361,6 +362,15 @@ def build_parser() -> argparse.ArgumentParser:
         "time, so run one single-threaded worker per core; more threads only for a lone worker on idle cores",
     )
     p.add_argument(
+        "--slots",
+        type=positive_int,
+        default=os.environ.get("WORKER_SLOTS") or "1",
+        metavar="N",
+        help="job slots: run N jobs at once in this process (N RQ workers named NAME.0 ... in threads, one checkpoint "
+        "cache); concurrent generation jobs for one model then share its sampling engine's steps, with the bytes "
+        "each seed gives alone (default: WORKER_SLOTS or 1; batching runs on the CPU only)",
+    )
+    p.add_argument(
         "--maintenance-interval",
         type=positive_int,
         default=_env_int("WORKER_MAINTENANCE_S", DEFAULT_MAINTENANCE_S),
@@ -403,7 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     set_threads(args.threads)  # before any PyTorch work; see --threads
     started = time.monotonic()
     try:
-        cache = ModelCache(args.checkpoints, args.device)
+        # With slots, up to N generation jobs at once share each model's engine: N rows per step at most.
+        cache = ModelCache(args.checkpoints, args.device, batch_max=args.slots if args.slots > 1 else 1)
     except ValueError as e:
         log.error("%s", e)
         return 2
@@ -415,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         "defaults": cache.defaults,
         "device": cache.device,
         "threads": args.threads,
+        "slots": args.slots,
         "hostname": socket.gethostname(),
         "pid": os.getpid(),
     }
@@ -441,31 +453,45 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot reach Redis at %s: %s", _redact(args.redis_url), e)
         return 1
     name = args.name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
-    worker = ModelWorker(
-        [args.queue],
-        name=name,
-        connection=conn,
-        serializer=queueing.SERIALIZER,
-        job_class=RestrictedJob,
-        maintenance_interval=args.maintenance_interval,
-        # RQ blocks on the queue for worker_ttl - 15 s between maintenance checks: make that the interval.
-        worker_ttl=args.maintenance_interval + 15,
-        job_monitoring_interval=args.heartbeat,
-        models_info=info,
-        heartbeat_grace=args.heartbeat_grace,
-    )
+
+    def make(worker_class: type[ModelWorker], worker_name: str, **kwargs: Any) -> ModelWorker:
+        return worker_class(
+            [args.queue],
+            name=worker_name,
+            connection=conn,
+            serializer=queueing.SERIALIZER,
+            job_class=RestrictedJob,
+            maintenance_interval=args.maintenance_interval,
+            # RQ blocks on the queue for worker_ttl - 15 s between maintenance checks: make that the interval.
+            worker_ttl=args.maintenance_interval + 15,
+            job_monitoring_interval=args.heartbeat,
+            models_info=info,
+            heartbeat_grace=args.heartbeat_grace,
+            **kwargs,
+        )
+
     log.info(
-        "worker %s listening on queue %s (burst=%s)",
+        "worker %s listening on queue %s (burst=%s, %d slot(s))",
         name,
         args.queue,
         args.burst,
+        args.slots,
         extra={"event": "worker_started", "worker": name, "queue": args.queue},
     )
+    work = dict(burst=args.burst, logging_level=args.log_level.upper())
     try:
-        worker.work(burst=args.burst, logging_level=args.log_level.upper())
+        if args.slots == 1:
+            make(ModelWorker, name).work(**work)
+        else:
+            slot = slots.slot_class(ModelWorker)
+            slots.run_slots(lambda k, stop: make(slot, f"{name}.{k}", stop=stop), args.slots, **work)
     except ValueError as e:  # e.g. "There exists an active worker named ... already"
         log.error("worker %s could not start: %s", name, e)
         return 1
+    finally:
+        if args.slots > 1:
+            log.info("sampling engines", extra={"event": "engine_stats", "engines": cache.engine_stats()})
+            cache.close()
     log.info("worker %s stopped", name, extra={"event": "worker_stopped", "worker": name})
     return 0
 
