@@ -32,6 +32,10 @@ INTERNALS = [
     (worker_registration, "register", ["worker", "pipeline"]),  # again at each heartbeat (a Redis restart)
     (Job, "_handle_failure", ["self", "exc_string", "pipeline", "worker_name"]),  # RedisBackend._fail_unrun
     (StartedJobRegistry, "cleanup", ["self", "timestamp", "exception_handlers"]),  # the API's abandoned-job pass
+    # worker/slots.py: the main thread owns the signals, a slot leaves its dequeue loop through heartbeat()
+    (SimpleWorker, "_install_signal_handlers", ["self"]),
+    (SimpleWorker, "get_state", ["self"]),
+    (SimpleWorker, "work", ["self", "burst", "logging_level"]),
 ]
 
 
@@ -53,6 +57,19 @@ def test_rq_job_attributes_the_worker_reads() -> None:
     assert "job_monitoring_interval" in inspect.signature(SimpleWorker.__init__).parameters
     # ModelWorker.get_heartbeat_ttl reads how long the job has run (a worker instance needs Redis: read the source)
     assert "self.current_job_working_time" in inspect.getsource(SimpleWorker.__init__)
+
+
+def test_what_job_slots_rely_on() -> None:
+    """worker/slots.py: RQ's warm-shutdown flag, the dequeue wait it shortens, StopRequested ending work() quietly,
+    and the thread-safe timer timeout."""
+    from rq.exceptions import StopRequested
+    from rq.timeouts import BaseDeathPenalty, TimerDeathPenalty
+
+    assert isinstance(inspect.getattr_static(SimpleWorker, "dequeue_timeout"), property)
+    work = inspect.getsource(SimpleWorker.work)
+    assert "self._stop_requested" in work and "except StopRequested" in work and "self.dequeue_timeout" in work
+    assert "self.heartbeat()" in inspect.getsource(SimpleWorker.dequeue_job_and_maintain_ttl)
+    assert issubclass(TimerDeathPenalty, BaseDeathPenalty) and issubclass(StopRequested, Exception)
 
 
 def test_the_installed_rq_is_a_pinned_supported_release() -> None:
