@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
-from rediskit import redis_db
 from servicekit import ROOT, kill, start, wait_for
-from workerkit import HAND, REDIS_URL, SPEECH, SPEECH_RNN, b64, strokes_json, wav, write_checkpoints
+from workerkit import HAND, REDIS_URL, SPEECH, SPEECH_RNN, b64, strokes_json, wav
 
 from worker import queueing
 
@@ -26,19 +25,6 @@ from worker import queueing
 # top-level package that the Hershey-Fonts distribution installs.
 SLOW_JOB = "workerkit.slow_job"
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture
-def conn():
-    """A client of database 14, emptied before and after, locked against concurrent runs."""
-    with redis_db(REDIS_URL) as client:
-        assert client.connection_pool.connection_kwargs["db"] == 14
-        yield client
-
-
-@pytest.fixture(scope="module")
-def ckpt_dir(tmp_path_factory) -> Path:
-    return write_checkpoints(tmp_path_factory.mktemp("ckpts"))
 
 
 def worker_env(ckpt_dir: Path, queue: str) -> dict[str, str]:

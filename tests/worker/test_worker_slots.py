@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from servicekit import kill, wait_for
-from test_worker_process import SLOW_JOB, ckpt_dir, conn, start_worker, worker_env  # noqa: F401 (fixtures)
+from test_worker_process import SLOW_JOB, start_worker, worker_env
 from workerkit import SPEECH
 
 from worker import queueing
@@ -22,7 +22,7 @@ def events(log_path: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_concurrent_generation_jobs_share_the_engine_and_keep_their_bytes(conn, ckpt_dir: Path, tmp_path: Path):  # noqa: F811
+def test_concurrent_generation_jobs_share_the_engine_and_keep_their_bytes(conn, ckpt_dir: Path, tmp_path: Path):
     from rq.job import JobStatus
 
     from worker.cache import ModelCache
@@ -56,7 +56,7 @@ def test_concurrent_generation_jobs_share_the_engine_and_keep_their_bytes(conn, 
 
 
 @pytest.mark.slow
-def test_a_slot_times_out_its_own_job_and_the_others_go_on(conn, ckpt_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_a_slot_times_out_its_own_job_and_the_others_go_on(conn, ckpt_dir: Path, tmp_path: Path) -> None:
     from rq.job import JobStatus
 
     queue = queueing.make_queue(conn, "slot-timeout")
@@ -78,7 +78,7 @@ def test_a_slot_times_out_its_own_job_and_the_others_go_on(conn, ckpt_dir: Path,
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signals", [1, 2])
-def test_sigterm_is_a_warm_then_a_cold_shutdown_of_every_slot(conn, ckpt_dir: Path, tmp_path: Path, signals):  # noqa: F811
+def test_sigterm_is_a_warm_then_a_cold_shutdown_of_every_slot(conn, ckpt_dir: Path, tmp_path: Path, signals):
     """One SIGTERM: the running jobs finish, the idle slots leave at once, the process exits 0. A second: the running
     jobs fail through RQ's path (and, with retries left, go back on the queue) and the process exits."""
     from rq import Retry
@@ -111,3 +111,45 @@ def test_sigterm_is_a_warm_then_a_cold_shutdown_of_every_slot(conn, ckpt_dir: Pa
             assert job.get_status() in (JobStatus.QUEUED, JobStatus.SCHEDULED), log_path.read_text()
             assert job.retries_left == 0
     assert queueing.live_workers(conn, name) == {}  # every slot unpublished its models
+
+
+@pytest.mark.slow
+def test_a_killed_multi_slot_process_has_each_of_its_jobs_recovered_and_counted_once(
+    conn, ckpt_dir: Path, tmp_path: Path
+) -> None:
+    """SIGKILL a process whose two slots are busy: a second process's maintenance finds both jobs abandoned by their own
+    registry entries, re-enqueues each for its one retry with one death counted, and runs them to the end."""
+    from rq import Retry
+    from rq.job import JobStatus
+
+    name = "slot-killed"
+    queue = queueing.make_queue(conn, name)
+    env = worker_env(ckpt_dir, name)
+    fast = ["--heartbeat", "1", "--heartbeat-grace", "1", "--maintenance-interval", "1", "--allow-function", SLOW_JOB]
+    first = start_worker(env, *fast, "--slots", "2", "--name", "first", log_path=tmp_path / "first.log")
+    second = None
+    try:
+        watch = [(first, tmp_path / "first.log")]
+        wait_for(lambda: len(queueing.live_workers(conn, name)) == 2, 60, "two slots", watch=watch)
+        jobs = [
+            queue.enqueue_call(func=SLOW_JOB, args=({"seconds": 5},), result_ttl=600, failure_ttl=600, retry=Retry(1))
+            for _ in range(2)
+        ]
+        wait_for(lambda: all(j.get_status() == JobStatus.STARTED for j in jobs), 30, "both slots busy", watch=watch)
+        assert {j.refresh() or j.worker_name for j in jobs} == {"first.0", "first.1"}
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+        second = start_worker(env, *fast, "--slots", "2", "--name", "second", log_path=tmp_path / "second.log")
+        wait_for(
+            lambda: all(j.get_status() == JobStatus.FINISHED for j in jobs),
+            90,
+            "the second process to finish both jobs",
+            watch=[(second, tmp_path / "second.log")],
+        )
+        for job in jobs:
+            job.refresh()
+            assert job.return_value()["json"]["pid"] == second.pid and job.retries_left == 0
+            assert job.meta["worker_deaths"] == 1 and job.meta["attempts"] == 2, job.meta  # one death each, not two
+    finally:
+        for proc in (first, second):
+            kill(proc)
