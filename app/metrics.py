@@ -31,14 +31,12 @@ worker's log lines carry.
 from __future__ import annotations
 
 import contextvars
-import json
 import logging
 import re
 import sys
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -46,6 +44,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from worker.logs import JsonFormatter
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # Sync calls run jobs (up to SYNC_WAIT_S); the buckets reach past 30 s.
@@ -206,26 +206,13 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-class JsonLogFormatter(logging.Formatter):
+class JsonLogFormatter(JsonFormatter):
     """One JSON object per line: ts, level, logger, msg, and the request's fields when there are."""
 
     FIELDS = ("request_id", "method", "route", "path", "status", "duration_s", "job_id", "client")
 
-    def format(self, record: logging.LogRecord) -> str:
-        obj: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        for name in self.FIELDS:
-            if name in record.__dict__:
-                obj[name] = record.__dict__[name]
-        if "request_id" not in obj and current_request_id():
-            obj["request_id"] = current_request_id()
-        if record.exc_info:
-            obj["exc"] = self.formatException(record.exc_info)
-        return json.dumps(obj, default=str)
+    def __init__(self) -> None:
+        super().__init__(self.FIELDS, request_id=current_request_id)
 
 
 class _StderrHandler(logging.StreamHandler):

@@ -36,7 +36,7 @@ from .config import ModelConfig
 from .distributions import gaussian_kl, gaussian_log_prob, standard_normal_kl
 from .networks import MLP, BivariateOutput
 from .text import encode, one_hot_batch
-from .vrnn import Recurrence, VRNNOutput, sampling_mode
+from .vrnn import Recurrence, VRNNOutput, draw, sampling_mode
 
 # The step cap of a line when none is given: pen points per character, well above the ~25-35 of handwriting.
 MAX_STEPS_PER_CHAR = 40
@@ -88,12 +88,6 @@ class TextVRNN(Recurrence):
             raise ValueError(f"mask must have shape {tuple(x.shape[:2])}, got {tuple(m.shape)}")
         x = torch.where(m.unsqueeze(-1), x, torch.zeros((), dtype=x.dtype, device=x.device))
         return x, m
-
-    def _prior(self, h: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
-        if self.prior is None:
-            shape = (h.shape[0], self.config.z_dim)
-            return h.new_zeros(shape), h.new_ones(shape)
-        return self.prior(h, w)
 
     def _start(self, rows: int) -> tuple[Tensor, Tensor, Tensor]:
         h = torch.zeros(rows, self.config.h_dim, device=self.device, dtype=self._dtype())
@@ -318,12 +312,7 @@ class TextVRNN(Recurrence):
                 assert noise is not None
                 pz = self.phi_z(mu_p + std_p * noise)
                 params = self.decoder(pz, h, win.w)
-            if mode == "mean":
-                x = emitted = head.mean(params)
-            elif mode == "component-mean":
-                x, emitted = head.sample(params, generator, temperature, bias, return_mean=True)
-            else:
-                x = emitted = head.sample(params, generator, temperature, bias)
+            x, emitted = draw(head, params, mode, generator, temperature, bias)
             outs.append(emitted)
             phis.append(win.phi)
             newly = win.finished & ~done

@@ -33,7 +33,7 @@ from torch import Tensor
 from .distributions import RowGenerators, randn
 from .rowwise import rowwise_copy
 from .runtime import apply_threads
-from .vrnn import VRNN, sampling_mode
+from .vrnn import VRNN, draw, sampling_mode
 
 
 @dataclass
@@ -250,13 +250,7 @@ class SamplingEngine:
         for (mode, temperature, bias), idx in groups.items():
             sub = params if len(idx) == n else _rows_of(params, idx)
             gens = RowGenerators([rows[i].generator for i in idx])
-            if mode == "mean":
-                xs = es = head.mean(sub)
-            elif mode == "component-mean":
-                xs, es = head.sample(sub, gens, temperature, bias, return_mean=True)
-            else:
-                xs = es = head.sample(sub, gens, temperature, bias)
-            x[idx], emitted[idx] = xs, es
+            x[idx], emitted[idx] = draw(head, sub, mode, gens, temperature, bias)
         px = fast.phi_x(x)
         self._h, self._c = fast.rnn(px if pz is None else torch.cat([px, pz], dim=-1), (h, c))
         keep = []

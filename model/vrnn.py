@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -87,6 +88,8 @@ class Recurrence(nn.Module):
     """What VRNN and `conditional.TextVRNN` share: phi_z, encoder, prior, decoder and LSTM over inputs widened by
     `extra` features (the text window's, for TextVRNN), built in this order, and the parameters' device and dtype."""
 
+    config: ModelConfig
+
     def _build(self, cfg: ModelConfig, head: nn.Module, extra: int = 0) -> None:
         W, L, H, Z = cfg.mlp_width, cfg.mlp_layers, cfg.h_dim, cfg.z_dim
         more = [extra] if extra else []
@@ -110,6 +113,13 @@ class Recurrence(nn.Module):
 
     def _dtype(self) -> torch.dtype:
         return self.rnn.weight_hh.dtype
+
+    def _prior(self, h_prev: Tensor, *extra: Tensor) -> tuple[Tensor, Tensor]:
+        """p(z_t | h_{t-1}) parameters (Eq. 5; TextVRNN's also take the window); N(0, I) for VRNN-I."""
+        if self.prior is None:
+            shape = (*h_prev.shape[:-1], self.config.z_dim)
+            return h_prev.new_zeros(shape), h_prev.new_ones(shape)
+        return self.prior(h_prev, *extra)
 
 
 class VRNN(Recurrence):
@@ -149,13 +159,6 @@ class VRNN(Recurrence):
     def _zero_state(self, batch: int) -> tuple[Tensor, Tensor]:
         z = torch.zeros(batch, self.config.h_dim, device=self.device, dtype=self._dtype())
         return z, z
-
-    def _prior(self, h_prev: Tensor) -> tuple[Tensor, Tensor]:
-        """p(z_t | h_{t-1}) parameters (Eq. 5); N(0, I) for VRNN-I."""
-        if self.prior is None:
-            shape = (*h_prev.shape[:-1], self.config.z_dim)
-            return h_prev.new_zeros(shape), h_prev.new_ones(shape)
-        return self.prior(h_prev)
 
     def _log_px(self, p: _Pass, x_tm: Tensor) -> Tensor:
         """log p(x_t | z_<=t, x_<t) -> (T, B). Without gradients, decoded a chunk of `_chunk_rows()` rows at
@@ -403,12 +406,7 @@ class VRNN(Recurrence):
                 mu_p, std_p = self._prior(h)
                 pz = self.phi_z(mu_p + std_p * noise(t, (1, N))[0])
                 params = self.decoder(pz, h)
-            if mode == "mean":
-                x = emitted = head.mean(params)
-            elif mode == "component-mean":
-                x, emitted = head.sample(params, generator, temperature, bias, return_mean=True)
-            else:
-                x = emitted = head.sample(params, generator, temperature, bias)
+            x, emitted = draw(head, params, mode, generator, temperature, bias)
             out.append(emitted)
             px = self.phi_x(x)
             h, c = self.rnn(px if self.phi_z is None else torch.cat([px, pz], dim=-1), (h, c))
@@ -453,6 +451,17 @@ def sampling_mode(steps: int | None, temperature: float, bias: float, mean: bool
     if mode not in SAMPLE_MODES:
         raise ValueError(f"mean must be True, False or one of {SAMPLE_MODES}, got {mean!r}")
     return mode
+
+
+def draw(head: Any, params: Any, mode: str, generator: Any, temperature: float, bias: float) -> tuple[Tensor, Tensor]:
+    """One step of the sampling `mode` (`SAMPLE_MODES`): (the x fed back, the x written)."""
+    if mode == "mean":
+        x = head.mean(params)
+        return x, x
+    if mode == "component-mean":
+        return head.sample(params, generator, temperature, bias, return_mean=True)
+    x = head.sample(params, generator, temperature, bias)
+    return x, x
 
 
 def _check_samples(num_samples: int) -> None:

@@ -47,12 +47,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 from servicekit import (
     ROOT,
     THREAD_SETTINGS,
     child_env,
     free_port,
+    metric,
+    parse_metrics,
     redis_answers,
     redis_server_command,
     spawn,
@@ -190,19 +191,6 @@ async def run_one(
 
 
 # Server metrics ---------------------------------------------------------------------------------------------------
-
-
-def parse_metrics(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Prometheus text -> {(sample name, sorted labels): value}."""
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
-
-
-def metric(samples: dict, name: str, **labels: str) -> float | None:
-    return samples.get((name, tuple(sorted(labels.items()))))
 
 
 async def sample_gauges(client: httpx.AsyncClient, stop: asyncio.Event, peaks: dict[str, int]) -> None:

@@ -1,11 +1,13 @@
 """Running the service's processes on loopback: free ports, their environment, starting and stopping them, waiting
-until they answer, a private redis-server, stdlib HTTP calls, and a WAV tone to send them.
+until they answer, a private redis-server, stdlib HTTP calls, the samples of a /metrics page, and a WAV tone to
+send them.
 
 The one copy of these helpers for scripts/loadtest.py and the tests. It lives in scripts/ because users run the
 load test as `python scripts/loadtest.py` from the repository root, which puts scripts/ (not the root, not tests/)
 first on sys.path: the script imports this module as `servicekit` without installing anything. The tests import
 the same module (tests/conftest.py puts scripts/ on sys.path; a subprocess that imports tests/ helpers gets it on
-its PYTHONPATH). Only the standard library: redis-py is imported inside redis_answers."""
+its PYTHONPATH). Only the standard library: redis-py is imported inside redis_answers, prometheus_client inside
+parse_metrics."""
 
 from __future__ import annotations
 
@@ -142,6 +144,21 @@ def wait_until(url: str, proc: subprocess.Popen | None, log: Path | None, timeou
     """Poll `url` until it answers `status`; fail with the server's log if `proc` exits or it takes too long."""
     watch = [(proc, log)] if proc is not None else []
     wait_for(lambda: answers(url, status), timeout, f"{url} to answer {status}", step=0.2, watch=watch)
+
+
+def parse_metrics(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Prometheus text -> {(sample name, sorted labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def metric(samples: dict, name: str, **labels: str) -> float | None:
+    return samples.get((name, tuple(sorted(labels.items()))))
 
 
 def redis_server_command(port: int, workdir: Path | None = None, appendonly: bool = False) -> list[str] | None:

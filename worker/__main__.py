@@ -34,7 +34,6 @@ import sys
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 from rq import SimpleWorker, worker_registration
@@ -48,6 +47,7 @@ from model.runtime import set_threads
 from . import queueing, slots
 from .cache import ModelCache, set_cache
 from .contract import JobInputError, UnknownModelError, error_info
+from .logs import JsonFormatter
 
 log = logging.getLogger("worker")
 
@@ -286,28 +286,10 @@ _LOG_FIELDS = (
 )
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, msg and the known structured fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        obj: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": _ANSI.sub("", record.getMessage()),
-        }
-        for name in _LOG_FIELDS:
-            if name in record.__dict__:
-                obj[name] = record.__dict__[name]
-        if record.exc_info:
-            obj["exc"] = self.formatException(record.exc_info)
-        return json.dumps(obj, default=str)
-
-
 def setup_logging(fmt: str, level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
-        handler.setFormatter(JsonFormatter())
+        handler.setFormatter(JsonFormatter(_LOG_FIELDS, clean=lambda msg: _ANSI.sub("", msg)))
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()

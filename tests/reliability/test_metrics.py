@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from apikit import child_env, make_settings, wav, write_checkpoints
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 from rediskit import redis_db
-from servicekit import start, stop, wait_for
+from servicekit import metric as value
+from servicekit import parse_metrics, start, stop, wait_for
 
 from app.main import create_app
 from app.metrics import JsonLogFormatter, access_log
@@ -31,15 +31,7 @@ def checkpoint_dir(tmp_path_factory) -> Path:
 def scrape(client: TestClient) -> dict[tuple[str, tuple], float]:
     r = client.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
-    out = {}
-    for family in text_string_to_metric_families(r.text):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
-
-
-def value(samples, name: str, **labels: str) -> float | None:
-    return samples.get((name, tuple(sorted(labels.items()))))
+    return parse_metrics(r.text)
 
 
 @pytest.fixture()
