@@ -189,7 +189,7 @@ class SamplingEngine:
             self._rows, self._h, self._c = [], None, None
         return True
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _admit(self) -> None:
         joined: list[tuple[_Request, Tensor, Tensor]] = []
         while len(self._rows) + len(joined) < self.max_batch:
@@ -224,7 +224,7 @@ class SamplingEngine:
         x_tm, _ = m._prepare(request.prime.unsqueeze(0), None)
         return m._posterior_pass(x_tm, m._noise(request.generator)).state  # alone, as VRNN.sample reads it
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _step(self) -> None:
         fast, rows = self.fast, self._rows
         assert self._h is not None and self._c is not None
