@@ -4,7 +4,6 @@ upload or base64 in JSON), with the 413 / 415 / 422 answers that say what to sen
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from pathlib import PurePath
 from typing import Any, TypeVar
@@ -13,7 +12,7 @@ from fastapi import Depends, HTTPException, Request
 from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 
-from worker.contract import CONTENT_RULE, sniff
+from worker.contract import CONTENT_RULE, JobError, decode_base64, sniff
 
 from .errors import validate
 from .settings import Settings
@@ -167,19 +166,11 @@ def document_limits(spec: dict[str, Any], settings: Settings) -> dict[str, Any]:
 
 
 def decode_b64(text: str, field: str, settings: Settings) -> bytes:
-    """Base64 (whitespace and a data: URL prefix allowed) -> bytes; 422 when invalid, 413 when too large."""
-    if text.startswith("data:") and "," in text[:200]:
-        text = text.split(",", 1)[1]
-    compact = "".join(text.split())
-    if len(compact) > (settings.max_upload_bytes + 2) // 3 * 4 + 4:
-        raise HTTPException(413, too_large(field, settings))
+    """worker.contract.decode_base64 under this app's MAX_UPLOAD_BYTES; 422 when invalid, 413 when too large."""
     try:
-        data = base64.b64decode(compact, validate=True)
-    except (binascii.Error, ValueError):
-        raise HTTPException(422, f"invalid request: '{field}' is not valid base64; encode the file's bytes") from None
-    if len(data) > settings.max_upload_bytes:
-        raise HTTPException(413, too_large(field, settings))
-    return data
+        return decode_base64(text, field, settings.max_upload_bytes)
+    except JobError as e:
+        raise HTTPException(e.status, f"invalid request: {e}" if e.status == 422 else str(e)) from None
 
 
 def encode_b64(data: bytes) -> str:

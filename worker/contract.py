@@ -7,6 +7,7 @@ Plain Python and pydantic, no torch: the API process imports it in Redis mode. d
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -348,6 +349,33 @@ def describe(errors: Iterable[dict[str, Any]], model: type[BaseModel] | None = N
         else:  # a wrong type, a string that does not match, a value not among the choices
             parts.append(f"'{name}' must be {_want(field, e)}{got}")
     return "; ".join(parts or ["the parameters could not be read"])
+
+
+def decode_base64(text: str, name: str, max_bytes: int) -> bytes:
+    """A file's bytes sent as base64 text (RFC 4648; whitespace and a `data:<type>;base64,` prefix allowed) -> the
+    bytes; JobInputError when it is not base64 or empty, InputTooLargeError when the file is over `max_bytes`
+    (from the text's length alone when it is that long: nothing that large is decoded)."""
+    text = text.strip()
+    if text.startswith("data:"):  # a data: URL, as a browser's FileReader gives
+        head, sep, text = text.partition(",")
+        if not sep or not head.endswith(";base64"):
+            raise JobInputError(f"'{name}': a data: URL must be base64-encoded ('data:<type>;base64,<data>')")
+    text = "".join(text.split())
+    too_large = f"'{name}' is larger than the {max_bytes} bytes allowed (MAX_UPLOAD_BYTES); send a shorter one"
+    if len(text) > 4 * ((max_bytes + 2) // 3) + 4:  # past the longest valid text by more than one quantum
+        raise InputTooLargeError(too_large)
+    try:
+        data = base64.b64decode(text, validate=True)
+    except ValueError as e:  # binascii.Error, or non-ASCII text
+        raise JobInputError(
+            f"'{name}' is not valid base64 ({e}); send the file's bytes base64-encoded "
+            "(RFC 4648: A-Z, a-z, 0-9, '+', '/' and '=' padding)"
+        ) from None
+    if len(data) > max_bytes:
+        raise InputTooLargeError(too_large)
+    if not data:
+        raise JobInputError(f"'{name}' is empty; send the file's bytes base64-encoded")
+    return data
 
 
 # Uploads -----------------------------------------------------------------------------------------------------------

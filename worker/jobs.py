@@ -37,7 +37,7 @@ from model import inference, render
 
 from . import contract, limits
 from .cache import ModelCache, get_cache
-from .contract import InputTooLargeError, JobInputError, UnsupportedMediaError, parse_params, sniff
+from .contract import InputTooLargeError, JobInputError, UnsupportedMediaError, decode_base64, parse_params, sniff
 
 SCORE_SEED = 0  # the IS draws of `score` are seeded, so the same input always gets the same numbers
 
@@ -50,7 +50,7 @@ _render_lock = threading.Lock()  # matplotlib's global state (fonts, rcParams) i
 
 
 # Parameters ----------------------------------------------------------------------------------------
-# Types, bounds and unknown names are checked by worker.contract.parse_params; what is left is decoding.
+# Types, bounds and unknown names are checked by worker.contract.parse_params, base64 by its decode_base64.
 
 
 def _seed(seed: int | None) -> int:
@@ -58,31 +58,7 @@ def _seed(seed: int | None) -> int:
 
 
 def _b64(value: str | None, key: str) -> bytes | None:
-    """A base64 parameter (whitespace and a data: URL prefix allowed) -> its bytes, refused from its length alone
-    when it would decode to more than MAX_UPLOAD_BYTES."""
-    if value is None:
-        return None
-    text = value.strip()
-    if text.startswith("data:"):  # a data: URL, as a browser's FileReader gives
-        head, sep, text = text.partition(",")
-        if not sep or not head.endswith(";base64"):
-            raise JobInputError(f"{key}: a data: URL must be base64-encoded ('data:<type>;base64,<data>')")
-    text = "".join(text.split())
-    if len(text) > 4 * ((limits.MAX_UPLOAD_BYTES + 2) // 3):
-        raise InputTooLargeError(
-            f"{key}: the decoded file would be larger than {limits.MAX_UPLOAD_BYTES // (1024 * 1024)} MiB; "
-            "send a shorter recording or fewer strokes"
-        )
-    try:
-        data = base64.b64decode(text, validate=True)
-    except ValueError as e:  # binascii.Error, or non-ASCII text
-        raise JobInputError(
-            f"{key} is not valid base64 ({e}); send the file's bytes base64-encoded "
-            "(RFC 4648: A-Z, a-z, 0-9, '+', '/' and '=' padding)"
-        ) from None
-    if not data:
-        raise JobInputError(f"{key} is empty; send the file's bytes base64-encoded")
-    return data
+    return None if value is None else decode_base64(value, key, limits.MAX_UPLOAD_BYTES)
 
 
 # Uploads -------------------------------------------------------------------------------------------
