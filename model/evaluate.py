@@ -16,7 +16,7 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,16 +28,20 @@ from .inference import elbo_and_likelihood
 from .runtime import resolve_device
 from .vrnn import VRNN
 
+if TYPE_CHECKING:
+    from .conditional import TextVRNN
+
 
 @torch.no_grad()
 def evaluate_sequences(
-    model: VRNN,
+    model: VRNN | TextVRNN,
     sequences: Sequence[np.ndarray],
     stats: NormStats | None = None,
     num_samples: int = defaults.NUM_IS_SAMPLES,
     batch_size: int = 32,
     seed: int = 0,
     likelihood: bool = True,
+    texts: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """ELBO and log-likelihood of normalised sequences, averaged per sequence (nats).
 
@@ -46,7 +50,8 @@ def evaluate_sequences(
     KL alone (validation during training). RNNs: both are the exact log-likelihood. With `stats`, the
     raw-space figures are added. `kl_per_frame` is the analytic KL(q || p) per frame, summed over z's
     dimensions, with z drawn from q once (its own random stream: the other figures do not change);
-    near 0 means the latent is unused (posterior collapse)."""
+    near 0 means the latent is unused (posterior collapse). A text-conditioned model takes `texts` (texts[i]: the
+    text of sequences[i]) and every figure is conditional on them."""
     if not sequences:
         raise DataError("nothing to evaluate: the split is empty")
     model.eval()
@@ -59,14 +64,15 @@ def evaluate_sequences(
     for i in range(0, len(sequences), batch_size):
         x, mask = pad_batch(sequences[i : i + batch_size])
         x, mask = x.to(device), mask.to(device)
+        cond = () if texts is None else (list(texts[i : i + batch_size]),)  # a text model's second argument
         if likelihood and not exact:
             # The service's /score computes the same pair (from the same K draws, so ELBO <= likelihood).
-            elbo, ll = elbo_and_likelihood(model, x, mask, num_samples, g)
+            elbo, ll = elbo_and_likelihood(model, x, mask, num_samples, g, *cond)
             elbo_sum += elbo.sum().item()
             ll_sum += ll.sum().item()
-            kl_sum += model(x, mask, generator=g_kl).kl.double().sum().item()
+            kl_sum += model(x, *cond, mask=mask, generator=g_kl).kl.double().sum().item()
         else:
-            out = model(x, mask, generator=g)
+            out = model(x, *cond, mask=mask, generator=g)
             elbo = out.elbo.double().sum().item()
             kl_sum += out.kl.double().sum().item()
             elbo_sum += elbo

@@ -34,6 +34,7 @@ from .runtime import resolve_device
 from .vrnn import VRNN, LatentAnalysis
 
 if TYPE_CHECKING:
+    from .conditional import TextVRNN
     from .engine import SamplingEngine
 
 DEFAULT_SECONDS = 2.0  # the paper's Figure 3 samples are 2.0 s long
@@ -235,17 +236,24 @@ def render_sample(meta: dict[str, Any], raw: np.ndarray, fmt: str | None = None,
 
 
 def elbo_and_likelihood(
-    model: VRNN, x: torch.Tensor, mask: torch.Tensor | None, num_samples: int, generator: torch.Generator
+    model: VRNN | TextVRNN,
+    x: torch.Tensor,
+    mask: torch.Tensor | None,
+    num_samples: int,
+    generator: torch.Generator,
+    *texts: list[str],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sequence (ELBO, log-likelihood) in nats (float64, shape (B,)) of a normalised batch (B, T, D).
 
     RNNs: both are the exact log-likelihood. VRNNs: both come from the same K = `num_samples` importance samples
     (ELBO: the mean of the log-weights, with a sampled KL; log-likelihood: their log-mean-exp, the paper's IS
-    estimate), so the reported ELBO is a K-sample estimate that never exceeds the reported likelihood."""
+    estimate), so the reported ELBO is a K-sample estimate that never exceeds the reported likelihood. A text model
+    takes its batch's texts after the generator, and both figures are conditional on them."""
+    net: Any = model  # VRNN(x, mask, ...) or TextVRNN(x, texts, mask, ...)
     if not model.config.has_latent:
-        elbo = model(x, mask, generator=generator).elbo.double()
+        elbo = net(x, *texts, mask=mask, generator=generator).elbo.double()
         return elbo, elbo
-    log_w = model.log_weights(x, mask, num_samples=num_samples, generator=generator).double()
+    log_w = net.log_weights(x, *texts, mask=mask, num_samples=num_samples, generator=generator).double()
     return log_w.mean(0), torch.logsumexp(log_w, 0) - math.log(num_samples)
 
 

@@ -7,6 +7,10 @@ The same command under `torchrun --nproc_per_node N` trains with DistributedData
 GPUs, gloo on CPU). Adam; the gradient norm is clipped between backward() and step(); early stopping
 on the validation ELBO keeps the best weights in --out; --resume continues from PATH.resume.*; a
 CSV and JSON log and a PNG of the curves are written beside the checkpoint.
+
+`--condition text` trains the text-conditioned handwriting model (model.conditional.TextVRNN) on the
+corpus's line texts (model.data.texts): whole lines, each with its text; its checkpoint loads with
+model.conditional.load_text_checkpoint.
 """
 
 from __future__ import annotations
@@ -31,11 +35,14 @@ from safetensors.torch import load_file, save_file
 
 from . import defaults
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .conditional import TextVRNN, build_text_model, load_text_checkpoint
 from .config import FAMILIES, OUTPUTS, ModelConfig
-from .data import Corpus, DataError, make_loader
+from .data import Corpus, DataError, make_loader, pad_batch
+from .data.texts import corpus_texts
 from .evaluate import evaluate_sequences, load_corpus
 from .networks import max_col_norm_
 from .runtime import resolve_device, tune_malloc
+from .text import DEFAULT_ALPHABET, UnsupportedCharactersError, encode
 from .vrnn import INIT_SCHEMES, VRNN, build_model
 
 # The paper's settings (Section 4) and small demo settings. `mlp_width` is the RNN-Gauss width; the
@@ -88,6 +95,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     ),
 }
 FREE_BITS_MODES = ("frame", "dim")
+CONDITIONS = ("none", "text")
 
 
 def dnn_params(cfg: ModelConfig) -> int:
@@ -156,6 +164,8 @@ class TrainConfig:
     resume: bool
     no_progress: bool
     width_given: bool  # --mlp-width was given: no parameter matching
+    condition: str = "none"  # "text": model.conditional.TextVRNN on each line's text, whole lines
+    window_components: int | None = None  # --condition text: the attention window's Gaussians (None: ModelConfig's)
 
     def beside_out(self, suffix: str) -> Path:
         """A file beside the checkpoint: PATH.safetensors -> PATH<suffix>."""
@@ -172,7 +182,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         "  python -m model.train --data data/speech-demo --preset speech-demo --family vrnn --output gauss \\\n"
         "      --out checkpoints/speech-vrnn-gauss.safetensors\n"
         "  torchrun --nproc_per_node 2 -m model.train --data DIR --preset timit --family vrnn --output gmm \\\n"
-        "      --out x.safetensors",
+        "      --out x.safetensors\n"
+        "  python -m model.train --data data/handwriting-demo --preset handwriting-demo --condition text \\\n"
+        "      --family vrnn --output gmm --out checkpoints/handwriting-text-vrnn-gmm.safetensors",
     )
     p.add_argument("--data", required=True, help="corpus folder (WAV/FLAC for speech, IAM XML/JSON for handwriting)")
     p.add_argument("--out", required=True, help="checkpoint to write: PATH.safetensors (+ PATH.json, logs beside it)")
@@ -180,6 +192,16 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--modality", choices=["speech", "handwriting"], help="required unless a preset gives it")
     p.add_argument("--family", choices=FAMILIES, default="vrnn")
     p.add_argument("--output", choices=OUTPUTS, default="gauss")
+    p.add_argument(
+        "--condition",
+        choices=CONDITIONS,
+        default="none",
+        help="text: handwriting conditioned on each line's text (model.conditional.TextVRNN, Graves' window; the "
+        "alphabet is model.text's default). It trains on whole lines (no --max-len crops: a crop would no longer "
+        "match its text; a preset's max_len is ignored), drops the lines without text or with characters outside "
+        "the alphabet (counted in the log), and uses the width as given, without parameter matching "
+        "(default: %(default)s)",
+    )
     g = p.add_argument_group("model (override the preset)")
     g.add_argument("--h-dim", type=int, help="LSTM units")
     g.add_argument("--z-dim", type=int, help="latent size")
@@ -188,6 +210,11 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     g.add_argument("--n-components", type=int, help="mixture components (20)")
     g.add_argument("--std-floor", type=float, help="added to every softplus std")
     g.add_argument("--no-match-params", action="store_true", help="use the preset's width as is for every model")
+    g.add_argument(
+        "--window-components",
+        type=int,
+        help=f"--condition text: Gaussians of the attention window ({ModelConfig.window_components})",
+    )
     t = p.add_argument_group("training")
     t.add_argument("--lr", type=float, help="Adam learning rate")
     t.add_argument("--batch-size", type=int)
@@ -264,6 +291,14 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         p.error("--modality is required without a --preset")
     if preset and preset["modality"] != args.modality:
         p.error(f"preset {args.preset!r} is for {preset['modality']}, not {args.modality}")
+    if args.condition == "text":
+        if args.modality != "handwriting":
+            p.error(f"--condition text is for handwriting, not {args.modality}")
+        if args.max_len is not None:
+            p.error("--condition text trains on whole lines: --max-len would crop the strokes away from their text")
+        preset = {k: v for k, v in preset.items() if k != "max_len"}  # whole lines
+    elif args.window_components is not None:
+        p.error("--window-components is for --condition text")
     args.width_given = args.mlp_width is not None
     recipe = RECIPES[args.recipe]
     for key in ("init", "clip_grad", "clip_mode", "max_col_norm", "std_floor"):
@@ -281,6 +316,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         args.chunk_seconds = None
     if args.stateful and (args.modality != "speech" or args.chunk_seconds is None or args.max_len is not None):
         p.error("--stateful trains speech on consecutive chunks: it needs --chunk-seconds > 0 and no --max-len")
+    if args.condition == "text" and args.init != "default":
+        p.error(f"--condition text supports --init default only, got {args.init!r} (from --init or --recipe)")
     for key in (
         "h_dim",
         "z_dim",
@@ -296,7 +333,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
             p.error(f"--{key.replace('_', '-')} must be positive")
     if args.kl_warmup < 0:
         p.error("--kl-warmup must be 0 or more")
-    for key in ("max_len", "max_steps", "threads"):
+    for key in ("max_len", "max_steps", "threads", "window_components"):
         if getattr(args, key) is not None and getattr(args, key) < 1:
             p.error(f"--{key.replace('_', '-')} must be positive")
     if not (args.lr > 0 and args.clip_grad > 0 and args.std_floor > 0):  # NaN fails these too
@@ -321,6 +358,11 @@ def model_config(conf: TrainConfig) -> ModelConfig:
         n_components=conf.n_components,
         std_floor=conf.std_floor,
     )
+    if conf.condition == "text":  # the width as given: the paper's matching is for the unconditional models
+        text: dict[str, Any] = dict(alphabet=DEFAULT_ALPHABET)
+        if conf.window_components is not None:
+            text["window_components"] = conf.window_components
+        return dataclasses.replace(cfg, **text)
     is_reference = cfg.family == "rnn" and cfg.output == "gauss"
     if conf.preset and not conf.width_given and not conf.no_match_params and not is_reference:
         reference = dataclasses.replace(cfg, family="rnn", output="gauss")
@@ -434,7 +476,7 @@ class LoopState:
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # the log rows
 
 
-def save_resume(conf: TrainConfig, model: VRNN, opt: torch.optim.Optimizer, state: LoopState) -> None:
+def save_resume(conf: TrainConfig, model: VRNN | TextVRNN, opt: torch.optim.Optimizer, state: LoopState) -> None:
     """Weights, Adam's moments and the loop state, without pickle: tensors in safetensors, the rest in JSON."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     opt_state = opt.state_dict()
@@ -449,13 +491,19 @@ def save_resume(conf: TrainConfig, model: VRNN, opt: torch.optim.Optimizer, stat
     meta.with_suffix(".tmp").replace(meta)
 
 
-def load_resume(conf: TrainConfig, model: VRNN, opt: torch.optim.Optimizer) -> LoopState | None:
+def load_resume(conf: TrainConfig, model: VRNN | TextVRNN, opt: torch.optim.Optimizer) -> LoopState | None:
     weights, meta = conf.beside_out(".resume.safetensors"), conf.beside_out(".resume.json")
     if not weights.exists() or not meta.exists():
         return None
     tensors = load_file(str(weights))
     doc = json.loads(meta.read_text())
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    try:
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    except RuntimeError:  # another model's state (another family, width or --condition)
+        raise CheckpointError(
+            f"{weights}: the resume state is another model's, not this {model.config.name}'s; drop --resume or "
+            "give the options it was trained with"
+        ) from None
     state: dict[int, dict[str, torch.Tensor]] = {}
     for k, v in tensors.items():
         if k.startswith("opt."):
@@ -465,7 +513,103 @@ def load_resume(conf: TrainConfig, model: VRNN, opt: torch.optim.Optimizer) -> L
     return LoopState(**doc)
 
 
+# ----------------------------------------------------------------------------------- texts
+
+Texts = dict[str, list[str]]  # --condition text: each split's line texts, in the order of the corpus's lines
+
+
+def with_texts(corpus: Corpus, alphabet: str) -> tuple[Corpus, Texts, dict[str, dict[str, Any]]]:
+    """--condition text: the corpus reduced to the lines whose text the model can read (a text whose characters
+    are all in `alphabet`, not empty, not too long), each split's texts in the same order, and per split what
+    was dropped and why. The normalisation is the corpus's, fitted on all its training lines."""
+    texts = corpus_texts(corpus)
+    kept: dict[str, list[int]] = {}
+    report: dict[str, dict[str, Any]] = {}
+    for split, lines in texts.items():
+        keep: list[int] = []
+        no_text = unsupported = unusable = 0
+        characters: dict[str, None] = {}
+        for i, text in enumerate(lines):
+            if text is None:
+                no_text += 1
+                continue
+            try:
+                encode(text, alphabet)
+            except UnsupportedCharactersError as e:
+                unsupported += 1
+                characters.update(dict.fromkeys(e.characters))
+                continue
+            except ValueError:  # empty, or longer than a line the model reads
+                unusable += 1
+                continue
+            keep.append(i)
+        kept[split] = keep
+        report[split] = {
+            "lines": len(lines),
+            "kept": len(keep),
+            "no_text": no_text,
+            "unsupported_characters": unsupported,
+            "empty_or_too_long": unusable,
+            "characters": "".join(characters),
+        }
+        if not keep:
+            raise DataError(
+                f"{corpus.root}: no {split} line has a text the model can read ({no_text} of {len(lines)} have no "
+                f"text, {unsupported} characters outside the alphabet, {unusable} an empty or too long text); "
+                "--condition text needs each line's text (model.data.texts)"
+            )
+    seqs = {split: [corpus.split(split)[i] for i in keep] for split, keep in kept.items()}
+    reduced = dataclasses.replace(
+        corpus,
+        train=seqs["train"],
+        valid=seqs["valid"],
+        test=seqs["test"],
+        names={split: [corpus.names[split][i] for i in keep] for split, keep in kept.items()},
+    )
+    return reduced, {split: [texts[split][i] or "" for i in keep] for split, keep in kept.items()}, report
+
+
+def describe_dropped(report: dict[str, dict[str, Any]]) -> str:
+    parts = []
+    for split, r in report.items():
+        dropped = r["lines"] - r["kept"]
+        why = f"{r['no_text']} without text, {r['unsupported_characters']} with characters outside the alphabet"
+        if r["characters"]:
+            why += f" ({', '.join(repr(c) for c in r['characters'])})"
+        if r["empty_or_too_long"]:
+            why += f", {r['empty_or_too_long']} empty or too long"
+        parts.append(f"{split}: dropped {dropped} of {r['lines']} lines" + (f" ({why})" if dropped else ""))
+    return "text: " + "; ".join(parts)
+
+
+@torch.no_grad()
+def evaluate_split(
+    model: VRNN | TextVRNN, corpus: Corpus, texts: Texts | None, split: str, **options: Any
+) -> dict[str, Any]:
+    """A split's figures (model.evaluate.evaluate_sequences), conditional on the lines' texts for a text model."""
+    return evaluate_sequences(model, corpus.split(split), texts=None if texts is None else texts[split], **options)
+
+
 # ----------------------------------------------------------------------------------- the loop
+
+
+def text_batches(
+    corpus: Corpus, texts: Texts, conf: TrainConfig, d: Dist
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[str]]]:
+    """Endless shuffled batches of whole training lines with their texts: (x, mask, texts), texts[b] the text
+    of row b. Each rank reads its own shard; as `batches`, the last partial batch of an epoch is dropped when
+    the shard holds more than one batch."""
+    shard = list(range(len(corpus.train)))[d.rank :: d.world]
+    epoch = 0
+    while True:
+        g = torch.Generator().manual_seed(conf.seed + 1000 * epoch + d.rank)
+        order = [shard[j] for j in torch.randperm(len(shard), generator=g).tolist()]
+        end = len(order) // conf.batch_size * conf.batch_size if len(order) > conf.batch_size else len(order)
+        for i in range(0, end, conf.batch_size):
+            rows = order[i : i + conf.batch_size]
+            x, mask = pad_batch([corpus.train[j] for j in rows])
+            yield x, mask, [texts["train"][j] for j in rows]
+        epoch += 1
 
 
 def batches(corpus: Corpus, conf: TrainConfig, d: Dist) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -541,7 +685,7 @@ class Trainer:
     """What the train and validation steps share."""
 
     conf: TrainConfig
-    model: VRNN
+    model: VRNN | TextVRNN
     net: torch.nn.Module  # the model, or its DistributedDataParallel wrapper under torchrun
     opt: torch.optim.Optimizer
     corpus: Corpus
@@ -551,15 +695,17 @@ class Trainer:
     # Since the last validation pass: (-ELBO, KL, frames, objective) per frame of each step
     window: list[tuple[float, float, int, float]] = dataclasses.field(default_factory=list)
     grad_norm: torch.Tensor | float = math.nan  # the last step's, before clipping
+    texts: Texts | None = None  # --condition text: each split's line texts (with_texts)
+    text_report: dict[str, dict[str, Any]] | None = None  # and what with_texts dropped
 
 
-def train_step(t: Trainer, x: torch.Tensor, mask: torch.Tensor, reset: bool) -> bool:
-    """One optimiser step on a batch (reset: it does not continue the last one, for --stateful): the gradient
-    norm is clipped between backward() and step(), the max column norm applied after step(). Returns False,
-    without a step, when the loss is not finite on some rank."""
+def train_step(t: Trainer, x: torch.Tensor, mask: torch.Tensor, reset: bool, texts: list[str] | None = None) -> bool:
+    """One optimiser step on a batch (reset: it does not continue the last one, for --stateful; texts: the
+    lines' texts, for --condition text): the gradient norm is clipped between backward() and step(), the max
+    column norm applied after step(). Returns False, without a step, when the loss is not finite on some rank."""
     conf = t.conf
     t.model.train()
-    out = t.net(x, mask, state=None if reset else t.carried)
+    out = t.net(x, mask, state=None if reset else t.carried) if texts is None else t.net(x, texts, mask)
     if conf.stateful:
         t.carried = (out.state[0].detach(), out.state[1].detach())  # truncated: no gradient into the past
     frames = mask.sum()
@@ -595,7 +741,7 @@ def validate(t: Trainer, elapsed: float, show: Callable[[str], object]) -> bool:
     }
     finite = True
     try:
-        v = evaluate_sequences(t.model, t.corpus.valid, likelihood=False, batch_size=conf.batch_size, seed=1)
+        v = evaluate_split(t.model, t.corpus, t.texts, "valid", likelihood=False, batch_size=conf.batch_size, seed=1)
     except FloatingPointError:
         v = {"elbo": -math.inf, "elbo_per_frame": -math.inf, "kl_per_frame": ""}
         finite = False
@@ -603,7 +749,8 @@ def validate(t: Trainer, elapsed: float, show: Callable[[str], object]) -> bool:
     improved = finite and (state.best_valid_elbo is None or v["elbo"] > state.best_valid_elbo)
     if improved:
         state.best_valid_elbo, state.best_step, state.bad_evals = v["elbo"], state.step, 0
-        save_checkpoint(t.model, Path(conf.out), metadata=metadata(conf, t.model.config, t.corpus, state, partial=True))
+        meta = metadata(conf, t.model.config, t.corpus, state, partial=True, texts=t.text_report)
+        save_checkpoint(t.model, Path(conf.out), metadata=meta)  # type: ignore[arg-type]  # a TextVRNN saves alike
     else:
         state.bad_evals += 1
     state.history.append(row)
@@ -628,7 +775,12 @@ def train(conf: TrainConfig) -> int:
     out = Path(conf.out)
     corpus = load_corpus(conf.data, conf.modality, conf.chunk_seconds)
     cfg = model_config(conf)
-    model = build_model(cfg, init=conf.init).to(device)
+    texts = text_report = None
+    if cfg.takes_text:
+        corpus, texts, text_report = with_texts(corpus, cfg.alphabet)
+        if d.main:
+            print(describe_dropped(text_report), file=sys.stderr)
+    model: VRNN | TextVRNN = (build_text_model if cfg.takes_text else build_model)(cfg, init=conf.init).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=conf.lr)
     resumed = load_resume(conf, model, opt) if conf.resume else None
     if resumed is not None and d.main:
@@ -638,7 +790,7 @@ def train(conf: TrainConfig) -> int:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    t = Trainer(conf, model, net, opt, corpus, d, resumed or LoopState())
+    t = Trainer(conf, model, net, opt, corpus, d, resumed or LoopState(), texts=texts, text_report=text_report)
     state = t.state
 
     if d.main:
@@ -659,10 +811,16 @@ def train(conf: TrainConfig) -> int:
     run_start = time.monotonic()
     start = run_start - 60 * state.minutes  # elapsed time counts the runs before a --resume
     frames_seen = 0
-    stream = stream_batches(corpus, conf, d) if conf.stateful else ((x, m, True) for x, m in batches(corpus, conf, d))
+    stream: Iterator[tuple[torch.Tensor, torch.Tensor, bool, list[str] | None]]
+    if texts is not None:
+        stream = ((x, m, True, lines) for x, m, lines in text_batches(corpus, texts, conf, d))
+    elif conf.stateful:
+        stream = ((x, m, reset, None) for x, m, reset in stream_batches(corpus, conf, d))
+    else:
+        stream = ((x, m, True, None) for x, m in batches(corpus, conf, d))
     while True:
-        x, mask, reset = next(stream)
-        if not train_step(t, x.to(device, non_blocking=True), mask.to(device, non_blocking=True), reset):
+        x, mask, reset, lines = next(stream)
+        if not train_step(t, x.to(device, non_blocking=True), mask.to(device, non_blocking=True), reset, lines):
             stop_reason = DIVERGED.format(what="the training loss")
             break
         elapsed = time.monotonic() - start
@@ -697,7 +855,7 @@ def train(conf: TrainConfig) -> int:
         if not out.exists():
             print(f"error: no checkpoint was written to {out}", file=sys.stderr)
             return 1
-        finish(conf, corpus, state, stop_reason, device)
+        finish(conf, corpus, state, stop_reason, device, texts, text_report)
         plot_curves(state.history, conf.beside_out(".curves.png"), f"{cfg.name} on {Path(conf.data).name}")
     if d.world > 1:
         dist.barrier()
@@ -712,8 +870,11 @@ def metadata(
     state: LoopState,
     partial: bool,
     metrics: dict[str, Any] | None = None,
+    texts: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """The checkpoint's metadata; a text model's adds "condition" (the alphabet and the lines each split kept)."""
     summary = corpus.summary()
+    condition = {"condition": {"kind": "text", "alphabet": cfg.alphabet, "lines": texts}} if cfg.takes_text else {}
     return {
         "modality": cfg.modality,
         "normalisation": corpus.stats.to_dict(),
@@ -746,17 +907,30 @@ def metadata(
             "finished": not partial,
         },
         "metrics": metrics or {"valid_elbo": state.best_valid_elbo},
+        **condition,
     }
 
 
-def finish(conf: TrainConfig, corpus: Corpus, state: LoopState, reason: str, device: torch.device) -> None:
-    """Reload the best weights, score the test split (ELBO and IS-K), and write the final metadata."""
+def finish(
+    conf: TrainConfig,
+    corpus: Corpus,
+    state: LoopState,
+    reason: str,
+    device: torch.device,
+    texts: Texts | None = None,
+    text_report: dict[str, dict[str, Any]] | None = None,
+) -> None:
+    """Reload the best weights, score the test split (ELBO and IS-K), and write the final metadata (a text
+    model's figures are conditional on each line's text)."""
     out = Path(conf.out)
-    model, _ = load_checkpoint(out, device=device)
-    test = evaluate_sequences(
-        model, corpus.test, corpus.stats, num_samples=conf.test_samples, batch_size=conf.batch_size
+    model: VRNN | TextVRNN = (load_checkpoint if texts is None else load_text_checkpoint)(out, device=device)[0]
+    stats = corpus.stats
+    test = evaluate_split(
+        model, corpus, texts, "test", stats=stats, num_samples=conf.test_samples, batch_size=conf.batch_size
     )
-    valid = evaluate_sequences(model, corpus.valid, corpus.stats, likelihood=False, batch_size=conf.batch_size, seed=1)
+    valid = evaluate_split(
+        model, corpus, texts, "valid", stats=stats, likelihood=False, batch_size=conf.batch_size, seed=1
+    )
     metrics = {
         "space": "normalised (raw: the raw-data space)",
         "valid_elbo": valid["elbo"],
@@ -773,8 +947,8 @@ def finish(conf: TrainConfig, corpus: Corpus, state: LoopState, reason: str, dev
         "raw": test["raw"],
         "stopped": reason,
     }
-    meta = metadata(conf, model.config, corpus, state, partial=False, metrics=metrics)
-    save_checkpoint(model, out, metadata=meta)
+    meta = metadata(conf, model.config, corpus, state, partial=False, metrics=metrics, texts=text_report)
+    save_checkpoint(model, out, metadata=meta)  # type: ignore[arg-type]
     print(json.dumps({"checkpoint": str(out), "name": model.config.name, **metrics}, indent=2))
 
 
