@@ -5,7 +5,9 @@ the last bits from the same row at batch 1, and an autoregressive sampler turns 
 sample within a few steps. A server that batches concurrent requests must still give each seed the bytes it gives
 alone (issue "Serve many at once"), so the batched path here computes every row as a batch-1 product: `baddbmm`
 over rows, each a (1 x in) by (in x out) product on a row that starts on a 64-byte boundary (as a fresh tensor's
-does: the kernels' sums depend on alignment too), which is bit for bit what `F.linear`/`addmm` give at batch 1.
+does: the kernels' sums depend on alignment too), which is bit for bit what `F.linear`/`addmm` give at batch 1
+on the machines seen so far, except for some shapes on some CPUs: every layout is probed once against the batch-1
+call, and where the two differ its rows go through the batch-1 call one by one (exact by construction).
 Elementwise work (activations, the LSTM's gates) is the same per row either way. With one generator per row
 (`distributions.RowGenerators`) every random draw is the row's own, so `rowwise_copy(model).sample(B, generator=
 RowGenerators(...))` returns in row r exactly `model.sample(1, generator=g_r)`: tests/model/test_rowwise.py
@@ -20,6 +22,7 @@ products, which is what a sampler of small models is bound by anyway (per-step o
 from __future__ import annotations
 
 import copy
+import itertools
 
 import torch
 import torch.nn.functional as F
@@ -45,31 +48,81 @@ def aligned_rows(x: Tensor) -> Tensor:
     return buf
 
 
+def _batched_linear(x: Tensor, weight: Tensor, bias: Tensor | None, out: Tensor | None = None) -> Tensor:
+    """Every row as a (1 x in) by (in x out) product, in one `baddbmm`/`bmm` (into `out`, accumulated, when given)."""
+    B = x.shape[0]
+    w = weight.t().expand(B, *weight.t().shape)
+    if out is not None:
+        acc = aligned_rows(out)
+        acc.unsqueeze(1).baddbmm_(aligned_rows(x).unsqueeze(1), w)
+        if acc.data_ptr() != out.data_ptr():
+            out.copy_(acc)
+        return out
+    res = aligned_rows(x.new_empty(B, weight.shape[0]))
+    if bias is None:
+        torch.bmm(aligned_rows(x).unsqueeze(1), w, out=res.unsqueeze(1))
+    else:
+        res.copy_(bias.expand(B, -1))
+        res.unsqueeze(1).baddbmm_(aligned_rows(x).unsqueeze(1), w)
+    return res
+
+
+def _rows_alone(x: Tensor, weight: Tensor, bias: Tensor | None, out: Tensor | None = None) -> Tensor:
+    """Every row through the batch-1 call itself, on a fresh copy of the row (as a solo sampler's tensors are)."""
+    if out is not None:
+        for r in range(x.shape[0]):
+            row = out[r : r + 1].clone()
+            out[r : r + 1] = row.addmm_(x[r : r + 1].clone(), weight.t())
+        return out
+    res = aligned_rows(x.new_empty(x.shape[0], weight.shape[0]))
+    for r in range(x.shape[0]):
+        res[r : r + 1] = F.linear(x[r : r + 1].clone(), weight, bias)
+    return res
+
+
+# Whether the batched kernel gives the batch-1 bits, per (product, weight layout, bias, batch, dtype, device): a
+# BLAS may pick a different kernel for the batched product on some CPUs and shapes (seen: a 3-input layer on an
+# AVX-512 machine), so each layout is probed once against the batch-1 call and falls back to row-by-row calls
+# where they differ. The kernel is chosen by shapes and strides, not values, so a random probe decides it.
+_BATCHED_OK: dict[tuple, bool] = {}
+
+
+def _batched_ok(x: Tensor, weight: Tensor, bias: Tensor | None, accumulate: bool) -> bool:
+    key = (accumulate, tuple(weight.shape), weight.stride(), bias is None, x.shape[0], x.dtype, x.device.type)
+    ok = _BATCHED_OK.get(key)
+    if ok is None:
+        g = torch.Generator(device=x.device).manual_seed(0)
+        ok = True
+        for _ in range(2):
+            probe = torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
+            start = torch.randn(x.shape[0], weight.shape[0], generator=g, device=x.device, dtype=x.dtype)
+            if accumulate:
+                ok &= torch.equal(
+                    _batched_linear(probe, weight, None, start.clone()), _rows_alone(probe, weight, None, start)
+                )
+            else:
+                ok &= torch.equal(_batched_linear(probe, weight, bias), _rows_alone(probe, weight, bias))
+        _BATCHED_OK[key] = ok
+    return ok
+
+
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """`F.linear(x, weight, bias)` for x (B, in), each row computed as a batch of one (on aligned rows); the
     result's rows are aligned too."""
     if x.shape[0] == 1:
         return F.linear(x, weight, bias)
-    B = x.shape[0]
-    w = weight.t().expand(B, *weight.t().shape)
-    out = aligned_rows(x.new_empty(B, weight.shape[0]))
-    if bias is None:
-        torch.bmm(aligned_rows(x).unsqueeze(1), w, out=out.unsqueeze(1))
-    else:
-        out.copy_(bias.expand(B, -1))
-        out.unsqueeze(1).baddbmm_(aligned_rows(x).unsqueeze(1), w)
-    return out
+    if _batched_ok(x, weight, bias, accumulate=False):
+        return _batched_linear(x, weight, bias)
+    return _rows_alone(x, weight, bias)
 
 
 def addmm_(out: Tensor, x: Tensor, weight: Tensor) -> Tensor:
     """`out += x @ weight.T` in place (as `networks._addmm_`), each row as a batch of one (on aligned rows)."""
     if out.shape[0] == 1:
         return out.addmm_(x, weight.t())
-    acc = aligned_rows(out)
-    acc.unsqueeze(1).baddbmm_(aligned_rows(x).unsqueeze(1), weight.t().expand(x.shape[0], *weight.t().shape))
-    if acc.data_ptr() != out.data_ptr():
-        out.copy_(acc)
-    return out
+    if _batched_ok(x, weight, None, accumulate=True):
+        return _batched_linear(x, weight, None, out)
+    return _rows_alone(x, weight, None, out)
 
 
 class RowwiseLinear(nn.Module):
@@ -122,7 +175,7 @@ class RowwiseMLP(MLP):
             for inp, w in zip(inputs[1:], blocks[1:], strict=True):
                 addmm_(x, inp, w)
         x = F.relu(x, inplace=True)
-        for layer in self.layers[1:]:
+        for layer in itertools.islice(self.layers, 1, None):
             x = F.relu(linear(x, layer.weight, layer.bias))
         return x
 
