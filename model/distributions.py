@@ -91,7 +91,9 @@ def sharpen(logits: Tensor | None, std: Tensor, temperature: float, bias: float)
     Safe for every positive temperature, subnormal ones included: a std scaled below the smallest
     float is 0 (the draw is the component mean), and a row of logits that (1 + b) / T scales out of
     the floating-point range takes its T -> 0 limit instead of inf or NaN (see `_scale_logits`)."""
-    std = std * (temperature * math.exp(-bias))
+    factor = temperature * math.exp(-bias)
+    if factor != 1.0:  # (x * 1.0 is x: the defaults skip the work, not change a bit)
+        std = std * factor
     if logits is not None:
         logits = _scale_logits(logits, (1.0 + bias) / temperature)
     return logits, std
@@ -103,6 +105,8 @@ def _scale_logits(logits: Tensor, scale: float) -> Tensor:
     softmax(logits * scale) as scale -> inf, log-weights 0 at its largest logit(s) and -inf elsewhere.
     Finite rows are the plain product, so ordinary temperatures draw exactly the same samples."""
     scaled = logits * scale
+    if bool(torch.isfinite(scaled).all()):
+        return scaled
     finite = torch.isfinite(scaled).all(dim=-1, keepdim=True)
     top = logits == logits.amax(dim=-1, keepdim=True)
     limit = torch.zeros_like(logits).masked_fill(~top, -math.inf)
@@ -171,6 +175,8 @@ def _take(values: Tensor, index: Tensor | None) -> Tensor:
     """values (N, K, ...) -> (N, ...) at component index (N,) (the only one when index is None)."""
     if index is None:
         return values[:, 0]
+    if values.shape[0] == 1:
+        return values[0, index]  # the same elements as the general case, without building the row index
     return values[torch.arange(values.shape[0], device=values.device), index]
 
 

@@ -33,6 +33,7 @@ from torch import Tensor
 from .distributions import RowGenerators, randn
 from .rowwise import rowwise_copy
 from .runtime import apply_threads
+from .stepper import Stepper
 from .vrnn import VRNN, draw, sampling_mode
 
 
@@ -99,6 +100,7 @@ class SamplingEngine:
             raise ValueError(f"need max_batch >= 1 and max_wait_s >= 0, got {max_batch}, {max_wait_s}")
         self.model = model.eval()
         self.fast = cast(VRNN, rowwise_copy(self.model))  # a copy of the same class, row-invariant inside
+        self.stepper = Stepper(self.model)  # batch 1 (the rowwise copy computes as the plain model there)
         self.max_batch, self.max_wait_s = max_batch, max_wait_s
         self.stats = EngineStats()
         self._waiting: collections.deque[_Request] = collections.deque()
@@ -233,12 +235,16 @@ class SamplingEngine:
         self.stats.steps += 1
         self.stats.batch_sizes[n] += 1
         generators = RowGenerators([r.generator for r in rows])
-        if fast.phi_z is None:
-            params = fast.decoder(h)
-            pz = None
-        else:
-            mu_p, std_p = fast._prior(h)
+        noise = None
+        if fast.phi_z is not None:
             noise = randn((1, n, fast.config.z_dim), generators, device=h.device, dtype=h.dtype, row_dim=1)[0]
+        if n == 1:  # a row alone: the plain model's bits, without the module machinery (model.stepper)
+            params, pz = self.stepper.emit(h, noise)
+        elif noise is None:
+            params, pz = fast.decoder(h), None
+        else:
+            assert fast.phi_z is not None
+            mu_p, std_p = fast._prior(h)
             pz = fast.phi_z(mu_p + std_p * noise)
             params = fast.decoder(pz, h)
         head = fast.decoder.head
@@ -251,8 +257,11 @@ class SamplingEngine:
             sub = params if len(idx) == n else _rows_of(params, idx)
             gens = RowGenerators([rows[i].generator for i in idx])
             x[idx], emitted[idx] = draw(head, sub, mode, gens, temperature, bias)
-        px = fast.phi_x(x)
-        self._h, self._c = fast.rnn(px if pz is None else torch.cat([px, pz], dim=-1), (h, c))
+        if n == 1:
+            self._h, self._c = self.stepper.advance(x, pz, h, c)
+        else:
+            px = fast.phi_x(x)
+            self._h, self._c = fast.rnn(px if pz is None else torch.cat([px, pz], dim=-1), (h, c))
         keep = []
         for i, r in enumerate(rows):
             r.out.append(emitted[i].clone())

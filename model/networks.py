@@ -64,7 +64,7 @@ class MLP(nn.Module):
     def forward_after_first(self, pre_activation: Tensor) -> Tensor:
         """The rest of the MLP, given the first layer's pre-activation (which it overwrites)."""
         x = F.relu(pre_activation, inplace=True)
-        for layer in self.layers[1:]:
+        for layer in itertools.islice(self.layers, 1, None):  # (slicing a ModuleList builds a new one per call)
             x = F.relu(layer(x))
         return x
 

@@ -35,6 +35,7 @@ from .networks import (
     init_lstm,
     lstm_pointwise,
 )
+from .stepper import Stepper
 
 # Weight initialisations: "default" (PyTorch's Linear init, small output heads, orthogonal recurrent
 # weights and a forget-gate bias of 1) and "cle" (the authors': `networks.init_cle`).
@@ -372,6 +373,7 @@ class VRNN(Recurrence):
         prime: Tensor | None = None,
         bias: float = 0.0,
         mean: bool | str = False,
+        reference: bool = False,
     ) -> Tensor:
         """Generate (num_samples, steps, D) from the model, in the model's (normalised) space.
 
@@ -382,7 +384,8 @@ class VRNN(Recurrence):
         from (what the authors' sampling script saved). With the same generator, "sample" and
         "component-mean" follow the same trajectory.
         `prime` (T0, D) or (num_samples, T0, D) is read first through the posterior; the result
-        holds only the continuation. A fixed `generator` reproduces the samples exactly."""
+        holds only the continuation. A fixed `generator` reproduces the samples exactly. The steps run through
+        `model.stepper` (the same bits as the modules give); `reference` runs them through the modules instead."""
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
         mode = sampling_mode(steps, temperature, bias, mean)
@@ -399,7 +402,15 @@ class VRNN(Recurrence):
         head = self.decoder.head
         noise = self._noise(generator)
         out = []
-        for t in range(steps):
+        if not reference and type(self.rnn) is nn.LSTMCell and type(self.phi_x) is MLP:
+            stepper = Stepper(self)  # the same operations without the module machinery (model.stepper)
+            for t in range(steps):
+                params, pz_t = stepper.emit(h, None if self.phi_z is None else noise(t, (1, N))[0])
+                x, emitted = draw(head, params, mode, generator, temperature, bias)
+                out.append(emitted)
+                h, c = stepper.advance(x, pz_t, h, c)
+            return torch.stack(out, dim=1)
+        for t in range(steps):  # the module loop the stepper is tested against
             if self.phi_z is None:
                 params = self.decoder(h)
             else:
