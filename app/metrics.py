@@ -71,8 +71,13 @@ def request_id_from(value: str | None) -> str:
     return uuid.uuid4().hex
 
 
-class _BackendGauges:
-    """Gauges read from the backend at scrape time; a backend that cannot answer gives vrnn_backend_up 0."""
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # rows per step (BATCH_MAX is at most 256)
+
+
+class _ScrapeTime:
+    """What is read from the backend at scrape time: gauges (a backend that cannot answer gives vrnn_backend_up
+    0), then the sampling engines' batch sizes (rows per step) and queue waits, per model, from the backend's
+    `batching()` (embedded mode with BATCH_MAX > 1; nothing otherwise)."""
 
     def __init__(self, metrics: Metrics):
         self.metrics = metrics
@@ -81,6 +86,10 @@ class _BackendGauges:
         return []  # no describe: the registry must not read the backend when the collector is registered
 
     def collect(self):
+        yield from self._gauges()
+        yield from self._batching()
+
+    def _gauges(self):
         m = self.metrics
         up = 1
         try:
@@ -105,21 +114,7 @@ class _BackendGauges:
         )
         yield GaugeMetricFamily("vrnn_backend_up", "1 when the job backend answered this scrape.", value=up)
 
-
-BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # rows per step (BATCH_MAX is at most 256)
-
-
-class _BatchingHistograms:
-    """The sampling engines' batch sizes (rows per step) and queue waits, per model, read from the backend's
-    `batching()` at scrape time (embedded mode with BATCH_MAX > 1; nothing otherwise)."""
-
-    def __init__(self, metrics: Metrics):
-        self.metrics = metrics
-
-    def describe(self):
-        return []
-
-    def collect(self):
+    def _batching(self):
         backend = self.metrics.backend
         try:
             engines = backend.batching() if backend is not None and hasattr(backend, "batching") else {}
@@ -186,8 +181,7 @@ class Metrics:
         )
         self.queue_depth: Callable[[], int] = lambda: 0
         self.backend: Any = None
-        self.registry.register(_BackendGauges(self))
-        self.registry.register(_BatchingHistograms(self))
+        self.registry.register(_ScrapeTime(self))
 
     def bind(self, backend: Any) -> None:
         """Read the scrape-time gauges from this backend (called once it has started)."""

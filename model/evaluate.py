@@ -181,12 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for path in args.checkpoints:
             rows.append(evaluate_checkpoint(path, args.data, args.split, args.num_samples, device, args.batch_size))
-    except (CheckpointError, DataError) as e:
+    except (CheckpointError, DataError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    except FloatingPointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 1 if isinstance(e, FloatingPointError) else 2
     print(json.dumps(rows, indent=2) if args.json else table(rows))
     return 0
 

@@ -97,9 +97,7 @@ def check_colour(color: str) -> str:
     if not isinstance(color, str):
         raise ValueError(f"color must be a string such as '#1a1a1a' or 'navy', got {type(color).__name__}")
     c = color.strip()
-    if _HEX_COLOUR.fullmatch(c):
-        return c.lower()
-    if c.lower() in CSS_COLOURS:
+    if _HEX_COLOUR.fullmatch(c) or c.lower() in CSS_COLOURS:
         return c.lower()
     shown = color if len(color) <= 40 else color[:40] + "..."
     raise ValueError(
@@ -379,16 +377,14 @@ def latent_figure(
         ax_x.set_xlabel(unit, fontsize=9)
         ax_x.set_title(f"input waveform ({len(wave) / sample_rate:.2f} s at {sample_rate} Hz)", fontsize=9, loc="left")
         _style(ax_x)
-        ax_d.set_xlabel(unit, fontsize=8)
-        ax_k.set_xlabel(unit, fontsize=8)
     else:
         pts = np.cumsum(x[:, :2], axis=0)
         _draw_strokes(ax_x, x, "#bbbbbb", linewidth=1.0)
         sc = ax_x.scatter(pts[:, 0], pts[:, 1], c=kl, cmap="magma", vmin=0.0, s=5, zorder=3, linewidths=0)
         ax_x.set_title(f"input strokes ({L} pen steps), points coloured by KL per step", fontsize=9, loc="left")
         sc.set_clim(0.0, max(float(kl.max()), 1e-12))
-        ax_d.set_xlabel(unit, fontsize=8)
-        ax_k.set_xlabel(unit, fontsize=8)
+    ax_d.set_xlabel(unit, fontsize=8)
+    ax_k.set_xlabel(unit, fontsize=8)
     if title:
         fig.suptitle(title, fontsize=11, x=0.02, y=0.99, ha="left", va="top")
     fig.subplots_adjust(left=0.09, right=0.93, top=0.9 if title else 0.95, bottom=0.07)

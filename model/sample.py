@@ -165,9 +165,7 @@ def run(args: argparse.Namespace) -> list[str]:
         raise SampleError("--seconds applies to speech checkpoints; use --steps for handwriting")
     num = args.num or 1
     seed = secrets.randbits(31) if args.seed is None else args.seed
-    prime = None
-    if args.prime is not None:
-        prime = read_input(meta, args.prime)
+    prime = None if args.prime is None else read_input(meta, args.prime)
     raws = generate(
         model,
         meta,

@@ -37,7 +37,7 @@ from . import defaults
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .conditional import TextVRNN, build_text_model, load_text_checkpoint
 from .config import FAMILIES, OUTPUTS, ModelConfig
-from .data import Corpus, DataError, make_loader, pad_batch
+from .data import Corpus, DataError, pad_batch
 from .data.texts import corpus_texts
 from .evaluate import evaluate_sequences, load_corpus
 from .networks import max_col_norm_
@@ -318,24 +318,12 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         p.error("--stateful trains speech on consecutive chunks: it needs --chunk-seconds > 0 and no --max-len")
     if args.condition == "text" and args.init != "default":
         p.error(f"--condition text supports --init default only, got {args.init!r} (from --init or --recipe)")
-    for key in (
-        "h_dim",
-        "z_dim",
-        "mlp_layers",
-        "mlp_width",
-        "n_components",
-        "batch_size",
-        "eval_every",
-        "patience",
-        "test_samples",
-    ):
-        if getattr(args, key) < 1:
+    sizes = ("h_dim", "z_dim", "mlp_layers", "mlp_width", "n_components", "batch_size", "eval_every", "patience")
+    for key in (*sizes, "test_samples", "max_len", "max_steps", "threads", "window_components"):  # None: not given
+        if getattr(args, key) is not None and getattr(args, key) < 1:
             p.error(f"--{key.replace('_', '-')} must be positive")
     if args.kl_warmup < 0:
         p.error("--kl-warmup must be 0 or more")
-    for key in ("max_len", "max_steps", "threads", "window_components"):
-        if getattr(args, key) is not None and getattr(args, key) < 1:
-            p.error(f"--{key.replace('_', '-')} must be positive")
     if not (args.lr > 0 and args.clip_grad > 0 and args.std_floor > 0):  # NaN fails these too
         p.error("--lr, --clip-grad and --std-floor must be positive")
     if not args.out.endswith(".safetensors"):
@@ -559,13 +547,8 @@ def with_texts(corpus: Corpus, alphabet: str) -> tuple[Corpus, Texts, dict[str, 
                 "--condition text needs each line's text (model.data.texts)"
             )
     seqs = {split: [corpus.split(split)[i] for i in keep] for split, keep in kept.items()}
-    reduced = dataclasses.replace(
-        corpus,
-        train=seqs["train"],
-        valid=seqs["valid"],
-        test=seqs["test"],
-        names={split: [corpus.names[split][i] for i in keep] for split, keep in kept.items()},
-    )
+    names = {split: [corpus.names[split][i] for i in keep] for split, keep in kept.items()}
+    reduced = dataclasses.replace(corpus, train=seqs["train"], valid=seqs["valid"], test=seqs["test"], names=names)
     return reduced, {split: [texts[split][i] or "" for i in keep] for split, keep in kept.items()}, report
 
 
@@ -593,39 +576,28 @@ def evaluate_split(
 # ----------------------------------------------------------------------------------- the loop
 
 
-def text_batches(
-    corpus: Corpus, texts: Texts, conf: TrainConfig, d: Dist
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[str]]]:
-    """Endless shuffled batches of whole training lines with their texts: (x, mask, texts), texts[b] the text
-    of row b. Each rank reads its own shard; as `batches`, the last partial batch of an epoch is dropped when
-    the shard holds more than one batch."""
+def batches(
+    corpus: Corpus, conf: TrainConfig, d: Dist, texts: Texts | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[str] | None]]:
+    """Endless shuffled training batches, each rank on its own shard of the training split: (x, mask, lines),
+    sequences cropped to random windows of --max-len frames; with texts (--condition text: whole lines), lines[b]
+    is the text of row b, else None. The last partial batch of an epoch is dropped when the shard holds more
+    than one batch."""
     shard = list(range(len(corpus.train)))[d.rank :: d.world]
+    if not shard:
+        raise DataError(f"rank {d.rank} of {d.world} has no training sequence")
+    size = conf.batch_size
     epoch = 0
     while True:
         g = torch.Generator().manual_seed(conf.seed + 1000 * epoch + d.rank)
+        if texts is None:  # what make_loader's DataLoader drew first (its workers' seed): the same shuffles, crops
+            torch.empty((), dtype=torch.int64).random_(generator=g)
         order = [shard[j] for j in torch.randperm(len(shard), generator=g).tolist()]
-        end = len(order) // conf.batch_size * conf.batch_size if len(order) > conf.batch_size else len(order)
-        for i in range(0, end, conf.batch_size):
-            rows = order[i : i + conf.batch_size]
-            x, mask = pad_batch([corpus.train[j] for j in rows])
-            yield x, mask, [texts["train"][j] for j in rows]
-        epoch += 1
-
-
-def batches(corpus: Corpus, conf: TrainConfig, d: Dist) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless shuffled training batches; each rank reads its own shard of the training split."""
-    shard = corpus.train[d.rank :: d.world]
-    epoch = 0
-    while True:
-        loader = make_loader(
-            shard,
-            conf.batch_size,
-            shuffle=True,
-            max_len=conf.max_len,
-            seed=conf.seed + 1000 * epoch + d.rank,
-            drop_last=len(shard) > conf.batch_size,
-        )
-        yield from loader
+        end = len(order) // size * size if len(order) > size else len(order)
+        for i in range(0, end, size):
+            rows = order[i : i + size]
+            x, mask = pad_batch([corpus.train[j] for j in rows], conf.max_len, "random", g)
+            yield x, mask, None if texts is None else [texts["train"][j] for j in rows]
         epoch += 1
 
 
@@ -636,8 +608,6 @@ def stream_batches(corpus: Corpus, conf: TrainConfig, d: Dist) -> Iterator[tuple
     batch n + 1 continues row b of batch n. Yields (x, mask, reset): reset is True on an epoch's first
     batch (the carried state must restart). Each rank streams its own share of the recordings."""
     import numpy as np
-
-    from .data import pad_batch
 
     by_file: dict[str, list[tuple[int, int]]] = {}
     for i, name in enumerate(corpus.names["train"]):
@@ -812,12 +782,10 @@ def train(conf: TrainConfig) -> int:
     start = run_start - 60 * state.minutes  # elapsed time counts the runs before a --resume
     frames_seen = 0
     stream: Iterator[tuple[torch.Tensor, torch.Tensor, bool, list[str] | None]]
-    if texts is not None:
-        stream = ((x, m, True, lines) for x, m, lines in text_batches(corpus, texts, conf, d))
-    elif conf.stateful:
+    if conf.stateful:
         stream = ((x, m, reset, None) for x, m, reset in stream_batches(corpus, conf, d))
     else:
-        stream = ((x, m, True, None) for x, m in batches(corpus, conf, d))
+        stream = ((x, m, True, lines) for x, m, lines in batches(corpus, conf, d, texts))
     while True:
         x, mask, reset, lines = next(stream)
         if not train_step(t, x.to(device, non_blocking=True), mask.to(device, non_blocking=True), reset, lines):
@@ -966,12 +934,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         return train(args)
-    except (DataError, CheckpointError) as e:
+    except (DataError, CheckpointError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    except FloatingPointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 1 if isinstance(e, FloatingPointError) else 2
     except KeyboardInterrupt:
         print(
             "interrupted: the best checkpoint so far and the resume state are on disk (use --resume)", file=sys.stderr

@@ -112,7 +112,7 @@ def test_each_batch_carries_the_texts_of_its_lines(demo):
     corpus = load_corpus(conf.data, conf.modality)
     truth = corpus_texts(corpus)["train"]
     reduced, texts, _ = train_mod.with_texts(corpus, DEFAULT_ALPHABET)
-    stream = train_mod.text_batches(reduced, texts, conf, train_mod.Dist())
+    stream = train_mod.batches(reduced, conf, train_mod.Dist(), texts)
     seen = 0
     for _ in range(5):  # two epochs and a half: 12 lines in batches of 5, the last partial one dropped
         x, mask, lines = next(stream)
