@@ -17,6 +17,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from . import cli
 from .demo import defaults
@@ -68,11 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument("--force", action="store_true", help="replace a corpus already in DIR")
     common.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    shared: dict[str, Any] = {"parents": [common], "epilog": EPILOG, "formatter_class": parser.formatter_class}
     speech = sub.add_parser(
         "speech-demo",
-        parents=[common],
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        **shared,
         help="sentences read by one synthetic speaker, as 16 kHz WAV files",
         description="Sentences from a seeded grammar read by festival's cmu_us_slt_arctic_hts voice "
         "(Debian: festival festvox-us-slt-hts) or by espeak-ng, written as 16 kHz mono WAV files.",
@@ -92,9 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_parser(
         "handwriting-demo",
-        parents=[common],
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        **shared,
         help="lines written by random writers in Hershey script fonts, as IAM-OnDB XML",
         description="Lines of a few words written with the Hershey cursive/script fonts (Debian: "
         "hershey-fonts-data, or PyPI Hershey-Fonts) by random writers (slant, size, spacing, jitter, "

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import itertools
+import os
+import pickle
+from pathlib import Path
 
+import numpy as np
+import soundfile as sf
 import torch
 
 from model import ModelConfig, build_model
+from model import train as train_mod
 
 FAMILIES = ("rnn", "vrnn-i", "vrnn")
 OUTPUTS = ("gauss", "gmm")
@@ -53,3 +59,40 @@ def build(kind: tuple[str, str, str], seed: int = 0, **over):
     torch.manual_seed(seed)
     cfg = small_config(*kind, **over)
     return build_model(cfg), cfg
+
+
+def write_tones(root: Path, n: int = 12, seconds: float = 1.0, rate: int = 16000) -> Path:
+    """Speech-like files (glides with harmonics and noise), different per file."""
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(seconds * rate)) / rate
+    for i in range(n):
+        f0 = 120 + 80 * rng.random() + 40 * np.sin(2 * np.pi * (0.5 + rng.random()) * t)
+        phase = 2 * np.pi * np.cumsum(f0) / rate
+        wave = 0.3 * np.sin(phase) + 0.1 * np.sin(2 * phase) + 0.01 * rng.standard_normal(t.size)
+        sf.write(root / f"u{i:02d}.wav", wave.astype(np.float32), rate)
+    return root
+
+
+def tiny_training(data: Path, out: Path, *extra: str, family="vrnn", steps=2, every=1, batch=4, width=8):
+    """model.train's options for a few steps of a tiny `family` model on a speech-demo corpus, then `extra`."""
+    return train_mod.parse_args([
+        "--data", str(data), "--preset", "speech-demo", "--family", family, "--out", str(out),
+        "--max-steps", str(steps), "--eval-every", str(every), "--batch-size", str(batch), "--h-dim", "8",
+        "--mlp-width", str(width), "--z-dim", "4", "--test-samples", "2", "--no-progress", *extra,
+    ])  # fmt: skip
+
+
+class _Exploit:
+    """Unpickling this would create a directory: a pickle-based loader would run attacker code."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def exploit_pickle(marker: Path) -> bytes:
+    """A pickle whose loading creates the directory `marker`."""
+    return pickle.dumps({"w": _Exploit(str(marker))})

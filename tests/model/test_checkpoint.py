@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import pickle
 
 import pytest
 import torch
-from modelkit import build, make_x, perturb
+from modelkit import build, exploit_pickle, make_x, perturb
 
 from model import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
 
@@ -46,21 +44,11 @@ def test_metadata_cannot_override_the_config(tmp_path):
     assert load_checkpoint(tmp_path / "m.safetensors")[0].config == model.config
 
 
-class _Exploit:
-    """Unpickling this would create a file: a pickle-based loader would run attacker code."""
-
-    def __init__(self, marker: str):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.mkdir, (self.marker,))
-
-
 def test_a_pickle_renamed_safetensors_is_refused_without_running_it(tmp_path):
     model, _ = build(("vrnn", "gauss", "speech"))
     save_checkpoint(model, tmp_path / "evil.safetensors")
     marker = tmp_path / "pwned"
-    (tmp_path / "evil.safetensors").write_bytes(pickle.dumps({"w": _Exploit(str(marker))}))
+    (tmp_path / "evil.safetensors").write_bytes(exploit_pickle(marker))
     with pytest.raises(CheckpointError, match=r"evil\.safetensors"):
         load_checkpoint(tmp_path / "evil.safetensors")
     assert not marker.exists()

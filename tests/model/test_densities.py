@@ -27,9 +27,10 @@ from collections.abc import Sequence
 
 import pytest
 import torch
+from modelkit import perturb, small_config
 from torch import Tensor
 
-from model import ModelConfig, build_model
+from model import build_model
 from model.distributions import BivariateMixture, DiagonalMixture
 
 F64 = torch.float64
@@ -45,30 +46,13 @@ Grid = tuple[Tensor, Tensor]
 
 
 def _model(family: str, output: str, modality: str, mlp_layers: int, seed: int, z_dim: int = 2):
-    cfg = ModelConfig(
-        family=family,
-        output=output,
-        modality=modality,
-        x_dim=1 if modality == "speech" else 3,
-        z_dim=z_dim,
-        h_dim=8,
-        mlp_width=8,
-        mlp_layers=mlp_layers,
-        n_components=3,
-        std_floor=0.05,
+    x_dim = 1 if modality == "speech" else 3
+    cfg = small_config(
+        family, output, modality, x_dim=x_dim, z_dim=z_dim, h_dim=8, mlp_width=8, mlp_layers=mlp_layers, std_floor=0.05
     )
     with torch.random.fork_rng():  # fixed initial weights without touching the global RNG
         torch.manual_seed(seed)
         return build_model(cfg).double().eval()
-
-
-def _perturb(model, seed: int, scale: float = 0.5):
-    """Add N(0, scale^2) noise to every parameter: weights far from the (near-constant) initial ones."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return model
 
 
 @torch.no_grad()
@@ -190,7 +174,7 @@ def test_speech_rnn_density_integrates_to_one_with_perturbed_weights(output, lay
     probe = torch.linspace(-3, 3, 7, dtype=F64).reshape(-1, 1, 1).repeat(1, 2, 1)
     probe[:, 1] = -0.5 * probe[:, 1] + 0.3
     before = model.log_likelihood(probe)
-    _perturb(model, seed=101)
+    perturb(model, 0.5, seed=101)
     after = model.log_likelihood(probe)
     # Not trivial: the density really moved...
     assert (after - before).abs().max() > 0.1
@@ -225,7 +209,7 @@ def test_handwriting_density_integrates_to_one(output, perturbed):
     if perturbed:
         probe = torch.tensor([[[0.5, -0.3, 0.0]], [[-1.0, 1.0, 1.0]], [[2.0, 0.5, 0.0]]], dtype=F64)
         before = model.log_likelihood(probe)
-        _perturb(model, seed=102)
+        perturb(model, 0.5, seed=102)
         assert (model.log_likelihood(probe) - before).abs().max() > 0.1
     p0 = _next_step_params(model, None)
     if perturbed:
@@ -246,7 +230,7 @@ def test_handwriting_two_step_density_integrates_to_one(output, seed, scale):
 
     Milder perturbations than at T = 1 keep the 4-D grid small (its size grows with the spread of
     scales); the conditional still moves with x_1 and the correlations still matter."""
-    model = _perturb(_model("rnn", output, "handwriting", 1, seed=seed), seed=100 + seed, scale=scale)
+    model = perturb(_model("rnn", output, "handwriting", 1, seed=seed), scale, seed=100 + seed)
     # Step 1.5 principal stds: error ~2 exp(-2 pi^2 / 1.5^2) ~ 3e-4 per axis; tails beyond 6 stds ~ 2e-9.
     coarse = {"step_factor": 1.5, "tail": 6.0}
     p0 = _next_step_params(model, None)
@@ -282,7 +266,7 @@ def test_vrnn_importance_sampled_density_integrates_to_about_one(perturbed):
         # the weights get heavy tails and K = 500 underestimates by a few percent (K = 10^4 recovers 1).
         probe = torch.linspace(-2, 2, 5, dtype=F64).reshape(-1, 1, 1)
         before = model.log_likelihood(probe, num_samples=500, generator=torch.Generator().manual_seed(0))
-        _perturb(model, seed=104, scale=0.3)
+        perturb(model, 0.3, seed=104)
         after = model.log_likelihood(probe, num_samples=500, generator=torch.Generator().manual_seed(0))
         assert (after - before).abs().max() > 0.1
     nodes, w = _vrnn_x_grid(model)

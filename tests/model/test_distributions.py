@@ -323,20 +323,12 @@ def test_sharpen_without_logits():
 
 
 def test_samplers_are_reproducible_with_a_generator():
-    p = _diagonal_mixture(200, 4, 3, seed=90)
-    a = sample_diagonal_mixture(p, _rng(7))
-    b = sample_diagonal_mixture(p, _rng(7))
-    c = sample_diagonal_mixture(p, _rng(8))
-    assert a.shape == (200, 3) and a.dtype == F64
-    assert torch.equal(a, b) and not torch.equal(a, c)
-
-    q = _bivariate_mixture(200, 4, seed=91)
-    a = sample_bivariate_mixture(q, _rng(7))
-    b = sample_bivariate_mixture(q, _rng(7))
-    c = sample_bivariate_mixture(q, _rng(8))
-    assert a.shape == (200, 3) and a.dtype == F64
-    assert torch.equal(a, b) and not torch.equal(a, c)
-    assert set(a[:, 2].tolist()) <= {0.0, 1.0}
+    diagonal, bivariate = _diagonal_mixture(200, 4, 3, seed=90), _bivariate_mixture(200, 4, seed=91)
+    for sample, p in ((sample_diagonal_mixture, diagonal), (sample_bivariate_mixture, bivariate)):
+        a, b, c = sample(p, _rng(7)), sample(p, _rng(7)), sample(p, _rng(8))
+        assert a.shape == (200, 3) and a.dtype == F64
+        assert torch.equal(a, b) and not torch.equal(a, c)
+    assert set(a[:, 2].tolist()) <= {0.0, 1.0}  # the bivariate draws' pen bits
 
 
 def test_samplers_use_each_rows_own_parameters():

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from modelkit import build, make_x, perturb, small_config
+from modelkit import build, make_x, perturb, small_config, tiny_training, write_tones
 
 from model import ModelConfig, build_model, load_checkpoint, save_checkpoint
 from model import train as train_mod
@@ -109,7 +109,7 @@ def test_max_col_norm_matches_cle_weightnorm_on_every_input_matrix():
 
 
 def test_training_applies_the_max_col_norm_after_each_step(monkeypatch, tmp_path):
-    speech = _tones(tmp_path / "speech")
+    speech = write_tones(tmp_path / "speech", n=10)
     calls: list[str] = []
     real_step, real_norm = torch.optim.Adam.step, train_mod.max_col_norm_
 
@@ -124,12 +124,7 @@ def test_training_applies_the_max_col_norm_after_each_step(monkeypatch, tmp_path
     monkeypatch.setattr(torch.optim.Adam, "step", step)
     monkeypatch.setattr(train_mod, "max_col_norm_", norm)
     out = tmp_path / "m.safetensors"
-    args = train_mod.parse_args([
-        "--data", str(speech), "--preset", "speech-demo", "--family", "vrnn", "--out", str(out),
-        "--max-steps", "3", "--eval-every", "3", "--batch-size", "4", "--h-dim", "8", "--mlp-width", "16",
-        "--z-dim", "4", "--test-samples", "2", "--no-progress", "--max-col-norm", "0.3",
-    ])  # fmt: skip
-    assert train_mod.train(args) == 0
+    assert train_mod.train(tiny_training(speech, out, "--max-col-norm", "0.3", steps=3, every=3, width=16)) == 0
     assert calls == ["step", "norm"] * 3
     model, meta = load_checkpoint(out)
     assert meta["training"]["max_col_norm"] == 0.3
@@ -157,8 +152,8 @@ def test_per_tensor_clipping_bounds_each_gradient_and_keeps_its_direction():
     assert clipped > 1
 
 
-def _args(*extra: str) -> object:
-    return train_mod.parse_args(["--data", "d", "--out", "o.safetensors", "--preset", "handwriting-demo", *extra])
+def _args(*extra: str, preset: str = "handwriting-demo") -> object:
+    return train_mod.parse_args(["--data", "d", "--out", "o.safetensors", "--preset", preset, *extra])
 
 
 def test_recipe_flags_and_defaults():
@@ -261,14 +256,9 @@ def test_free_bits_floor_the_kl_and_stop_its_gradient_below_the_floor():
 
 
 def test_training_with_free_bits_logs_the_true_elbo_and_the_objective(tmp_path):
-    speech = _tones(tmp_path / "speech")
+    speech = write_tones(tmp_path / "speech", n=10)
     out = tmp_path / "f.safetensors"
-    args = train_mod.parse_args([
-        "--data", str(speech), "--preset", "speech-demo", "--family", "vrnn", "--out", str(out),
-        "--max-steps", "2", "--eval-every", "1", "--batch-size", "4", "--h-dim", "8", "--mlp-width", "8",
-        "--z-dim", "4", "--test-samples", "2", "--no-progress", "--free-bits", "1000", "--free-bits-mode", "dim",
-    ])  # fmt: skip
-    assert train_mod.train(args) == 0
+    assert train_mod.train(tiny_training(speech, out, "--free-bits", "1000", "--free-bits-mode", "dim")) == 0
     with (tmp_path / "f.log.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2
@@ -362,18 +352,6 @@ def test_component_mean_on_the_command_line(tmp_path):
 
 
 # ---------------------------------------------------------------------------- handwriting data
-
-
-def _tones(root: Path, n: int = 10) -> Path:
-    import soundfile as sf
-
-    rng = np.random.default_rng(0)
-    root.mkdir(parents=True)
-    t = np.arange(16000) / 16000
-    for i in range(n):
-        wave = 0.3 * np.sin(2 * np.pi * (150 + 50 * rng.random()) * t) + 0.01 * rng.standard_normal(t.size)
-        sf.write(root / f"u{i:02d}.wav", wave.astype(np.float32), 16000)
-    return root
 
 
 def _writer_corpus(root: Path, writers: int = 10, lines: int = 4) -> dict[str, str]:
@@ -494,11 +472,10 @@ def test_a_carried_state_continues_the_sequence(kind):
 def test_stream_batches_continue_each_row(tmp_path):
     from model.data import load_speech_corpus
 
-    corpus = load_speech_corpus(_tones(tmp_path / "s", n=6), chunk_seconds=0.1)
-    args = train_mod.parse_args(
-        ["--data", "d", "--out", "o.safetensors", "--preset", "speech-demo", "--batch-size", "3", "--stateful"]
+    corpus = load_speech_corpus(write_tones(tmp_path / "s", n=6), chunk_seconds=0.1)
+    stream = train_mod.stream_batches(
+        corpus, _args("--batch-size", "3", "--stateful", preset="speech-demo"), train_mod.Dist()
     )
-    stream = train_mod.stream_batches(corpus, args, train_mod.Dist())
     index = {x.tobytes(): name for x, name in zip(corpus.train, corpus.names["train"], strict=True)}
     n_chunks = len(corpus.train)
     length = n_chunks // 3
@@ -514,16 +491,12 @@ def test_stream_batches_continue_each_row(tmp_path):
             assert cf != pf or int(ck) == int(pk) + 1  # within a recording, the next chunk in time
     assert len(set(seen)) == len(seen)  # no chunk twice in an epoch
     with pytest.raises(SystemExit):
-        train_mod.parse_args(["--data", "d", "--out", "o.safetensors", "--preset", "handwriting-demo", "--stateful"])
+        _args("--stateful")
 
 
 def test_stateful_training_runs(tmp_path):
-    speech = _tones(tmp_path / "speech")
+    speech = write_tones(tmp_path / "speech", n=10)
     out = tmp_path / "s.safetensors"
-    args = train_mod.parse_args([
-        "--data", str(speech), "--preset", "speech-demo", "--family", "vrnn", "--out", str(out),
-        "--max-steps", "4", "--eval-every", "2", "--batch-size", "3", "--h-dim", "8", "--mlp-width", "8",
-        "--z-dim", "4", "--test-samples", "2", "--no-progress", "--stateful", "--chunk-seconds", "0.1",
-    ])  # fmt: skip
+    args = tiny_training(speech, out, "--stateful", "--chunk-seconds", "0.1", steps=4, every=2, batch=3)
     assert train_mod.train(args) == 0
     assert load_checkpoint(out)[1]["training"]["stateful"] is True

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import soundfile as sf
-from test_train import _write_tones
+from modelkit import write_tones
 
 from model import load_checkpoint
 from model import train as train_mod
@@ -23,7 +23,7 @@ def _train(data, preset, family, output, out):
 
 
 def test_results_document_from_checkpoints(tmp_path, capsys):
-    speech = _write_tones(tmp_path / "speech", n=8)
+    speech = write_tones(tmp_path / "speech", n=8)
     hand = tmp_path / "hand"
     assert prepare_main(["handwriting-demo", "--out", str(hand), "--size", "small"]) == 0
     ckpts = tmp_path / "ckpts"

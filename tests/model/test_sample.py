@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from modelkit import exploit_pickle
 from tinyckpt import tiny_config, write_tiny_checkpoint
 
 from model import ModelConfig, build_model, save_checkpoint
@@ -87,7 +88,7 @@ def test_cli_end_to_end(ckpts, strokes_json, tmp_path):
     evil_dir.mkdir()
     shutil.copy(ckpts["speech"].with_suffix(".json"), evil_dir / "m.json")
     marker = evil_dir / "pwned"
-    (evil_dir / "m.safetensors").write_bytes(pickle.dumps({"w": _Exploit(str(marker))}))
+    (evil_dir / "m.safetensors").write_bytes(exploit_pickle(marker))
     procs = {
         "a": cli(ckpts["speech"], "--out", speech_a, "--num", "2", "--seconds", "0.5", "--seed", "7"),
         "b": cli(ckpts["speech"], "--out", speech_b, "--num", "2", "--seconds", "0.5", "--seed", "7"),
@@ -120,16 +121,6 @@ def test_cli_end_to_end(ckpts, strokes_json, tmp_path):
     code, _, err = res["evil"]
     assert code == 2 and "m.safetensors" in err and "Traceback" not in err
     assert not marker.exists()
-
-
-class _Exploit:
-    """Unpickling this would create a directory: a pickle-based loader would run attacker code."""
-
-    def __init__(self, marker: str):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.mkdir, (self.marker,))
 
 
 # Command line, in process ------------------------------------------------------------------------

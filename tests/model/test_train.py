@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
+from modelkit import tiny_training, write_tones
 
 from model import ModelConfig, load_checkpoint
 from model import train as train_mod
@@ -30,22 +30,9 @@ def run(module: str, *args: str, check: bool = True, env: dict | None = None) ->
     return proc
 
 
-def _write_tones(root: Path, n: int = 12, seconds: float = 1.0, rate: int = 16000) -> Path:
-    """Speech-like files (glides with harmonics and noise), different per file."""
-    rng = np.random.default_rng(0)
-    root.mkdir(parents=True, exist_ok=True)
-    t = np.arange(int(seconds * rate)) / rate
-    for i in range(n):
-        f0 = 120 + 80 * rng.random() + 40 * np.sin(2 * np.pi * (0.5 + rng.random()) * t)
-        phase = 2 * np.pi * np.cumsum(f0) / rate
-        wave = 0.3 * np.sin(phase) + 0.1 * np.sin(2 * phase) + 0.01 * rng.standard_normal(t.size)
-        sf.write(root / f"u{i:02d}.wav", wave.astype(np.float32), rate)
-    return root
-
-
 @pytest.fixture(scope="module")
 def speech_dir(tmp_path_factory) -> Path:
-    return _write_tones(tmp_path_factory.mktemp("speech"))
+    return write_tones(tmp_path_factory.mktemp("speech"))
 
 
 @pytest.fixture(scope="module")
@@ -136,23 +123,14 @@ def test_gradients_are_clipped_between_backward_and_step(speech_dir, tmp_path, m
 
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
     monkeypatch.setattr(torch.optim.Adam, "step", step)
-    args = train_mod.parse_args([
-        "--data", str(speech_dir), "--preset", "speech-demo", "--family", "rnn",
-        "--out", str(tmp_path / "c.safetensors"),
-        "--max-steps", "3", "--eval-every", "3", "--batch-size", "4", "--h-dim", "8", "--mlp-width", "8",
-        "--no-progress", "--clip-grad", "1e-3",
-    ])  # fmt: skip
+    args = tiny_training(speech_dir, tmp_path / "c.safetensors", "--clip-grad", "1e-3", family="rnn", steps=3, every=3)
     assert train_mod.train(args) == 0
     assert calls == ["clip", "step"] * 3
 
 
 def test_non_finite_loss_stops_with_a_clear_message(speech_dir, tmp_path, capsys):
-    args = train_mod.parse_args([
-        "--data", str(speech_dir), "--preset", "speech-demo", "--family", "rnn",
-        "--out", str(tmp_path / "n.safetensors"),
-        "--max-steps", "50", "--eval-every", "1", "--batch-size", "4", "--h-dim", "8", "--mlp-width", "8",
-        "--no-progress", "--lr", "1e6", "--clip-grad", "1e9", "--std-floor", "1e-30",
-    ])  # fmt: skip
+    extra = ("--lr", "1e6", "--clip-grad", "1e9", "--std-floor", "1e-30")
+    args = tiny_training(speech_dir, tmp_path / "n.safetensors", *extra, family="rnn", steps=50)
     assert train_mod.train(args) == 1
     err = capsys.readouterr().err
     assert "diverged" in err and "not finite" in err and "lower --lr" in err
@@ -167,12 +145,7 @@ def test_kl_warmup_weights_the_kl_and_logs_the_true_elbo(speech_dir, tmp_path):
     assert [train_mod.kl_weight(s, 4) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
     assert train_mod.kl_weight(0, 0) == 1.0
     out = tmp_path / "w.safetensors"
-    args = train_mod.parse_args([
-        "--data", str(speech_dir), "--preset", "speech-demo", "--family", "vrnn", "--out", str(out),
-        "--max-steps", "4", "--eval-every", "1", "--batch-size", "4", "--h-dim", "8", "--mlp-width", "8",
-        "--z-dim", "4", "--test-samples", "2", "--no-progress", "--kl-warmup", "4",
-    ])  # fmt: skip
-    assert train_mod.train(args) == 0
+    assert train_mod.train(tiny_training(speech_dir, out, "--kl-warmup", "4", steps=4)) == 0
     rows = (tmp_path / "w.log.csv").read_text().splitlines()
     weights = [float(r.split(",")[rows[0].split(",").index("kl_weight")]) for r in rows[1:]]
     assert weights == [0.25, 0.5, 0.75, 1.0]

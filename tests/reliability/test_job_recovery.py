@@ -14,6 +14,7 @@ import relkit
 from apikit import SPEECH, make_settings, write_checkpoints
 from fastapi.testclient import TestClient
 from servicekit import wait_for
+from workerkit import model_worker, take_job
 
 from app.main import create_app
 
@@ -24,22 +25,10 @@ QUEUE = "vrnn-recovery"
 def redis_app(tmp_path):
     """(make an app on a private Redis, that Redis's client, the registered worker) with a worker registered on
     the queue, so that submissions are accepted; nothing runs the jobs."""
-    from worker import queueing
-    from worker.__main__ import ModelWorker, RestrictedJob
-
     checkpoints = write_checkpoints(tmp_path / "checkpoints")
     with relkit.redis_server(tmp_path / "redis") as server:
         conn = server.client()
-        dead = ModelWorker(
-            [QUEUE],
-            name="doomed",
-            connection=conn,
-            serializer=queueing.SERIALIZER,
-            job_class=RestrictedJob,
-            job_monitoring_interval=1,
-            models_info={"models": [SPEECH]},
-            heartbeat_grace=1,
-        )
+        dead = model_worker(conn, "doomed", QUEUE, [SPEECH])
         dead.register_birth()
 
         def make(**overrides):
@@ -56,13 +45,12 @@ def test_a_started_job_whose_worker_died_fails_when_no_one_else_recovers_it(redi
     from rq.job import JobStatus
 
     from worker import queueing
-    from worker.__main__ import RestrictedJob
 
     make, conn, dead = redis_app
     with make(job_retries=0) as c:
         job_id = c.post("/generate/speech", json={"seed": 1}, headers={"Prefer": "respond-async"}).json()["id"]
         queue = queueing.make_queue(conn, QUEUE)
-        job, _ = queue.dequeue_any([queue], None, connection=conn, job_class=RestrictedJob, serializer=queue.serializer)
+        job = take_job(conn, queue)
         dead.prepare_execution(job)  # started on "doomed", which then dies: no heartbeat, no maintenance pass
         job.set_status(JobStatus.STARTED)
         conn.delete(queueing.models_key("doomed"))

@@ -15,6 +15,7 @@ import pytest
 import relkit
 from apikit import SPEECH
 from servicekit import http, kill, wait_for, wait_until
+from workerkit import model_worker, take_job
 
 from worker import queueing
 
@@ -83,27 +84,10 @@ def test_a_job_that_kills_its_workers_fails_after_the_second_and_spares_the_thir
             kill(proc)
 
 
-def _worker(conn, name: str, queue: str):
-    from worker.__main__ import ModelWorker, RestrictedJob
-
-    return ModelWorker(
-        [queue],
-        name=name,
-        connection=conn,
-        serializer=queueing.SERIALIZER,
-        job_class=RestrictedJob,
-        job_monitoring_interval=1,
-        models_info={"models": []},
-        heartbeat_grace=1,
-    )
-
-
 def _start_and_die(conn, queue, name: str):
     """A worker takes the next job and begins it (its attempt counted), then sends no heartbeat: as if SIGKILLed."""
-    from worker.__main__ import RestrictedJob
-
-    job, _ = queue.dequeue_any([queue], None, connection=conn, job_class=RestrictedJob, serializer=queueing.SERIALIZER)
-    dead = _worker(conn, name, queue.name)
+    job = take_job(conn, queue)
+    dead = model_worker(conn, name, queue.name)
     dead.prepare_execution(job)
     dead._count_attempt(job)
     return job
@@ -113,7 +97,7 @@ def test_deaths_are_counted_and_the_second_one_fails_the_job(stack):
     conn = stack["server"].client()
     queue = queueing.make_queue(conn, "poison-guarded")
     job_id = queueing.enqueue(queue, "list_models", {}, 60, 600, 600, retries=3)
-    handlers = _worker(conn, "live", queue.name)._exc_handlers  # what a live worker's maintenance passes RQ
+    handlers = model_worker(conn, "live", queue.name)._exc_handlers  # what a live worker's maintenance passes RQ
 
     _start_and_die(conn, queue, "dead-1")
     queue.started_job_registry.cleanup(timestamp=FAR, exception_handlers=handlers)
@@ -139,11 +123,8 @@ def test_a_job_re_enqueued_without_our_handler_is_refused_unrun(stack):
     job = queueing.fetch_job(conn, job_id)
     assert job.get_status() == "queued" and job.retries_left == 1 and queueing.worker_deaths(job) == 2
 
-    from worker.__main__ import RestrictedJob
-
-    live = _worker(conn, "live", queue.name)
-    job, _ = queue.dequeue_any([queue], None, connection=conn, job_class=RestrictedJob, serializer=queueing.SERIALIZER)
-    live.execute_job(job, queue)  # list_models would need a model cache: it must not run at all
+    live = model_worker(conn, "live", queue.name)
+    live.execute_job(take_job(conn, queue), queue)  # list_models would need a model cache: it must not run at all
     job = queueing.fetch_job(conn, job_id)
     assert job.get_status() == "failed" and job.retries_left == 0 and queue.count == 0
     assert job.get_meta()["attempts"] == 2  # the refusal is no attempt

@@ -42,19 +42,18 @@ def start_service(checkpoints, server, tmp, delay: float = 0.0):
     return base, api, worker
 
 
-def timed(method: str, url: str, body: dict | None = None):
-    started = time.monotonic()
-    answer = http(method, url, timeout=30) if body is None else post_json(url, body)
-    return answer, time.monotonic() - started
-
-
-def assert_503(answer, elapsed: float) -> None:
-    status, headers, body = answer
-    assert status == 503, (status, body[:300])
-    assert "retry-after" in {k.lower() for k in headers}
-    answer = json.loads(body)
-    assert answer.get("detail") or answer.get("reasons"), answer
-    assert elapsed < 3 * REDIS_TIMEOUT_S + 2, elapsed
+def assert_503_quickly(state: str, base: str, calls: list[tuple[str, str, dict | None]]) -> None:
+    """Each call answers 503 with Retry-After and a reason, within a few REDIS_TIMEOUT_S (never a 500 or a hang)."""
+    for method, path, body in calls:
+        started = time.monotonic()
+        status, headers, data = http(method, base + path, timeout=30) if body is None else post_json(base + path, body)
+        elapsed = time.monotonic() - started
+        assert status == 503, (status, data[:300])
+        assert "retry-after" in {k.lower() for k in headers}
+        answer = json.loads(data)
+        assert answer.get("detail") or answer.get("reasons"), answer
+        assert elapsed < 3 * REDIS_TIMEOUT_S + 2, elapsed
+        print(f"Redis {state}: {method} {path} -> {status} in {elapsed * 1000:.0f} ms")
 
 
 def test_redis_down_or_hung_is_503_and_the_service_recovers_by_itself(checkpoints, tmp_path):
@@ -66,31 +65,17 @@ def test_redis_down_or_hung_is_503_and_the_service_recovers_by_itself(checkpoint
             old_job = {k.lower(): v for k, v in headers.items()}["x-job-id"]
 
             # Hung: the process is alive but answers nothing. Every call gives up after REDIS_TIMEOUT_S.
+            calls = [("GET", "/readyz", None), ("POST", "/generate/speech", BODY), ("GET", f"/jobs/{old_job}", None)]
             server.pause()
             try:
-                for method, path, body in [
-                    ("GET", "/readyz", None),
-                    ("POST", "/generate/speech", BODY),
-                    ("GET", f"/jobs/{old_job}", None),
-                ]:
-                    answer, elapsed = timed(method, base + path, body)
-                    assert_503(answer, elapsed)
-                    print(f"Redis hung: {method} {path} -> {answer[0]} in {elapsed * 1000:.0f} ms")
+                assert_503_quickly("hung", base, calls)
             finally:
                 server.resume()
             wait_for(lambda: http("GET", base + "/readyz")[0] == 200, 30, "ready again after the hang")
 
             # Down: connections are refused at once.
             server.stop(signal.SIGKILL)
-            for method, path, body in [
-                ("GET", "/readyz", None),
-                ("POST", "/generate/speech", BODY),
-                ("GET", f"/jobs/{old_job}", None),
-                ("GET", f"/jobs/{old_job}/result", None),
-            ]:
-                answer, elapsed = timed(method, base + path, body)
-                assert_503(answer, elapsed)
-                print(f"Redis down: {method} {path} -> {answer[0]} in {elapsed * 1000:.0f} ms")
+            assert_503_quickly("down", base, [*calls, ("GET", f"/jobs/{old_job}/result", None)])
             assert "unreachable" in json.loads(http("GET", base + "/readyz")[2])["reasons"][0]
             assert http("GET", base + "/healthz")[0] == 200
             assert http("GET", base + "/models")[0] == 200  # read from CHECKPOINT_DIR

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from workerkit import HAND, IAM_XML, SPEECH, SPEECH_RNN, b64, wav, write_checkpoints
+from workerkit import HAND, IAM_XML, SPEECH, SPEECH_RNN, b64, wav
 
 from worker.cache import ModelCache
 from worker.contract import JobInputError
@@ -16,11 +16,6 @@ from worker.jobs import Jobs
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ("speech-vrnn-gauss", "handwriting-vrnn-gmm", "speech-rnn-gmm")
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    return write_checkpoints(tmp_path_factory.mktemp("ckpts"))
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +56,8 @@ def run_concurrently(runner: Jobs, work: list[tuple[str, dict]]) -> list[dict]:
 
 
 @pytest.mark.parametrize("which", ["tiny", "shipped"])
-def test_batched_jobs_give_the_unbatched_bytes(which, tiny_dir, shipped_dir):
-    directory, models = (tiny_dir, (SPEECH, HAND, SPEECH_RNN)) if which == "tiny" else (shipped_dir, SHIPPED)
+def test_batched_jobs_give_the_unbatched_bytes(which, ckpt_dir, shipped_dir):
+    directory, models = (ckpt_dir, (SPEECH, HAND, SPEECH_RNN)) if which == "tiny" else (shipped_dir, SHIPPED)
     work = jobs_for(models)
     plain = Jobs(ModelCache(directory, device="cpu"))  # batch_max 1: the unbatched path
     assert plain.cache.engine(models[0]) is None
@@ -83,8 +78,8 @@ def test_batched_jobs_give_the_unbatched_bytes(which, tiny_dir, shipped_dir):
     assert cache.engine(models[0]) is None  # closed: later generation runs unbatched
 
 
-def test_engines_are_one_per_model_and_bad_input_is_still_refused(tiny_dir):
-    cache = ModelCache(tiny_dir, device="cpu", batch_max=4)
+def test_engines_are_one_per_model_and_bad_input_is_still_refused(ckpt_dir):
+    cache = ModelCache(ckpt_dir, device="cpu", batch_max=4)
     try:
         assert cache.engine(SPEECH) is cache.engine(SPEECH) and cache.engine(SPEECH) is not cache.engine(HAND)
         runner = Jobs(cache)
@@ -97,15 +92,15 @@ def test_engines_are_one_per_model_and_bad_input_is_still_refused(tiny_dir):
 
 
 @pytest.mark.parametrize("bad", [-1, True, 1.5])
-def test_bad_batch_settings(tiny_dir, bad):
+def test_bad_batch_settings(ckpt_dir, bad):
     with pytest.raises(ValueError, match="BATCH_MAX"):
-        ModelCache(tiny_dir, device="cpu", batch_max=bad)
+        ModelCache(ckpt_dir, device="cpu", batch_max=bad)
 
 
-def test_a_dead_engine_fails_its_waiters_and_is_replaced(tiny_dir):
+def test_a_dead_engine_fails_its_waiters_and_is_replaced(ckpt_dir):
     from model import inference
 
-    cache = ModelCache(tiny_dir, device="cpu", batch_max=4)
+    cache = ModelCache(ckpt_dir, device="cpu", batch_max=4)
     try:
         model, meta, name = cache.get(SPEECH)
         dead = cache.engine(name)
@@ -115,7 +110,7 @@ def test_a_dead_engine_fails_its_waiters_and_is_replaced(tiny_dir):
             inference.generate(model, meta, seconds=0.1, seed=1, engine=dead)
         fresh = cache.engine(name)
         assert fresh is not dead and fresh.alive
-        want = Jobs(ModelCache(tiny_dir, device="cpu")).generate_speech({"model": SPEECH, "duration_s": 0.1, "seed": 1})
+        want = Jobs(ModelCache(ckpt_dir, device="cpu")).generate_speech({"model": SPEECH, "duration_s": 0.1, "seed": 1})
         assert Jobs(cache).generate_speech({"model": SPEECH, "duration_s": 0.1, "seed": 1}) == want
     finally:
         cache.close()

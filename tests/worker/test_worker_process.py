@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 from servicekit import ROOT, kill, start, wait_for
-from workerkit import HAND, REDIS_URL, SPEECH, SPEECH_RNN, b64, strokes_json, wav
+from workerkit import HAND, REDIS_URL, SPEECH, SPEECH_RNN, b64, model_worker, strokes_json, take_job, wav
 
 from worker import queueing
 
@@ -200,33 +200,13 @@ def test_an_abandoned_job_without_retries_fails_with_its_error_recorded(conn) ->
     """What a live worker's maintenance pass does to the job of a dead worker once its heartbeats stop."""
     from rq.job import JobStatus
 
-    from worker.__main__ import ModelWorker, RestrictedJob
-
     queue = queueing.make_queue(conn, "abandoned")
     job_id = queueing.enqueue(queue, "list_models", {}, 60, 600, 600, 0)
-    dead = ModelWorker(
-        ["abandoned"],
-        name="dead",
-        connection=conn,
-        serializer=queueing.SERIALIZER,
-        job_class=RestrictedJob,
-        job_monitoring_interval=1,
-        models_info={"models": []},
-        heartbeat_grace=1,
-    )
-    job, _ = queue.dequeue_any([queue], None, connection=conn, job_class=RestrictedJob, serializer=queueing.SERIALIZER)
-    dead.prepare_execution(job)  # the job starts on "dead", which then sends no heartbeat: as if SIGKILLed
+    # The job starts on "dead", which then sends no heartbeat: as if SIGKILLed.
+    model_worker(conn, "dead", "abandoned").prepare_execution(take_job(conn, queue))
     started = queue.started_job_registry
     assert started.get_job_ids(cleanup=False) == [job_id]
-    live = ModelWorker(
-        ["abandoned"],
-        name="live",
-        connection=conn,
-        serializer=queueing.SERIALIZER,
-        job_class=RestrictedJob,
-        models_info={"models": []},
-        heartbeat_grace=1,
-    )
+    live = model_worker(conn, "live", "abandoned")
     live.clean_registries()
     assert started.get_job_ids(cleanup=False) == [job_id]  # its entry has not expired yet
     time.sleep(2.2)

@@ -47,3 +47,29 @@ def slow_job(params: dict[str, Any]) -> dict[str, Any]:
     while time.monotonic() < end:
         time.sleep(0.05)
     return {"media_type": "application/json", "headers": {}, "json": {"pid": os.getpid(), "slept": seconds}}
+
+
+def model_worker(conn: Any, name: str, queue: str, models: list[str] | None = None) -> Any:
+    """A ModelWorker on `queue` for tests that drive RQ's calls by hand: 1 s heartbeats, 1 s grace."""
+    from worker import queueing
+    from worker.__main__ import ModelWorker, RestrictedJob
+
+    return ModelWorker(
+        [queue],
+        name=name,
+        connection=conn,
+        serializer=queueing.SERIALIZER,
+        job_class=RestrictedJob,
+        job_monitoring_interval=1,
+        models_info={"models": models or []},
+        heartbeat_grace=1,
+    )
+
+
+def take_job(conn: Any, queue: Any) -> Any:
+    """The next job of `queue`, dequeued as a worker takes it."""
+    from worker import queueing
+    from worker.__main__ import RestrictedJob
+
+    job, _ = queue.dequeue_any([queue], None, connection=conn, job_class=RestrictedJob, serializer=queueing.SERIALIZER)
+    return job
