@@ -138,6 +138,23 @@ class RunResult:
     max_queue_depth: int | None = None
     max_running: int | None = None
     stopped_by: str = "requests"  # "requests", "seconds" or "budget"
+    # where the time goes: CPU milliseconds per answered request, by role (api, workers, redis; client: this
+    # process, the HTTP clients); only for a service this script started (it knows the processes)
+    cpu_ms_per_request: dict[str, float] = field(default_factory=dict)
+
+
+def cpu_seconds(pids: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds (user + system, every thread) used so far per role, from /proc; the client: this process."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {"client": time.process_time()}
+    for role, ids in pids.items():
+        total = 0.0
+        for pid in ids:
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / tick
+        out[role] = total
+    return out
 
 
 async def run_one(
@@ -314,6 +331,13 @@ class Stack:
             raise
         return self
 
+    def pids(self) -> dict[str, list[int]]:
+        """The started processes by role: api, workers, redis."""
+        roles: dict[str, list[int]] = {}
+        for name, proc in self.procs:
+            roles.setdefault("workers" if name.startswith("worker") else name, []).append(proc.pid)
+        return roles
+
     def _watched(self) -> list[tuple[subprocess.Popen, Path]]:
         return [(proc, self.logs / f"{name}.log") for name, proc in self.procs]
 
@@ -352,6 +376,7 @@ async def run_all(
     timeout: float,
     max_total_s: float,
     one_client_run: bool = True,
+    pids: dict[str, list[int]] | None = None,
 ) -> dict[str, Any]:
     """Every scenario at every concurrency against `url` -> {"runs": [RunResult as dict], "server": ..., ...}.
 
@@ -398,16 +423,21 @@ async def run_all(
             left = max(1.0, max_total_s - (time.monotonic() - start))
             stop, peaks = asyncio.Event(), {}
             sampler = asyncio.create_task(sample_gauges(client, stop, peaks))
+            cpu0 = cpu_seconds(pids or {})
             res = await run_one(clients, scenario, c, requests, min(seconds, left), audio, seed0=1000 * c)
             stop.set()
             await sampler
+            if pids and res.ok:
+                used = cpu_seconds(pids)
+                res.cpu_ms_per_request = {k: round(1000 * (used[k] - cpu0[k]) / res.ok, 1) for k in used}
             res.max_queue_depth, res.max_running = peaks.get("queue"), peaks.get("running")
             if min(seconds, left) < seconds and res.stopped_by == "seconds":
                 res.stopped_by = "budget"
             runs.append(res)
             print(
                 f"{name:12s} c={c:<3d} clients={res.clients:<3d} n={res.requests:<4d} {res.rps:7.2f} req/s  "
-                f"p50={res.p50_s}  p95={res.p95_s}  p99={res.p99_s}  statuses={res.statuses}",
+                f"p50={res.p50_s}  p95={res.p95_s}  p99={res.p99_s}  statuses={res.statuses}"
+                + (f"  CPU ms/request {res.cpu_ms_per_request}" if res.cpu_ms_per_request else ""),
                 file=sys.stderr,
                 flush=True,
             )
@@ -470,6 +500,10 @@ def _ms(v: float | None) -> str:
     return "-" if v is None else f"{1000 * v:.0f}" if v >= 0.1 else f"{1000 * v:.1f}"
 
 
+def _cpu(used: dict[str, float] | None) -> str:
+    return " / ".join(f"{used.get(k, 0):.1f}" for k in ("api", "workers", "redis", "client")) if used else "-"
+
+
 def _others(statuses: dict[str, int]) -> str:
     rest = {k: v for k, v in statuses.items() if k not in ("200", "503", "429")}
     return ", ".join(f"{k}: {v}" for k, v in rest.items()) or "0"
@@ -505,7 +539,9 @@ def render_report(result: dict[str, Any], meta: dict[str, Any], faults: list[dic
         "are of the 200 answers, linear interpolation between order statistics; `503` = backpressure answers "
         "(queue full or no worker); `429` = per-client cap; `other` = any other status or a transport error "
         "(`202` = a synchronous call outlasted SYNC_WAIT_S); `queue`/`running` = the largest "
-        "`vrnn_queue_depth` / `vrnn_jobs_running` seen by scraping /metrics every 0.25 s.",
+        "`vrnn_queue_depth` / `vrnn_jobs_running` seen by scraping /metrics every 0.25 s; CPU = each role's "
+        "processes' CPU time (user + system, /proc) over the run per successful answer (only for a stack this "
+        "script started).",
         "",
     ]
     for name in meta["scenarios"]:
@@ -517,9 +553,9 @@ def render_report(result: dict[str, Any], meta: dict[str, Any], faults: list[dic
             f"`POST {sc.path}` {body}",
             "",
             "| concurrency | clients | requests | 200 | req/s | 200/s | p50 ms | p95 ms | p99 ms | max ms | 503 | 429 "
-            "| other | queue | running | ended by |",
+            "| other | queue | running | ended by | CPU ms per 200: API / workers / Redis / client |",
             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: "
-            "| --- |",
+            "| --- | --- |",
         ]
         for r in (r for r in result["runs"] if r["scenario"] == name):
             lines.append(
@@ -527,7 +563,7 @@ def render_report(result: dict[str, Any], meta: dict[str, Any], faults: list[dic
                 f"{r['ok_rps']:.1f} | {_ms(r['p50_s'])} | {_ms(r['p95_s'])} | {_ms(r['p99_s'])} | {_ms(r['max_s'])} | "
                 f"{r['backpressure_503']} | {r['limited_429']} | "
                 f"{_others(r['statuses'])} | {_fmt(r['max_queue_depth'])} | {_fmt(r['max_running'])} | "
-                f"{r['stopped_by']} |"
+                f"{r['stopped_by']} | {_cpu(r.get('cpu_ms_per_request'))} |"
             )
         lines.append("")
     if result["skipped"]:
@@ -550,8 +586,8 @@ def render_report(result: dict[str, Any], meta: dict[str, Any], faults: list[dic
         )
     lines += [
         "",
-        "The gap between a job's run time and the request's latency is the HTTP, queueing and polling "
-        "overhead (Redis mode: the API polls the job's status from 20 ms, backing off to 250 ms).",
+        "The gap between a job's run time and the request's latency is the HTTP and queueing overhead (Redis "
+        "mode: a synchronous call blocks on the job's result stream and returns as the result lands).",
         "",
         "## Fault tests (tests/reliability/)",
         "",
@@ -609,7 +645,7 @@ def observations(result: dict[str, Any]) -> list[str]:
         f"- Refused or failed answers over all runs: {totals['503']} x 503 (backpressure), {totals['429']} x 429 "
         f"(per-client cap), {totals['other']} other.",
         "- Both cores are shared by the client, the API, Redis and the workers (and, here, other people's tests): "
-        "past the two workers, more concurrency mostly queues, and the API's status polling and the client "
+        "past the two workers, more concurrency mostly queues, and the API and the client "
         "compete with the jobs for CPU, so throughput can fall as latency grows.",
         "",
     ]
@@ -699,6 +735,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return result
     before = machine()
     with contextlib.ExitStack() as stack:
+        pids = None
         if args.url:
             url, service = args.url.rstrip("/"), f"the running service at {args.url}"
         else:
@@ -716,7 +753,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     args.slots,
                 )
             )
-            url, service = s.url, s.description
+            url, service, pids = s.url, s.description, s.pids()
             if args.torch_threads:
                 service += f"; TORCH_THREADS={args.torch_threads} in every process"
             if args.batch_max is not None:
@@ -735,6 +772,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 args.warmup,
                 args.timeout,
                 args.max_total_s,
+                pids=pids,
             )
         )
     meta = {

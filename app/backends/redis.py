@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 from rq.exceptions import DeserializationError, InvalidJobOperation
 from rq.job import Job, JobStatus
+from rq.results import Result
 
 from worker import queueing  # redis and rq only: no torch, no model
 from worker.contract import KINDS, public
@@ -59,7 +60,7 @@ def _state(status: JobStatus | str | None) -> str:
     return _STATES.get(str(value), "queued")
 
 
-_POLL_FIRST_S, _POLL_MAX_S = 0.02, 0.25  # waiting polls the job's status, backing off to this period
+_WAIT_SLICE_S = 1.0  # a wait blocks on the job's result stream this long at most before it reads the status
 _SEEN_MAX = 10_000  # finished jobs remembered so that each is counted once in the job metrics
 _CLEANUP_EVERY_S = 1.0  # the API runs RQ's abandoned-job cleanup at most this often (while someone polls a job)
 # Per-client job ids (a sorted set by submission time) for MAX_JOBS_PER_CLIENT, shared by every API process.
@@ -241,15 +242,23 @@ class RedisBackend:
         return value
 
     def wait(self, job_id: str, timeout: float) -> dict[str, Any]:
+        """Block until the job ends or `timeout` passes, then its status. A worker that ends a job adds its
+        result (success or failure) to RQ's result stream of the job (`Result.get_key`): the wait blocks on that
+        stream (XREAD) instead of polling, so it returns as the result lands, at one Redis call per slice. Every
+        slice (at most _WAIT_SLICE_S) it also reads the job's status, which covers the ends that write no result
+        (a job recovered by `status`, a retry that re-queued it) without busy waiting."""
         job = self._fetch(job_id)
-        deadline, pause = time.monotonic() + timeout, _POLL_FIRST_S
+        deadline, seen = time.monotonic() + timeout, "0-0"
+        stream = Result.get_key(job_id)
+        slice_s = min(_WAIT_SLICE_S, self.settings.redis_timeout_s / 2)
         try:
             while _state(job.get_status(refresh=True)) not in ("finished", "failed"):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                time.sleep(min(pause, left))
-                pause = min(pause * 1.5, _POLL_MAX_S)
+                entries = self.connection.xread({stream: seen}, block=max(1, int(1000 * min(slice_s, left))))
+                if entries:  # a newer result: read the status again (a failed attempt may have been re-queued)
+                    seen = entries[0][1][-1][0]
         except InvalidJobOperation:
             raise UnknownJobError(job_id) from None
         except RedisError as e:

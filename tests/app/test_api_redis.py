@@ -149,3 +149,44 @@ def test_jobs_through_redis(checkpoint_dir, rq_worker):
         assert same.content == result.content
         upload = c.post("/score", files={"file": ("a.wav", wav(0.1))}, headers=async_)
         assert upload.status_code == 202
+
+
+def test_wait_blocks_on_the_result_stream_for_finished_and_failed_jobs(checkpoint_dir, rq_worker, monkeypatch):
+    """A sync call's wait reads RQ's result stream of the job (XREAD), which the worker writes on success and on
+    failure: waits that block while the worker runs wake on a result (a read that returns an entry), not at a
+    timeout; without a result a wait comes back at its timeout with the job still queued."""
+    import threading
+    import time
+
+    from app.backends.redis import RedisBackend
+
+    backend = RedisBackend(redis_settings(checkpoint_dir))
+    reads: list[tuple[str, bool]] = []
+    entered: set[str] = set()
+    xread = backend.connection.xread
+
+    def spy(streams, **kw):
+        entered.add(next(iter(streams)).rsplit(":", 1)[1])
+        found = xread(streams, **kw)
+        reads.append((next(iter(streams)).rsplit(":", 1)[1], bool(found)))
+        return found
+
+    monkeypatch.setattr(backend.connection, "xread", spy)
+    ok = backend.submit("generate_speech", {"model": SPEECH, "duration_s": 0.1, "seed": 1})
+    bad = backend.submit("generate_speech", {"model": "missing"})
+    assert backend.wait(ok, timeout=0.3)["status"] == "queued" and reads == [(ok, False)]
+    reads.clear()
+    ends: dict[str, str] = {}
+    waits = [threading.Thread(target=lambda j=j: ends.update({j: backend.wait(j, 60)["status"]})) for j in (ok, bad)]
+    entered.clear()
+    for t in waits:
+        t.start()
+    deadline = time.monotonic() + 30
+    while entered != {ok, bad} and time.monotonic() < deadline:  # both blocked on their streams: then run the jobs
+        time.sleep(0.01)
+    rq_worker()
+    for t in waits:
+        t.join(60)
+    assert ends == {ok: "finished", bad: "failed"}
+    assert (ok, True) in reads and (bad, True) in reads  # each woken by its result
+    backend.close()
