@@ -30,6 +30,10 @@ from .vrnn import VRNN, build_model
 # The issue's benchmark setting: paper-like speech frames, a mid-sized VRNN-Gauss.
 BENCH_CONFIG = dict(family="vrnn", output="gauss", x_dim=200, z_dim=64, h_dim=512, mlp_layers=1, mlp_width=512)
 QUICK_CONFIG = dict(family="vrnn", output="gauss", x_dim=40, z_dim=8, h_dim=32, mlp_layers=1, mlp_width=32)
+# The shipped handwriting VRNN-GMM's shape (the handwriting-demo preset, parameter-matched): one request's steps.
+HANDWRITING_CONFIG = dict(
+    family="vrnn", output="gmm", modality="handwriting", x_dim=3, z_dim=50, h_dim=256, mlp_layers=1, mlp_width=54
+)
 
 
 def _sync(device: torch.device) -> None:
@@ -138,6 +142,28 @@ def bench_sampling(cfg: ModelConfig, seconds: float, repeats: int, device: torch
     }
 
 
+def bench_step(cfg: ModelConfig, steps: int, repeats: int, device: torch.device) -> dict:
+    """One request's `steps` sampling steps at batch 1: `VRNN.sample` (the lean step, `model.stepper`) against the
+    module loop it is checked against (`reference=True`), with the same generator: the same samples, or an error."""
+    torch.manual_seed(0)
+    model = build_model(cfg).to(device).eval()
+
+    def run(reference: bool) -> torch.Tensor:
+        return model.sample(1, steps, generator=torch.Generator(device=device).manual_seed(1), reference=reference)
+
+    if not torch.equal(run(False), run(True)):
+        raise RuntimeError("the lean sampling step and the module loop gave different samples")
+    n = max(3, repeats)
+    t_ref = statistics.median(_timed(lambda: run(True), device) for _ in range(n))
+    t_fast = statistics.median(_timed(lambda: run(False), device) for _ in range(n))
+    return {
+        "steps": steps,
+        "params": sum(p.numel() for p in model.parameters()),
+        "seconds": {"stepper": t_fast, "module_loop": t_ref},
+        "speedup": t_ref / t_fast,
+    }
+
+
 @torch.no_grad()
 def bench_engine(cfg: ModelConfig, steps: int, requests: int, repeats: int, device: torch.device) -> dict:
     """`requests` concurrent sampling requests: one after another (`VRNN.sample` at batch 1) against the
@@ -202,6 +228,9 @@ def main(argv: list[str] | None = None) -> dict:
         "training": [bench_training(cfg, b, args.steps, repeats, device, peak) for b in args.batch],
         "log_likelihood": bench_is(cfg, args.batch[0], args.steps, repeats, device, args.num_samples),
         "sampling": bench_sampling(cfg, 2.0, repeats, device),
+        "handwriting_step": bench_step(
+            ModelConfig.from_dict(HANDWRITING_CONFIG), 50 if args.quick else 700, repeats, device
+        ),
         "engine": bench_engine(cfg, 20 if args.quick else 160, 4 if args.quick else 16, repeats, device),
     }
     json.dump(result, sys.stdout, indent=2)
@@ -246,6 +275,14 @@ def markdown_report(r: dict, command: list[str]) -> str:
         f"- Sampling {sm['audio_seconds']:.1f} s of speech ({sm['steps']} frames): {sm['seconds']:.3f} s, "
         f"real-time factor **{sm['real_time_factor']:.3f}** (below 1: faster than real time).",
     ]
+    if "handwriting_step" in r:
+        hw = r["handwriting_step"]
+        lines.append(
+            f"- One handwriting request of {hw['steps']} steps at batch 1 (the shipped VRNN-GMM's shape, "
+            f"{hw['params']:,} parameters): {1000 * hw['seconds']['stepper']:.0f} ms with the lean step "
+            f"(`model.stepper`), {1000 * hw['seconds']['module_loop']:.0f} ms through the modules, the same "
+            f"samples: **{hw['speedup']:.2f}x**."
+        )
     if "engine" in r:
         en = r["engine"]
         lines.append(

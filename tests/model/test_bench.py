@@ -18,6 +18,8 @@ def test_bench_quick_prints_the_summary():
         assert t["fraction_of_matmul_rate"]["hoisted"] > 0
     assert result["log_likelihood"]["num_samples"] == 4 and result["log_likelihood"]["is_over_elbo"] > 0
     assert result["sampling"]["audio_seconds"] > 1.9 and result["sampling"]["real_time_factor"] > 0
+    hw = result["handwriting_step"]
+    assert hw["steps"] == 50 and hw["seconds"]["stepper"] > 0 and hw["seconds"]["module_loop"] > 0
     engine = result["engine"]
     assert engine["requests"] == 4 and engine["steps"] == 20 and engine["throughput_ratio"] > 0
 
