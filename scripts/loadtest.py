@@ -91,7 +91,12 @@ SCENARIOS = {
     ),
     "score8": Scenario("score8", "Score a 0.5 s WAV, num_samples 8", "/score", "score", {"num_samples": 8}),
     "score40": Scenario("score40", "Score a 0.5 s WAV, num_samples 40", "/score", "score", {"num_samples": 40}),
+    # one line of handwriting (issue 11's latency target at concurrency 1); not in the default set
+    "handwriting700": Scenario(
+        "handwriting700", "Generate handwriting, 700 steps", "/generate/handwriting", "json", {"steps": 700}
+    ),
 }
+DEFAULT_SCENARIOS = ("speech2", "speech", "handwriting", "score8", "score40")
 
 
 async def send(client: httpx.AsyncClient, scenario: Scenario, i: int, audio: bytes) -> httpx.Response:
@@ -701,7 +706,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"use this Redis database (emptied before and after, e.g. {DEFAULT_REDIS_URL}) instead of "
         "starting a private redis-server",
     )
-    p.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated: " + ", ".join(SCENARIOS))
+    p.add_argument(
+        "--scenarios",
+        default=",".join(DEFAULT_SCENARIOS),
+        help="comma-separated: " + ", ".join(SCENARIOS) + f" (default: {','.join(DEFAULT_SCENARIOS)})",
+    )
     p.add_argument("--concurrency", default="1,4,16", help="comma-separated concurrencies (default 1,4,16)")
     p.add_argument("--requests", type=int, default=200, help="requests per run at most (default 200)")
     p.add_argument("--seconds", type=float, default=15.0, help="seconds of new requests per run at most (default 15)")

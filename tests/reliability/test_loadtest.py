@@ -56,12 +56,13 @@ def test_a_small_embedded_run_writes_a_complete_report(tmp_path):
     assert json.loads(raw.read_text())["runs"] == result["runs"]
     runs = result["runs"]
     # Every scenario with one client per loop, then the first once more through a single client.
-    assert [r["scenario"] for r in runs] == [*lt.SCENARIOS, "speech2"] and all(r["concurrency"] == 2 for r in runs)
+    assert [r["scenario"] for r in runs] == [*lt.DEFAULT_SCENARIOS, "speech2"] and all(r["concurrency"] == 2 for r in runs)
     assert [r["clients"] for r in runs] == [2, 2, 2, 2, 2, 1]
     for r in runs:
         assert r["requests"] == 4 and r["ok"] == 4 and r["statuses"] == {"200": 4}, r
         assert r["errors"] == r["backpressure_503"] == r["limited_429"] == 0 and r["stopped_by"] == "requests"
         assert 0 < r["p50_s"] <= r["p95_s"] <= r["p99_s"] <= r["max_s"] and r["rps"] > 0
+        assert r["cpu_ms_per_request"]["api"] > 0 and set(r["cpu_ms_per_request"]) == {"api", "client"}  # embedded
     kinds = result["server"]["kinds"]
     assert kinds["score"]["jobs"] == 2 * (4 + 1) and kinds["generate_speech"]["failures"] == 0
     assert result["server"]["workers"] == 2
@@ -69,10 +70,10 @@ def test_a_small_embedded_run_writes_a_complete_report(tmp_path):
     text = report.read_text()
     assert text.startswith("# Reliability") and "python scripts/loadtest.py --embedded" in text
     assert re.search(r"Machine: \d+ CPU cores", text) and "Load average" in text
-    for sc in lt.SCENARIOS.values():
-        assert f"## {sc.title}" in text
+    for name in lt.DEFAULT_SCENARIOS:
+        assert f"## {lt.SCENARIOS[name].title}" in text
     rows = [line for line in text.splitlines() if re.match(r"\| 2 \| 2 \| 4 \| 4 \|", line)]
-    assert len(rows) == len(lt.SCENARIOS)
+    assert len(rows) == len(lt.DEFAULT_SCENARIOS)
     for row in rows:  # p50 <= p95 <= p99 as written (ms)
         cells = [c.strip() for c in row.strip("|").split("|")]
         p50, p95, p99 = (float(c) for c in cells[6:9])
