@@ -94,7 +94,7 @@ def sharpen(logits: Tensor | None, std: Tensor, temperature: float, bias: float)
     factor = temperature * math.exp(-bias)
     if factor != 1.0:  # (x * 1.0 is x: the defaults skip the work, not change a bit)
         std = std * factor
-    if logits is not None:
+    if logits is not None and (1.0 + bias) / temperature != 1.0:
         logits = _scale_logits(logits, (1.0 + bias) / temperature)
     return logits, std
 
@@ -176,7 +176,7 @@ def _take(values: Tensor, index: Tensor | None) -> Tensor:
     if index is None:
         return values[:, 0]
     if values.shape[0] == 1:
-        return values[0, index]  # the same elements as the general case, without building the row index
+        return values[:, int(index)]  # the same elements as the general case, without building the row index
     return values[torch.arange(values.shape[0], device=values.device), index]
 
 

@@ -23,6 +23,7 @@ import collections
 import math
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import cast
@@ -234,10 +235,10 @@ class SamplingEngine:
         n = len(rows)
         self.stats.steps += 1
         self.stats.batch_sizes[n] += 1
-        generators = RowGenerators([r.generator for r in rows])
         noise = None
         if fast.phi_z is not None:
-            noise = randn((1, n, fast.config.z_dim), generators, device=h.device, dtype=h.dtype, row_dim=1)[0]
+            gens = _generators(rows, range(n))
+            noise = randn((1, n, fast.config.z_dim), gens, device=h.device, dtype=h.dtype, row_dim=1)[0]
         if n == 1:  # a row alone: the plain model's bits, without the module machinery (model.stepper)
             params, pz = self.stepper.emit(h, noise)
         elif noise is None:
@@ -248,15 +249,18 @@ class SamplingEngine:
             pz = fast.phi_z(mu_p + std_p * noise)
             params = fast.decoder(pz, h)
         head = fast.decoder.head
-        x = h.new_empty(n, fast.config.x_dim)
-        emitted = h.new_empty(n, fast.config.x_dim)
         groups: dict[tuple[str, float, float], list[int]] = collections.defaultdict(list)
         for i, r in enumerate(rows):
             groups[(r.mode, r.temperature, r.bias)].append(i)
-        for (mode, temperature, bias), idx in groups.items():
-            sub = params if len(idx) == n else _rows_of(params, idx)
-            gens = RowGenerators([rows[i].generator for i in idx])
-            x[idx], emitted[idx] = draw(head, sub, mode, gens, temperature, bias)
+        if len(groups) == 1:  # every row draws with the same settings (always so for one row): no scatter
+            (mode, temperature, bias), idx = next(iter(groups.items()))
+            x, emitted = draw(head, params, mode, _generators(rows, idx), temperature, bias)
+        else:
+            x = h.new_empty(n, fast.config.x_dim)
+            emitted = h.new_empty(n, fast.config.x_dim)
+            for (mode, temperature, bias), idx in groups.items():
+                sub = params if len(idx) == n else _rows_of(params, idx)
+                x[idx], emitted[idx] = draw(head, sub, mode, _generators(rows, idx), temperature, bias)
         if n == 1:
             self._h, self._c = self.stepper.advance(x, pz, h, c)
         else:
@@ -274,6 +278,11 @@ class SamplingEngine:
             index = torch.tensor(keep, dtype=torch.long, device=h.device)
             self._h = self._h.index_select(0, index) if keep else None
             self._c = self._c.index_select(0, index) if keep else None
+
+
+def _generators(rows: list[_Request], idx: Sequence[int]) -> torch.Generator | RowGenerators:
+    """The random streams of rows `idx`: one generator per row; a single row's own generator draws the same."""
+    return rows[idx[0]].generator if len(idx) == 1 else RowGenerators([rows[i].generator for i in idx])
 
 
 def _rows_of(params: tuple, idx: list[int]) -> tuple:
