@@ -103,7 +103,7 @@ def bench_training(cfg: ModelConfig, batch: int, steps: int, repeats: int, devic
 
 
 @torch.no_grad()
-def bench_is(cfg: ModelConfig, batch: int, steps: int, repeats: int, device: torch.device, k: int) -> dict:
+def bench_is(cfg: ModelConfig, batch: int, steps: int, repeats: int, device: torch.device, k: int, peak: float) -> dict:
     torch.manual_seed(0)
     model = build_model(cfg).to(device).eval()
     x = torch.randn(batch, steps, cfg.x_dim, device=device)
@@ -117,9 +117,26 @@ def bench_is(cfg: ModelConfig, batch: int, steps: int, repeats: int, device: tor
             model(x).loss.backward()
 
     t_grad = statistics.median(_timed(elbo_with_gradients, device) for _ in range(repeats))
+    flops = {}
+    for name, fn in (
+        ("elbo", lambda: model(x)),
+        ("importance_sampled", lambda: model.log_likelihood(x, num_samples=k)),
+    ):
+        counter = FlopCounterMode(display=False)
+        with counter:
+            fn()
+        flops[name] = counter.get_total_flops()
     return {
         "batch": batch,
         "num_samples": k,
+        # matrix-product FLOPs of each (PyTorch's count) and the share of the machine's matmul rate each reached:
+        # the IS estimate's floor is its arithmetic ratio times the ELBO pass's rate over its own
+        "flops": flops,
+        "flops_ratio": flops["importance_sampled"] / flops["elbo"],
+        "fraction_of_matmul_rate": {
+            "elbo": flops["elbo"] / t_elbo / peak,
+            "importance_sampled": flops["importance_sampled"] / t_is / peak,
+        },
         "seconds": {"elbo": t_elbo, "elbo_with_gradients": t_grad, "importance_sampled": t_is},
         "is_over_elbo": t_is / t_elbo,
         "is_over_elbo_with_gradients": t_is / t_grad,
@@ -226,7 +243,7 @@ def main(argv: list[str] | None = None) -> dict:
         "params": sum(p.numel() for p in build_model(cfg).parameters()),
         "matmul_flops_per_second": peak,
         "training": [bench_training(cfg, b, args.steps, repeats, device, peak) for b in args.batch],
-        "log_likelihood": bench_is(cfg, args.batch[0], args.steps, repeats, device, args.num_samples),
+        "log_likelihood": bench_is(cfg, args.batch[0], args.steps, repeats, device, args.num_samples, peak),
         "sampling": bench_sampling(cfg, 2.0, repeats, device),
         "handwriting_step": bench_step(
             ModelConfig.from_dict(HANDWRITING_CONFIG), 50 if args.quick else 700, repeats, device
@@ -271,7 +288,10 @@ def markdown_report(r: dict, command: list[str]) -> str:
         f"- IS estimate with K={ll['num_samples']} on B={ll['batch']}: {ll['seconds']['importance_sampled']:.3f} s, "
         f"one ELBO pass {ll['seconds']['elbo']:.4f} s: **{ll['is_over_elbo']:.1f}x** "
         f"({ll['is_over_elbo_with_gradients']:.1f}x an ELBO pass with its backward pass, "
-        f"{ll['seconds']['elbo_with_gradients']:.4f} s).",
+        f"{ll['seconds']['elbo_with_gradients']:.4f} s). The K samples do {ll['flops_ratio']:.1f}x the matrix "
+        f"arithmetic of the ELBO pass (only what depends on x alone is shared), at "
+        f"{100 * ll['fraction_of_matmul_rate']['importance_sampled']:.0f}% of the machine's matmul rate against the "
+        f"ELBO pass's {100 * ll['fraction_of_matmul_rate']['elbo']:.0f}%.",
         f"- Sampling {sm['audio_seconds']:.1f} s of speech ({sm['steps']} frames): {sm['seconds']:.3f} s, "
         f"real-time factor **{sm['real_time_factor']:.3f}** (below 1: faster than real time).",
     ]
