@@ -21,20 +21,22 @@ an error naming them (model.text).
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from . import defaults
-from .attention import GravesWindow, Window
+from .attention import GravesWindow, Window, window
 from .checkpoint import CheckpointError, _paths, load_weights, read_metadata
 from .config import ModelConfig
 from .distributions import gaussian_kl, gaussian_log_prob, standard_normal_kl
-from .networks import MLP, BivariateOutput
+from .networks import MLP, BivariateOutput, LoopProduct, lstm_pointwise
 from .text import encode, one_hot_batch
 from .vrnn import Recurrence, VRNNOutput, draw, sampling_mode
 
@@ -125,34 +127,61 @@ class TextVRNN(Recurrence):
 
     def _pass(self, x: Tensor, chars: Tensor, char_mask: Tensor, generator: torch.Generator | None, sample: bool):
         """The posterior pass over x (B, T, 3) with only z's path in the loop (window, encoder, phi_z, LSTM);
-        phi_x before it and prior, decoder and log p(x_t | .) after it, over all T x B rows at once (as
-        `vrnn.VRNN` hoists its x-only work). Returns time-major stacks and log_px (T, B). `_step` is the same
-        computation one step at a time (the sampler uses it; the tests compare the two)."""
+        phi_x and the x-parts of the encoder's first layer and of the LSTM's input product before it, prior,
+        decoder and log p(x_t | .) after it, over all T x B rows at once (as `vrnn.VRNN._posterior_pass`). The
+        loop's products are `networks.LoopProduct`s: each weight's gradient is one product over all steps after
+        the loop instead of T small ones. Returns time-major stacks and log_px (T, B). `_step` is the same
+        computation one step at a time (the sampler uses it; the tests compare the two, values and gradients)."""
         B, T = x.shape[:2]
+        W, A = self.config.mlp_width, len(self.config.alphabet)
+        loop_rows = (B,)
         h, c, kappa = self._start(B)
         x_tm = x.transpose(0, 1)
         px_all = self.phi_x(x_tm)  # (T, B, W)
+        cell = self.rnn
+        bias = cell.bias_ih + cell.bias_hh
+        win_params = LoopProduct.of(self.window.params, T, loop_rows)
+        enc = self.encoder
+        latent = enc is not None
+        gate_w = cell.weight_ih.split([W, W, A] if latent else [W, A], dim=1)  # [phi_x | phi_z | w] or [phi_x | w]
+        pre_gates = F.linear(px_all, gate_w[0], bias).unbind(0)  # T x (B, 4H)
+        gates = LoopProduct([cell.weight_hh, *gate_w[1:]], None, T, loop_rows)
+        if latent:
+            net = self.phi_z
+            assert enc is not None and net is not None
+            enc_wx, enc_wh, enc_ww = enc.net.first_layer_blocks()  # [phi_x | h | w]
+            pre_enc = F.linear(px_all, enc_wx, enc.net.layers[0].bias).unbind(0)
+            enc_first = LoopProduct([enc_wh, enc_ww], None, T, loop_rows)
+            enc_rest = [LoopProduct.of(layer, T, loop_rows) for layer in itertools.islice(enc.net.layers, 1, None)]
+            enc_head = LoopProduct.of(enc.hidden_to_params, T, loop_rows)
+            phi_z = [LoopProduct.of(layer, T, loop_rows) for layer in net.layers]
         hs, ws, phis, zs, mus, stds, pzs = [], [], [], [], [], [], []
         for t in range(T):
-            win = self.window(h, kappa, chars, char_mask)
+            a_hat, b_hat, k_hat = win_params(t, h).chunk(3, dim=-1)
+            kappa = kappa + torch.exp(k_hat)
+            win = window(a_hat, b_hat, kappa, chars, char_mask)
             hs.append(h)
             ws.append(win.w)
             phis.append(win.phi)
-            if self.encoder is None:
-                rnn_in = torch.cat([px_all[t], win.w], dim=-1)
+            if not latent:
+                g = gates(t, h, win.w, add=pre_gates[t])
             else:
-                assert self.phi_z is not None
-                mu_q, std_q = self.encoder(px_all[t], h, win.w)
+                e = F.relu(enc_first(t, h, win.w, add=pre_enc[t]), inplace=True)
+                for layer in enc_rest:
+                    e = F.relu(layer(t, e), inplace=True)
+                assert enc is not None
+                mu_q, std_q = enc.split(enc_head(t, e))
                 eps = self._noise(generator, B) if sample else None
                 z = mu_q if eps is None else mu_q + std_q * eps
-                pz = self.phi_z(z)
+                pz = z
+                for layer in phi_z:
+                    pz = F.relu(layer(t, pz), inplace=True)
                 zs.append(z)
                 mus.append(mu_q)
                 stds.append(std_q)
                 pzs.append(pz)
-                rnn_in = torch.cat([px_all[t], pz, win.w], dim=-1)
-            h, c = self.rnn(rnn_in, (h, c))
-            kappa = win.kappa
+                g = gates(t, h, pz, win.w, add=pre_gates[t])
+            h, c = lstm_pointwise(g, c)
         h_all, w_all = torch.stack(hs), torch.stack(ws)  # (T, B, .)
         rows = T * B
         flat_h, flat_w = h_all.reshape(rows, -1), w_all.reshape(rows, -1)

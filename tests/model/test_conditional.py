@@ -210,3 +210,26 @@ def test_the_hoisted_pass_equals_the_step_by_step_recurrence(family, output):
             )
     torch.testing.assert_close(got.nll.detach(), torch.stack(nll, 1))
     torch.testing.assert_close(got.kl.detach(), torch.stack(kl, 1))
+
+
+@pytest.mark.parametrize(("family", "output"), KINDS)
+def test_the_hoisted_pass_has_the_step_by_step_gradients(family, output):
+    """The loop's products batch their weight gradients after the loop (networks.LoopProduct): every parameter's
+    gradient equals plain autograd through `_step` on the same noise."""
+    m = tiny(family, output, seed=5)
+    x, texts = strokes(2, 6, seed=5), ["abc", "deed"]
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    mask[1, 5:] = False
+    m(x, texts, mask, generator=torch.Generator().manual_seed(4)).loss.backward()
+    hoisted = {n: p.grad.clone() for n, p in m.named_parameters()}
+    m.zero_grad()
+    chars, char_mask = m.encode_texts(texts)
+    xp, mp = m._prepare(x, mask, 2)
+    state, g, elbo = m._start(2), torch.Generator().manual_seed(4), torch.zeros(2, dtype=torch.float64)
+    for t in range(6):
+        out, state, _ = m._step(xp[:, t], state, chars, char_mask, m._noise(g, 2))
+        kl = m._kl(out).sum(-1) if out["mu_q"] is not None else 0.0
+        elbo = elbo + torch.where(mp[:, t], out["log_px"] - kl, torch.zeros(()))
+    (-elbo.mean()).backward()
+    for n, p in m.named_parameters():
+        torch.testing.assert_close(hoisted[n], p.grad, msg=n)
