@@ -21,7 +21,7 @@ from typing import Any
 
 from . import cli
 from .demo import defaults
-from .demo.corpora import PrepareError, build_handwriting_demo, build_speech_demo
+from .demo.corpora import HANDWRITING_TEXTS, PrepareError, build_handwriting_demo, build_speech_demo
 
 SIZES = ("small", "full")
 KINDS = {"speech-demo": "wav", "handwriting-demo": "lineStrokes"}
@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="synthesiser processes run at once (default: %(default)s)",
     )
-    sub.add_parser(
+    handwriting = sub.add_parser(
         "handwriting-demo",
         **shared,
         help="lines written by random writers in Hershey script fonts, as IAM-OnDB XML",
@@ -98,6 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
         "hershey-fonts-data, or PyPI Hershey-Fonts) by random writers (slant, size, spacing, jitter, "
         "baseline drift, speed), saved in IAM-OnDB's lineStrokes XML format.",
     )
+    handwriting.add_argument(
+        "--texts",
+        choices=HANDWRITING_TEXTS,
+        default="grammar",
+        help="what the lines say: grammar (the shipped models' corpus) or alphabet (the same grammar with numbers, "
+        "capitals, j, z, apostrophes, quotes and brackets put in, so that every character of a text model's "
+        "default alphabet occurs; for --condition text) (default: %(default)s)",
+    )
+
     return parser
 
 
@@ -125,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             m = build_speech_demo(args.out, args.size, args.seed, args.synth, args.jobs, progress=show)
             what = f"{m['utterances']} utterances, {m['total_seconds'] / 60:.1f} min of audio ({m['synthesiser']})"
         else:
-            m = build_handwriting_demo(args.out, args.size, args.seed, progress=show)
+            m = build_handwriting_demo(args.out, args.size, args.seed, progress=show, texts=args.texts)
             what = f"{m['lines']} lines, {m['points']} points, {len(m['writers'])} writers"
     except PrepareError as e:
         print(f"error: {e}", file=sys.stderr)

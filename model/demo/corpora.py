@@ -101,6 +101,8 @@ def build_speech_demo(
 
 # Handwriting -------------------------------------------------------------------------------------
 
+HANDWRITING_TEXTS = ("grammar", "alphabet")
+
 
 def build_handwriting_demo(
     out: Path,
@@ -109,10 +111,18 @@ def build_handwriting_demo(
     progress: bool = False,
     lines: int | None = None,
     writers: int | None = None,
+    texts: str = "grammar",
 ) -> dict[str, Any]:
-    """Write the handwriting demo into out/lineStrokes/ and out/manifest.json; returns the manifest."""
+    """Write the handwriting demo into out/lineStrokes/ and out/manifest.json; returns the manifest. `texts`:
+    "grammar" (the lines of the shipped models' corpus) or "alphabet" (the grammar's lines with tokens it never
+    writes put in, so that every character of a text model's default alphabet occurs: digits, capitals, j, z,
+    apostrophes, quotes, brackets, ...)."""
     from .hershey import font_source, load_font
-    from .sentences import text_line
+    from .sentences import alphabet_line, text_line
+
+    if texts not in HANDWRITING_TEXTS:
+        raise ValueError(f"texts must be one of {HANDWRITING_TEXTS}, got {texts!r}")
+    make_line = text_line if texts == "grammar" else alphabet_line
     from .writers import DEMO_FONTS, draw_writer, line_strokes_xml, write_line
 
     n_lines = lines or defaults.HANDWRITING_DEMO_LINES[size]
@@ -123,7 +133,7 @@ def build_handwriting_demo(
         raise PrepareError(str(e)) from None
     style_rng = np.random.default_rng([seed, 0])
     people = [draw_writer(style_rng, f"w{k + 1:03d}") for k in range(n_writers)]
-    text_rng = random.Random(f"lines-{seed}")
+    text_rng = random.Random(f"lines-{seed}" if texts == "grammar" else f"{texts}-lines-{seed}")
     stage = _stage(out)
     try:
         records: list[dict[str, Any]] = []
@@ -132,7 +142,7 @@ def build_handwriting_demo(
             k, j = i % n_writers, i // n_writers  # writers take turns, so any prefix of lines has them all
             w = people[k]
             rng = np.random.default_rng([seed, 1, i])
-            text = text_line(text_rng)
+            text = make_line(text_rng)
             origin = (float(rng.uniform(100, 400)), float(rng.uniform(600, 900)))
             strokes = write_line(text, fonts[w.font], w, rng, origin)
             name = f"lineStrokes/{w.id}/{w.id}-{j + 1:03d}.xml"
@@ -154,6 +164,8 @@ def build_handwriting_demo(
             "writers": [w.to_dict() for w in people],
             "files": records,
         }
+        if texts != "grammar":  # (the grammar's manifest stays as it was)
+            manifest["texts"] = texts
         _publish(stage, out, "lineStrokes", manifest)
     finally:
         shutil.rmtree(stage, ignore_errors=True)

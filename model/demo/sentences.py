@@ -209,3 +209,53 @@ def text_line(r: random.Random, min_words: int = 2, max_words: int = 4) -> str:
     if r.random() < 0.2:
         line[-1] += r.choice([".", ",", "!", "?"])
     return " ".join(line)
+
+
+# What the grammar never writes, for corpora that must cover a text model's whole alphabet
+# (model.text.DEFAULT_ALPHABET: every letter in both cases, digits, . , ' ! ? - : ; " ( ) & /).
+RARE_WORDS = [
+    "jazz", "jolly", "jam", "judge", "jump", "zebra", "zero", "quiz", "prize", "frozen", "lazy", "dozen", "zone",
+    "quite", "queen", "oxygen", "taxi", "wax", "fix", "boxes", "kayak", "vivid", "awkward", "jacket", "puzzle",
+]  # fmt: skip
+RARE_NAMES = [
+    "Quinn", "Xavier", "Zoe", "Yusuf", "Ursula", "Kim", "Olga", "Ezra", "Walter", "Ruth", "Gil", "Xenia", "Zack",
+    "Yvonne", "Quentin", "Uma", "Karl", "Luz", "Jules", "Bea", "Otto", "Ivy", "Rex", "Mae", "Dov", "Pia", "Tia",
+]  # fmt: skip
+CONTRACTIONS = ["it's", "don't", "we'll", "isn't", "you're", "I'm", "they've", "can't", "o'clock", "Zoe's"]
+
+
+def _rare_token(r: random.Random) -> str:
+    """One token the grammar lacks: a number, a time, a date, a fraction, a contraction, a quoted or bracketed or
+    hyphenated word, an ampersand, a shouted name, a rare word."""
+    word = r.choice(RARE_WORDS)
+    kind = r.randrange(12)
+    if kind == 0:
+        return str(r.randint(0, 999))
+    if kind == 1:
+        return f"{r.randint(1, 12)}:{r.randint(0, 59):02d}"
+    if kind == 2:
+        return f"{r.randint(1, 31)}/{r.randint(1, 12)}/{r.randint(1990, 2030)}"
+    if kind == 3:
+        return r.choice(CONTRACTIONS)
+    if kind == 4:
+        return f'"{word}"'
+    if kind == 5:
+        return f"({word})"
+    if kind == 6:
+        return f"{word}-{r.choice(RARE_WORDS)}"
+    if kind == 7:
+        return f"{r.choice(RARE_NAMES)} & {r.choice(RARE_NAMES)}"
+    if kind == 8:
+        return r.choice(RARE_NAMES).upper()
+    if kind == 9:
+        return f"{word}:" if r.random() < 0.5 else f"{word};"
+    return r.choice(RARE_NAMES) if kind == 10 else word
+
+
+def alphabet_line(r: random.Random) -> str:
+    """`text_line` with one or two tokens of what the grammar never writes put in at random places, so that a
+    corpus of a few thousand lines holds every character of model.text.DEFAULT_ALPHABET many times."""
+    words = text_line(r).split()
+    for _ in range(r.randint(1, 2)):
+        words.insert(r.randint(0, len(words)), _rare_token(r))
+    return " ".join(words)

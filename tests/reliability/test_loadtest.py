@@ -56,7 +56,9 @@ def test_a_small_embedded_run_writes_a_complete_report(tmp_path):
     assert json.loads(raw.read_text())["runs"] == result["runs"]
     runs = result["runs"]
     # Every scenario with one client per loop, then the first once more through a single client.
-    assert [r["scenario"] for r in runs] == [*lt.DEFAULT_SCENARIOS, "speech2"] and all(r["concurrency"] == 2 for r in runs)
+    assert [r["scenario"] for r in runs] == [*lt.DEFAULT_SCENARIOS, "speech2"] and all(
+        r["concurrency"] == 2 for r in runs
+    )
     assert [r["clients"] for r in runs] == [2, 2, 2, 2, 2, 1]
     for r in runs:
         assert r["requests"] == 4 and r["ok"] == 4 and r["statuses"] == {"200": 4}, r

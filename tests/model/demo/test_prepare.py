@@ -42,6 +42,35 @@ def test_handwriting_demo_small(tmp_path, capsys):
     assert _files(out) != _files(other)
 
 
+def test_alphabet_texts_cover_a_text_models_alphabet_and_leave_the_grammar_corpus_alone(tmp_path):
+    """--texts alphabet: the grammar never writes j, z, X, digits, apostrophes, ...; these lines hold every character
+    of model.text.DEFAULT_ALPHABET, and nothing outside it. The default corpus is untouched (the same files)."""
+    import random
+    from collections import Counter
+
+    from model.demo.sentences import alphabet_line, text_line
+    from model.text import DEFAULT_ALPHABET
+
+    grammar = Counter("".join(text_line(random.Random("g")) for _ in range(600)))
+    assert {"j", "z", "X", "Z", "0", "'", "&", "("} - set(grammar)  # what the grammar lacks (why the option exists)
+    rng = random.Random("a")
+    counts = Counter("".join(alphabet_line(rng) for _ in range(600)))
+    assert set(counts) <= set(DEFAULT_ALPHABET)
+    assert min(counts[c] for c in DEFAULT_ALPHABET) >= 3, sorted((counts[c], c) for c in DEFAULT_ALPHABET)[:5]
+
+    plain, alpha = tmp_path / "plain", tmp_path / "alpha"
+    args = ["--size", "small", "--quiet"]
+    assert prepare.main(["handwriting-demo", "--out", str(plain), *args]) == 0
+    assert prepare.main(["handwriting-demo", "--out", str(alpha), "--texts", "alphabet", *args]) == 0
+    default = json.loads((plain / "manifest.json").read_text())
+    manifest = json.loads((alpha / "manifest.json").read_text())
+    assert "texts" not in default and manifest["texts"] == "alphabet" and manifest["lines"] == 24
+    assert [f["text"] for f in manifest["files"]] != [f["text"] for f in default["files"]]
+    again = tmp_path / "again"
+    prepare.build_handwriting_demo(again, "small", seed=defaults.DEMO_SEED)  # the library's default: grammar
+    assert _files(again) == _files(plain)
+
+
 def test_writer_style_is_a_latent_factor(tmp_path):
     out = tmp_path / "hw"
     prepare.build_handwriting_demo(out, "small", seed=0)
