@@ -206,20 +206,21 @@ def generate(
     except ValueError as e:  # temperature, bias: the model checks them (the engine as the model does)
         raise InferenceError(str(e)) from None
     if engine is not None:
-        y = _wait(engine, future).unsqueeze(0)  # (1, steps, D), as model.sample(num_samples=1) gives
+        y = wait_result(engine, future).unsqueeze(0)  # (1, steps, D), as model.sample(num_samples=1) gives
     raw = stats.denormalise(y.detach().to("cpu", torch.float32).numpy())
     return [np.ascontiguousarray(r, dtype=np.float32) for r in raw]
 
 
-def _wait(engine: SamplingEngine, future: Future) -> torch.Tensor:
-    """The engine's answer, waited for in short slices: an engine whose thread has died raises instead of leaving the
-    caller waiting for ever (and an exception raised into the waiting thread, such as a job timeout, gets in)."""
+def wait_result(batcher: Any, future: Future) -> Any:
+    """A batcher's answer (`model.engine`, `model.scoring`), waited for in short slices: a batcher whose thread has
+    died raises instead of leaving the caller waiting for ever (and an exception raised into the waiting thread, such
+    as a job timeout, gets in)."""
     while True:
         try:
             return future.result(timeout=0.5)
         except FutureTimeoutError:
-            if not engine.alive and not future.done():
-                raise RuntimeError("the sampling engine stopped before this request was drawn") from None
+            if not batcher.alive and not future.done():
+                raise RuntimeError(f"the {type(batcher).__name__} stopped before this request was served") from None
 
 
 def render_sample(meta: dict[str, Any], raw: np.ndarray, fmt: str | None = None, **svg_options: Any) -> bytes | str:

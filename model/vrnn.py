@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from . import defaults
 from .config import ModelConfig
-from .distributions import gaussian_kl, gaussian_log_prob, randn, standard_normal_kl
+from .distributions import RowGenerators, gaussian_kl, gaussian_log_prob, randn, standard_normal_kl
 from .networks import (
     MLP,
     BivariateOutput,
@@ -338,8 +338,16 @@ class VRNN(Recurrence):
         x_tm, m = self._prepare(x, mask)
         B = x_tm.shape[1]
         chunk = max(1, defaults.MAX_IS_BATCH // num_samples)
+
+        def streams(i: int) -> Any:  # one generator per sequence: the chunk's own
+            return (
+                RowGenerators(generator.generators[i : i + chunk])
+                if isinstance(generator, RowGenerators)
+                else generator
+            )
+
         out = [
-            self._log_weights(x_tm[:, i : i + chunk], m[:, i : i + chunk], num_samples, generator)
+            self._log_weights(x_tm[:, i : i + chunk], m[:, i : i + chunk], num_samples, streams(i))
             for i in range(0, B, chunk)
         ]
         return torch.cat(out, dim=1)

@@ -12,8 +12,10 @@
 
 With `batch_max` above 1 every model gets, on first use, one `model.engine.SamplingEngine` (a daemon thread) that
 runs the generation requests of all the threads asking for it in one step-level batch of at most `batch_max` rows;
-a request gets bit for bit what it gets alone (the engine's guarantee), so it needs no model lock. Scoring and
-analysis keep the lock. `engine_stats()` reads the engines' counters for the metrics.
+a request gets bit for bit what it gets alone (the engine's guarantee), so it needs no model lock. Scoring goes
+through a `model.scoring.ScoringBatcher` per model the same way (requests with the same K side by side, each with its
+own random stream: its solo score to float rounding); analysis keeps the lock. `engine_stats()` reads the counters
+for the metrics.
 
 A checkpoint that fails to load (missing JSON, truncated weights, bad metadata) is recorded in
 `failed` with its error and the others keep serving. Models are named by file stem. Defaults per
@@ -85,6 +87,7 @@ class ModelCache:
             raise ValueError(f"BATCH_WAIT_MS must be from 0 to 10000 ms, got {batch_wait_s!r} s")
         self.batch_max, self.batch_wait_s = batch_max, float(batch_wait_s)
         self._engines: dict[str, Any] = {}  # name -> model.engine.SamplingEngine, created on first use
+        self._scorers: dict[str, Any] = {}  # name -> model.scoring.ScoringBatcher, created on first use
         self._engines_lock = threading.Lock()
         self._closed = False
         self.directory = Path(directory)
@@ -262,44 +265,57 @@ class ModelCache:
     def engine(self, name: str) -> Any:
         """The running SamplingEngine of a loaded model (created and started on first use), or None when batching
         is off (batch_max 0 or 1) or the cache is closed: then sample under `lock(name)` as before."""
-        if not self.batching or self._closed:
-            return None
-        engine = self._engines.get(name)
-        if engine is not None and engine.alive:
-            return engine
         from model.engine import SamplingEngine
 
+        return self._batcher(self._engines, name, "sampling engine", SamplingEngine)
+
+    def scorer(self, name: str) -> Any:
+        """The running `model.scoring.ScoringBatcher` of a loaded model (concurrent scoring requests with the same K
+        run as one batch, each with its own random stream), or None when batching is off: then score under
+        `lock(name)` as before."""
+        from model.scoring import ScoringBatcher
+
+        return self._batcher(self._scorers, name, "scoring batcher", ScoringBatcher)
+
+    def _batcher(self, running: dict[str, Any], name: str, what: str, make: Any) -> Any:
+        if not self.batching or self._closed:
+            return None
+        batcher = running.get(name)
+        if batcher is not None and batcher.alive:
+            return batcher
         with self._engines_lock:
             if self._closed:
                 return None
-            engine = self._engines.get(name)
-            if engine is not None and not engine.alive:  # its thread died: a fresh engine takes over
-                log.error("the sampling engine of %s stopped; starting a new one", name)
-                engine = None
-            if engine is None:
+            batcher = running.get(name)
+            if batcher is not None and not batcher.alive:  # its thread died: a fresh one takes over
+                log.error("the %s of %s stopped; starting a new one", what, name)
+                batcher = None
+            if batcher is None:
                 try:
                     model = self._models[name].model
                 except KeyError:
                     raise UnknownModelError(f"no model named {name!r}") from None
-                engine = SamplingEngine(model, max_batch=self.batch_max, max_wait_s=self.batch_wait_s).start()
-                self._engines[name] = engine
-                log.info("sampling engine of %s started (at most %d rows per step)", name, self.batch_max)
-        return engine
+                batcher = make(model, max_batch=self.batch_max, max_wait_s=self.batch_wait_s).start()
+                running[name] = batcher
+                log.info("%s of %s started (at most %d rows per step)", what, name, self.batch_max)
+        return batcher
 
     def engine_stats(self) -> dict[str, dict[str, Any]]:
         """Per model with a started engine, `SamplingEngine.stats.snapshot()`: {"steps", "requests", "batch_sizes":
-        {rows: steps}, "wait_buckets_s", "wait_counts", "wait_sum_s"} (the queue-wait histogram)."""
+        {rows: steps}, "wait_buckets_s", "wait_counts", "wait_sum_s"} (the queue-wait histogram); a model's scoring
+        batcher as "NAME/score" (steps: batches, rows: sequences per batch)."""
         with self._engines_lock:
-            engines = dict(self._engines)
-        return {name: engine.stats.snapshot() for name, engine in engines.items()}
+            running = {**self._engines, **{f"{name}/score": b for name, b in self._scorers.items()}}
+        return {name: batcher.stats.snapshot() for name, batcher in running.items()}
 
     def close(self, timeout: float | None = 10.0) -> None:
-        """Stop the engines (each finishes the requests it holds first); later generation runs unbatched."""
+        """Stop the engines and scoring batchers (each finishes the requests it holds first); later generation and
+        scoring run unbatched."""
         with self._engines_lock:
             self._closed = True
-            engines = list(self._engines.values())
-        for engine in engines:
-            engine.stop(timeout)
+            batchers = [*self._engines.values(), *self._scorers.values()]
+        for batcher in batchers:
+            batcher.stop(timeout)
 
     def describe(self) -> dict[str, Any]:
         """JSON-safe metadata of every loaded model, the load failures, the defaults and the device."""

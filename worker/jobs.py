@@ -34,6 +34,7 @@ import soundfile as sf
 import torch
 
 from model import inference, render
+from model.scoring import score_batch
 
 from . import contract, limits
 from .cache import ModelCache, get_cache
@@ -263,15 +264,17 @@ class Jobs:
         model, meta, name, x_raw, _ = self._upload(p)
         cfg = model.config
         exact = not cfg.has_latent
-        with self.cache.lock(name), torch.no_grad():
-            x = inference.normalised(meta, x_raw, model.device)
-            out = model(x, generator=torch.Generator(device=model.device).manual_seed(SCORE_SEED))
-            per_frame = (-(out.nll + out.kl))[0].double().cpu().numpy()
-            g = torch.Generator(device=model.device).manual_seed(SCORE_SEED)
-            elbos, log_liks = inference.elbo_and_likelihood(model, x, None, k, g)
+        x = inference.normalised(meta, x_raw, model.device)[0]
+        scorer = self.cache.scorer(name)  # concurrent requests side by side (model.scoring), else alone
+        if scorer is not None:
+            scored = inference.wait_result(scorer, scorer.submit(x, k, SCORE_SEED))
+        else:
+            with self.cache.lock(name):
+                (scored,) = score_batch(model, [x], k, [SCORE_SEED])
+        per_frame = scored.per_frame.numpy()
         frames = len(x_raw)
-        elbo = _finite(float(elbos[0]), "ELBO", name)
-        log_likelihood = _finite(float(log_liks[0]), "log-likelihood", name)
+        elbo = _finite(scored.elbo, "ELBO", name)
+        log_likelihood = _finite(scored.log_likelihood, "log-likelihood", name)
         if not np.isfinite(per_frame).all():
             _finite(math.nan, "per-frame ELBO", name)
         jac = inference.norm_stats(meta).log_jacobian_per_frame

@@ -106,7 +106,7 @@ def test_a_dead_engine_fails_its_waiters_and_is_replaced(ckpt_dir):
         dead = cache.engine(name)
         dead.stop()
         assert not dead.alive
-        with pytest.raises(RuntimeError, match="sampling engine stopped"):  # never a wait for ever
+        with pytest.raises(RuntimeError, match="SamplingEngine stopped"):  # never a wait for ever
             inference.generate(model, meta, seconds=0.1, seed=1, engine=dead)
         fresh = cache.engine(name)
         assert fresh is not dead and fresh.alive
@@ -114,3 +114,26 @@ def test_a_dead_engine_fails_its_waiters_and_is_replaced(ckpt_dir):
         assert Jobs(cache).generate_speech({"model": SPEECH, "duration_s": 0.1, "seed": 1}) == want
     finally:
         cache.close()
+
+
+def test_concurrent_score_jobs_share_batches_and_keep_their_solo_scores(shipped_dir):
+    """Score jobs with the same K run side by side in the model's scoring batcher (model.scoring): each result is
+    the unbatched cache's to float rounding, and the cache's counters show batches of several sequences."""
+    import math
+
+    uploads = [wav(0.1 + 0.05 * i, rate=16000) for i in range(6)]
+    work = [("score", {"model": "speech-vrnn-gauss", "data_b64": b64(u), "num_samples": 8}) for u in uploads]
+    work += [("score", {"model": "speech-vrnn-gauss", "data_b64": b64(uploads[0]), "num_samples": 4})]
+    batched_cache = ModelCache(shipped_dir, device="cpu", batch_max=8, batch_wait_s=0.5)
+    try:
+        batched = run_concurrently(Jobs(batched_cache), work)
+        stats = batched_cache.engine_stats()["speech-vrnn-gauss/score"]
+    finally:
+        batched_cache.close()
+    alone = [Jobs(ModelCache(shipped_dir, device="cpu")).run(kind, dict(params)) for kind, params in work]
+    for got, want in zip(batched, alone, strict=True):
+        g, w = got["json"], want["json"]
+        assert g["num_samples"] == w["num_samples"] and g["frames"] == w["frames"]
+        for key in ("elbo", "log_likelihood"):
+            assert math.isclose(g[key], w[key], rel_tol=1e-5, abs_tol=1e-2), (key, g[key], w[key])
+    assert stats["requests"] == 7 and max(stats["batch_sizes"]) > 1  # shared batches (K=4 always apart)
