@@ -21,16 +21,17 @@ import secrets
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 import torch
 
 from . import defaults, render
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, read_metadata
 from .data import DataError, NormStats, frames_from_audio, load_audio, read_handwriting
 from .data.handwriting import load_handwriting_file
 from .runtime import resolve_device
+from .text import UnsupportedCharactersError
 from .vrnn import VRNN, LatentAnalysis
 
 if TYPE_CHECKING:
@@ -75,9 +76,15 @@ def sample_rate(meta: dict[str, Any]) -> int:
     return rate
 
 
-def load(path: str | Path, device: str = "cpu") -> tuple[VRNN, dict[str, Any]]:
+@overload
+def load(path: str | Path, device: str = "cpu", text: Literal[False] = False) -> tuple[VRNN, dict[str, Any]]: ...
+@overload
+def load(path: str | Path, device: str = "cpu", *, text: bool) -> tuple[VRNN | TextVRNN, dict[str, Any]]: ...
+def load(path: str | Path, device: str = "cpu", text: bool = False) -> tuple[VRNN | TextVRNN, dict[str, Any]]:
     """Load a checkpoint for inference -> (model in eval mode on `device`, metadata). Never unpickles.
 
+    A text-conditioned checkpoint (its config has an alphabet) loads as a `model.conditional.TextVRNN` when `text` is
+    true (the service's cache); otherwise it is refused with a pointer to `load_text_checkpoint`, as before.
     Raises InferenceError naming the file when it is missing or not a usable checkpoint, or the device (model.runtime's
     rule: "auto", "cpu", "cuda", "cuda:N") when it is not there."""
     try:
@@ -88,8 +95,14 @@ def load(path: str | Path, device: str = "cpu") -> tuple[VRNN, dict[str, Any]]:
     weights = p.with_suffix(".safetensors") if p.suffix in (".json", ".safetensors") else Path(f"{p}.safetensors")
     if not weights.exists() and not weights.with_suffix(".json").exists():
         raise InferenceError(f"{path}: no such checkpoint (expected NAME.safetensors with NAME.json beside it)")
+    model: VRNN | TextVRNN
     try:
-        model, meta = load_checkpoint(path, device=device)
+        if text and read_metadata(weights)["config"].get("alphabet"):
+            from .conditional import load_text_checkpoint
+
+            model, meta = load_text_checkpoint(path, device=device)
+        else:
+            model, meta = load_checkpoint(path, device=device)
     except CheckpointError as e:
         raise InferenceError(str(e)) from None
     norm_stats(meta, str(path))
@@ -209,6 +222,56 @@ def generate(
         y = wait_result(engine, future).unsqueeze(0)  # (1, steps, D), as model.sample(num_samples=1) gives
     raw = stats.denormalise(y.detach().to("cpu", torch.float32).numpy())
     return [np.ascontiguousarray(r, dtype=np.float32) for r in raw]
+
+
+def generate_text(
+    model: TextVRNN,
+    meta: dict[str, Any],
+    texts: list[str],
+    max_steps: int | None = None,
+    seed: int | None = None,
+    temperature: float = 1.0,
+    bias: float = 0.0,
+    mean: bool | str = False,
+    prime: np.ndarray | None = None,
+    prime_text: str | None = None,
+) -> tuple[list[np.ndarray], list[bool]]:
+    """Write each of `texts` (one line each, in one batch) with a text-conditioned model -> (raw (T_i, 3) float32
+    pen offsets per line, y up; whether each line's stopping rule fired before `max_steps`).
+
+    `max_steps` caps every line (None: the model's cap, `conditional.MAX_STEPS_PER_CHAR` steps per character of the
+    longest line). `prime` is a raw (T0, 3) line (from `read_input`) whose text is `prime_text`: normalised as
+    `generate` normalises a prime, read through the posterior first, and each line is written in its style. The same
+    `seed` gives the same arrays on the same device. Characters outside the model's alphabet raise
+    `model.text.UnsupportedCharactersError` (a ValueError naming them); other bad arguments InferenceError."""
+    if (prime is None) != (prime_text is None):
+        raise InferenceError("a prime needs its text and a prime text needs its line: give both or neither")
+    stats = norm_stats(meta)
+    seed = secrets.randbits(63) if seed is None else seed
+    primed = None
+    if prime is not None and prime_text is not None:
+        prime = np.asarray(prime)
+        if prime.ndim != 2 or prime.shape[1] != meta["config"]["x_dim"] or len(prime) == 0:
+            raise InferenceError(f"prime must be raw data of shape (T, {meta['config']['x_dim']}), got {prime.shape}")
+        x0 = torch.as_tensor(np.asarray(stats.preprocess(prime), dtype=np.float32)).to(model.device)
+        primed = (x0, prime_text)
+    generator = torch.Generator(device=model.device).manual_seed(int(seed))
+    try:
+        out = model.sample(
+            list(texts),
+            max_steps=max_steps,
+            temperature=temperature,
+            bias=bias,
+            generator=generator,
+            mean=mean,
+            prime=primed,
+        )
+    except UnsupportedCharactersError:
+        raise
+    except ValueError as e:  # temperature, bias, an empty or too long text: the model checks them
+        raise InferenceError(str(e)) from None
+    lines = [stats.denormalise(y.detach().to("cpu", torch.float32).numpy()) for y in out.offsets]
+    return [np.ascontiguousarray(r, dtype=np.float32) for r in lines], list(out.finished)
 
 
 def wait_result(batcher: Any, future: Future) -> Any:

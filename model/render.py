@@ -197,6 +197,50 @@ def handwriting_svg(
     return "\n".join(['<?xml version="1.0" encoding="UTF-8"?>', head, group, *paths, "</g>", "</svg>", ""])
 
 
+def handwriting_lines_svg(
+    lines_raw: list[np.ndarray],
+    stroke_width: float = 2.0,
+    color: str = "#1a1a1a",
+    line_gap: float | None = None,
+    width: float | None = None,
+    padding: float = 10,
+) -> str:
+    """Several lines of raw pen offsets (each (T_i, 3) = (dx, dy, pen), y up) -> one SVG document with the lines one
+    under another, each starting at the left edge, `line_gap` data units apart (None: half the tallest line's ink
+    height, at least 1 unit). Each line is drawn as `handwriting_svg` draws one (a line's last stroke ends with it);
+    the options are its. One line gives the same picture as `handwriting_svg`."""
+    if not isinstance(lines_raw, list | tuple) or not lines_raw:
+        raise ValueError("give at least one line of handwriting offsets")
+    placed = []
+    for raw in lines_raw:
+        x = _check_offsets(raw)
+        xy = np.cumsum(x[:, :2], axis=0) if len(x) else np.zeros((0, 2))
+        lo = xy.min(axis=0) if len(xy) else np.zeros(2)
+        hi = xy.max(axis=0) if len(xy) else np.zeros(2)
+        placed.append((x, xy, lo, hi))
+    if line_gap is None:
+        line_gap = max(1.0, 0.5 * max(float(hi[1] - lo[1]) for _, _, lo, hi in placed))
+    gap = _positive("line_gap", line_gap, allow_zero=True)
+    if len(placed) == 1:
+        return handwriting_svg(placed[0][0], stroke_width=stroke_width, color=color, width=width, padding=padding)
+    points, pens, top = [], [], 0.0
+    for x, xy, lo, hi in placed:
+        if not len(x):
+            top -= gap
+            continue
+        # Left edge at x = 0, the top of the ink `gap` below the previous line's bottom (y up).
+        points.append(xy - np.array([lo[0], hi[1] - top]))
+        pen = (x[:, 2] > 0.5).astype(np.float64)
+        pen[-1] = 1.0  # the line's last stroke ends with it
+        pens.append(pen)
+        top -= float(hi[1] - lo[1]) + gap
+    if not points:
+        return handwriting_svg(np.zeros((0, 3)), stroke_width=stroke_width, color=color, width=width, padding=padding)
+    xy_all = np.concatenate(points)
+    offsets = np.column_stack([np.diff(xy_all, axis=0, prepend=np.zeros((1, 2))), np.concatenate(pens)])
+    return handwriting_svg(offsets, stroke_width=stroke_width, color=color, width=width, padding=padding)
+
+
 # Figures -----------------------------------------------------------------------------------------
 
 

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 SPEECH, SPEECH_RNN, HAND = "speech-vrnn", "speech-rnn", "hand-vrnn"  # the checkpoints of write_checkpoints
 CHECKPOINTS = ((SPEECH, "speech", "vrnn"), (SPEECH_RNN, "speech", "rnn"), (HAND, "handwriting", "vrnn"))
+# The text model of write_tiny_text_checkpoint writes these characters (enough for "hello world" and a few more).
+TEXT, TEXT_ALPHABET = "hand-text", " abcdehlorw"
 STROKES = [[[0, 0], [5, 3], [10, 8], [14, 9]], [[20, 0], [25, 5], [27, 9]], [[30, 2], [31, 2]]]
 
 
@@ -61,6 +63,23 @@ def write_tiny_checkpoint(path: Path, cfg: ModelConfig, dataset: str = "unit-tes
 
     torch.manual_seed(seed)
     return save_checkpoint(build_model(cfg), path, metadata=tiny_metadata(cfg.modality, dataset))
+
+
+def write_tiny_text_checkpoint(
+    path: Path, alphabet: str = TEXT_ALPHABET, family: str = "vrnn", output: str = "gmm", seed: int = 0
+) -> Path:
+    """A freshly initialised small text-conditioned handwriting model (model.conditional.TextVRNN) writing
+    `alphabet`, saved at `path` with the trainer's metadata (as `model.train --condition text` writes it)."""
+    import dataclasses
+
+    import torch
+
+    from model import save_checkpoint
+    from model.conditional import build_text_model
+
+    cfg = dataclasses.replace(tiny_config("handwriting", family, output), alphabet=alphabet, window_components=2)
+    torch.manual_seed(seed)
+    return save_checkpoint(build_text_model(cfg), path, metadata=tiny_metadata("handwriting", "text-test"))
 
 
 def write_checkpoints(directory: Path, output: str = "gauss", dataset: str = "unit-test") -> Path:

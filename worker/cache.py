@@ -68,6 +68,11 @@ class LoadedModel:
     def has_latent(self) -> bool:
         return bool(self.model.config.has_latent)
 
+    @property
+    def takes_text(self) -> bool:
+        """A text-conditioned handwriting model (model.conditional.TextVRNN): it writes a given text."""
+        return bool(self.model.config.takes_text)
+
 
 class ModelCache:
     """Every checkpoint in `directory`, loaded once on `device` ("auto", "cpu", "cuda" or "cuda:N")."""
@@ -104,6 +109,8 @@ class ModelCache:
             "handwriting": default_handwriting or os.environ.get(DEFAULT_ENV["handwriting"]) or None,
         }
         self.defaults: dict[str, str | None] = {m: self._pick_default(m, wanted[m]) for m in MODALITIES}
+        # The model of a request with text (never a default for one without): a preferred text VRNN, else the first.
+        self.text_default: str | None = self._pick_text_default()
         if self.batch_max > 1 and not self.batching:
             message = f"BATCH_MAX={self.batch_max}: batching runs on the CPU only; on {self.device} it is off"
             self.warnings.append(message)
@@ -128,7 +135,7 @@ class ModelCache:
                 )
                 continue
             try:
-                model, meta = load(path, device=self.device)
+                model, meta = load(path, device=self.device, text=True)
             except Exception as e:  # one bad file must not stop the others, whatever it raises
                 message = str(e) or type(e).__name__
                 if str(path) not in message:
@@ -160,15 +167,17 @@ class ModelCache:
         """The setting's model if it is loaded and of this modality, else a preferred one (below)."""
         if wanted:
             entry = self._models.get(wanted)
-            if entry is not None and entry.modality == modality:
+            if entry is not None and entry.modality == modality and not entry.takes_text:
                 return wanted
             why = "is not loaded" if entry is None else f"is a {entry.modality} model"
+            if entry is not None and entry.takes_text:
+                why = "writes given text only (a text model is the default of requests with text)"
             if wanted in self.failed:
                 why = f"failed to load ({self.failed[wanted]})"
             message = f"{DEFAULT_ENV[modality]}={wanted} {why}; using the preferred {modality} model instead"
             self.warnings.append(message)
             log.warning(message)
-        candidates = [(name, entry) for name, entry in self._models.items() if entry.modality == modality]
+        candidates = [(n, e) for n, e in self._models.items() if e.modality == modality and not e.takes_text]
         if not candidates:
             return None
         # Without a setting, the paper's best sampler of the modality (VRNN-Gauss for speech, Section 5;
@@ -178,6 +187,14 @@ class ModelCache:
             if preferred in names:
                 return candidates[names.index(preferred)][0]
         return candidates[0][0]
+
+    def _pick_text_default(self) -> str | None:
+        candidates = [(n, e) for n, e in self._models.items() if e.takes_text]
+        names = [e.meta.get("name") for _, e in candidates]
+        for preferred in ("Text-VRNN-GMM", "Text-VRNN-Gauss", "Text-VRNN-I-GMM", "Text-VRNN-I-Gauss"):
+            if preferred in names:
+                return candidates[names.index(preferred)][0]
+        return candidates[0][0] if candidates else None
 
     # Access -------------------------------------------------------------------------------------
 
@@ -192,14 +209,30 @@ class ModelCache:
     def __contains__(self, name: object) -> bool:
         return name in self._models
 
-    def get(self, name: str | None = None, modality: str | None = None, latent: bool = False) -> tuple[Any, dict, str]:
+    def get(
+        self, name: str | None = None, modality: str | None = None, latent: bool = False, text: bool = False
+    ) -> tuple[Any, dict, str]:
         """-> (model, metadata, name). `name` None picks the default of `modality` (with `latent`, the
-        default if it has latent variables, else the first loaded model of that modality that has).
+        default if it has latent variables, else the first loaded model of that modality that has). `text`: a
+        text-conditioned handwriting model (None: `text_default`); without it, text models are never picked and a
+        named one is refused (it needs its text; scoring and analysis do not take one).
 
         Raises UnknownModelError (no such model, or none of that modality) and JobInputError (a model
-        of the other modality, a name that is not a string, an RNN where latent variables are needed)."""
+        of the other modality, a name that is not a string, an RNN where latent variables are needed, a text model
+        where none is asked for or the reverse)."""
         if modality is not None and modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+        if name is None and text:
+            if self.text_default is None:
+                failed = list(self.failed)
+                extra = f" ({len(failed)} checkpoint(s) failed to load: {', '.join(failed)})" if failed else ""
+                raise UnknownModelError(
+                    f"no handwriting model that writes text is loaded from {self.directory}{extra}; remove 'text' "
+                    "to sample an unconditional line, or add a checkpoint trained with `python -m model.train "
+                    "--condition text`"
+                )
+            entry = self._models[self.text_default]
+            return entry.model, entry.meta, entry.name
         if name is None:
             if modality is None:
                 raise ValueError("give a model name or a modality")
@@ -212,10 +245,25 @@ class ModelCache:
             shown = name if len(name) <= limits.MAX_MODEL_NAME_CHARS else name[: limits.MAX_MODEL_NAME_CHARS] + "..."
             if name in self.failed:
                 raise UnknownModelError(f"model {shown!r} is not available: it failed to load ({self.failed[name]})")
-            raise UnknownModelError(f"no model named {shown!r}; {self._choices(modality)}")
+            raise UnknownModelError(f"no model named {shown!r}; {self._choices(modality, text=text)}")
         if modality is not None and entry.modality != modality:
+            choices = self._choices(modality, text=text)
+            raise JobInputError(f"model {name!r} is a {entry.modality} model, not a {modality} one; {choices}")
+        kind = entry.model.config.name
+        if text and not entry.takes_text:
             raise JobInputError(
-                f"model {name!r} is a {entry.modality} model, not a {modality} one; {self._choices(modality)}"
+                f"model {name!r} ({kind}) does not take text; remove 'text' to sample an unconditional line with it, "
+                f"or pick a model that writes text: {self._choices('handwriting', text=True)}"
+            )
+        if not text and entry.takes_text:
+            if modality == "handwriting":
+                raise JobInputError(
+                    f"model {name!r} ({kind}) writes a given text; send 'text' (the lines to write), or pick an "
+                    f"unconditional model: {self._choices('handwriting')}"
+                )
+            raise JobInputError(
+                f"model {name!r} ({kind}) is conditioned on text, which scoring and latent analysis do not take; "
+                f"pick an unconditional model: {self._choices(modality or entry.modality, latent=latent)}"
             )
         if latent and not entry.has_latent:
             raise JobInputError(
@@ -229,20 +277,21 @@ class ModelCache:
         if default is not None and (not latent or self._models[default].has_latent):
             return self._models[default]
         for entry in self._models.values():
-            if entry.modality == modality and (not latent or entry.has_latent):
+            if entry.modality == modality and not entry.takes_text and (not latent or entry.has_latent):
                 return entry
         what = f"{modality} model with latent variables (VRNN or VRNN-I)" if latent else f"{modality} model"
         failed = list(self.failed)
         extra = f" ({len(failed)} checkpoint(s) failed to load: {', '.join(failed)})" if failed else ""
         raise UnknownModelError(f"no {what} is loaded from {self.directory}{extra}")
 
-    def _choices(self, modality: str | None, latent: bool = False) -> str:
+    def _choices(self, modality: str | None, latent: bool = False, text: bool = False) -> str:
         names = [
             n
             for n, e in self._models.items()
-            if (modality is None or e.modality == modality) and (not latent or e.has_latent)
+            if (modality is None or e.modality == modality) and (not latent or e.has_latent) and e.takes_text == text
         ]
         kind = f"{modality} models" if modality else "models"
+        kind = f"{kind} that write text" if text else kind
         return f"the loaded {kind} are {', '.join(names)}" if names else f"no {kind} are loaded"
 
     def lock(self, name: str) -> threading.Lock:

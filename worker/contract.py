@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 from annotated_types import Ge, Gt, Le
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.fields import FieldInfo
 
 from . import limits
@@ -184,8 +184,60 @@ class SpeechRequest(_Params):
         return self.model_dump()
 
 
+def _text_lines(value: str | None) -> str | None:
+    """`text`'s bounds: at most MAX_TEXT_LINES lines, each with at least one character that is not white space and
+    at most MAX_TEXT_LINE_CHARS characters."""
+    if value is None:
+        return None
+    lines = value.split("\n")
+    if len(lines) > limits.MAX_TEXT_LINES:
+        raise ValueError(
+            f"it has {len(lines)} lines and at most {limits.MAX_TEXT_LINES} are written; send fewer lines "
+            "(one request per paragraph)"
+        )
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            raise ValueError(
+                f"line {i} is empty; remove the empty line (lines are separated by one '\\n') or write something on it"
+            )
+        if len(line) > limits.MAX_TEXT_LINE_CHARS:
+            raise ValueError(
+                f"line {i} has {len(line)} characters and at most {limits.MAX_TEXT_LINE_CHARS} fit in a line; "
+                "split it into shorter lines with '\\n'"
+            )
+    return value
+
+
+def _prime_text(value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise ValueError("it is empty; send the text of the primed line ('prime'), as written there")
+    return value
+
+
+TextLines = Annotated[
+    str | None,
+    AfterValidator(_text_lines),
+    Want(
+        f"a string of at most {limits.MAX_TEXT_LINES} lines separated by '\\n', each of 1 to "
+        f"{limits.MAX_TEXT_LINE_CHARS} characters"
+    ),
+]
+PrimeText = Annotated[str | None, AfterValidator(_prime_text), Want("the text of the primed line, as a string")]
+
+
 class HandwritingRequest(_Params):
     model: ModelName = None
+    text: TextLines = Field(
+        None,
+        max_length=limits.MAX_TEXT_LINES * (limits.MAX_TEXT_LINE_CHARS + 1) - 1,
+        description=f"Text to write, with a model that writes text (GET /models: takes_text; omitted `model`: the "
+        f"default one): at most {limits.MAX_TEXT_LINES} lines separated by '\\n', each of at most "
+        f"{limits.MAX_TEXT_LINE_CHARS} characters of the model's alphabet (others: 422 naming them), stacked in "
+        "one SVG (format=json: the texts and the offsets of each line). A line ends when the model has written its "
+        f"last character, or at `steps` pen steps when `steps` is not its default {DEFAULT_STEPS} (at the default: 40 "
+        "pen steps per character of the longest line). Omitted: an unconditional line of `steps` pen steps.",
+        examples=["hello world"],
+    )
     steps: int = Field(
         DEFAULT_STEPS, ge=limits.MIN_STEPS, le=limits.MAX_STEPS, description="Pen steps (one line: about 700)."
     )
@@ -201,6 +253,12 @@ class HandwritingRequest(_Params):
         None,
         alias="prime",
         description="Base64 IAM-OnDB XML or JSON strokes to continue from; the response holds the continuation.",
+    )
+    prime_text: PrimeText = Field(
+        None,
+        max_length=limits.MAX_PRIME_TEXT_CHARS,
+        description="With `text` and `prime`: the text written in the `prime` line (one line; its characters in the "
+        "model's alphabet), so that the model writes `text` in that line's style.",
     )
     stroke_width: float = Field(
         DEFAULT_STROKE_WIDTH, gt=0, le=limits.MAX_STROKE_WIDTH, description="SVG stroke width in pixels."
@@ -344,6 +402,9 @@ def describe(errors: Iterable[dict[str, Any]], model: type[BaseModel] | None = N
         elif kind == "string_too_long":
             most = (e.get("ctx") or {}).get("max_length")
             parts.append(f"'{name}' must have at most {most} characters, got {len(str(e.get('input')))}; shorten it")
+        elif kind == "value_error":  # a field's own check (AfterValidator): its message says what to change
+            why = str((e.get("ctx") or {}).get("error") or e.get("msg", "invalid"))
+            parts.append(f"'{name}': {why}")
         elif kind == "string_too_short":
             parts.append(f"'{name}' is empty; send {_want(field, e)}")
         else:  # a wrong type, a string that does not match, a value not among the choices
@@ -417,6 +478,8 @@ def model_summary(name: str, meta: dict[str, Any]) -> dict[str, Any]:
         "family": cfg.get("family"),
         "output": cfg.get("output"),
         "latent": cfg.get("family") != "rnn",
+        "takes_text": bool(cfg.get("alphabet")),
+        "alphabet": cfg.get("alphabet") or None,
         "sample_rate": meta.get("sample_rate") if modality == "speech" else None,
         "frame_size": meta.get("frame_size", cfg.get("x_dim")),
         "params": meta.get("params"),

@@ -35,6 +35,9 @@ import torch
 
 from model import inference, render
 from model.scoring import score_batch
+from model.text import UnsupportedCharactersError
+from model.text import encode as encode_text
+from model.text import normalise as normalise_text
 
 from . import contract, limits
 from .cache import ModelCache, get_cache
@@ -145,6 +148,20 @@ def _wrap(media_type: str, headers: dict[str, str], body: bytes | str) -> dict[s
     return {"media_type": media_type, "headers": headers, "body_b64": base64.b64encode(raw).decode("ascii")}
 
 
+def _check_text(lines: list[str], alphabet: str, key: str) -> None:
+    """Refuse text a model cannot write: every character outside `alphabet` named at once (model.text)."""
+    missing: list[str] = []
+    for line in lines:
+        try:
+            encode_text(line, alphabet)
+        except UnsupportedCharactersError as e:
+            missing += e.characters
+        except ValueError as e:  # empty or too long: the contract's bounds make this rare
+            raise JobInputError(f"'{key}': {e}") from None
+    if missing:
+        raise JobInputError(f"'{key}': {UnsupportedCharactersError(list(dict.fromkeys(missing)), alphabet)}")
+
+
 def _json(headers: dict[str, str], obj: dict[str, Any]) -> dict[str, Any]:
     return {"media_type": "application/json", "headers": headers, "json": obj}
 
@@ -214,6 +231,13 @@ class Jobs:
         except ValueError as e:
             raise JobInputError(str(e)) from None
         prime_data = _b64(p.prime_b64, "prime_b64")
+        if p.text is not None:
+            return self._write_text(p, seed, color, prime_data)
+        if p.prime_text is not None:
+            raise JobInputError(
+                "'prime_text' is the text of a primed line for 'text'; send 'text' (the lines to write) too, or remove "
+                "'prime_text'"
+            )
         model, meta, name = self.cache.get(p.model, "handwriting")
         prime = None
         if prime_data is not None:
@@ -238,6 +262,73 @@ class Jobs:
                 },
             )
         svg = render.handwriting_svg(raw, stroke_width=p.stroke_width, color=color)
+        return _wrap("image/svg+xml", headers, svg)
+
+    def _write_text(
+        self, p: contract.HandwritingParams, seed: int, color: str, prime_data: bytes | None
+    ) -> dict[str, Any]:
+        """Write `p.text` (one line per "\\n") with a text-conditioned model under its lock -> SVG with the lines one
+        under another, or with format "json" each line's text and raw pen offsets."""
+        assert p.text is not None
+        model, meta, name = self.cache.get(p.model, "handwriting", text=True)
+        alphabet = model.config.alphabet
+        lines = [normalise_text(line) for line in p.text.split("\n")]
+        _check_text(lines, alphabet, "text")
+        if p.prime_text is not None:
+            _check_text([p.prime_text], alphabet, "prime_text")
+        if prime_data is not None and p.prime_text is None:
+            raise JobInputError(
+                f"a prime for model {name!r}, which writes text, needs the text written in it: send 'prime_text', or "
+                "remove 'prime'"
+            )
+        if prime_data is None and p.prime_text is not None:
+            raise JobInputError(
+                "'prime_text' is the text of the 'prime' line; send that line as 'prime' too, or remove 'prime_text'"
+            )
+        prime = None
+        if prime_data is not None:
+            _check_media(prime_data, None, "handwriting", name)
+            prime = _read_upload(meta, prime_data, "the prime")
+        # `steps` at its default: the model's cap (40 per character; 700 would cut a long line short).
+        cap = None if p.steps == contract.DEFAULT_STEPS else p.steps
+        try:
+            with self.cache.lock(name):
+                raws, finished = inference.generate_text(
+                    model,
+                    meta,
+                    lines,
+                    max_steps=cap,
+                    seed=seed,
+                    temperature=p.temperature,
+                    bias=p.bias,
+                    prime=prime,
+                    prime_text=p.prime_text,
+                )
+        except inference.InferenceError as e:
+            raise JobInputError(str(e)) from None
+        if not all(np.isfinite(raw).all() for raw in raws):
+            raise FloatingPointError(f"model {name!r} produced non-finite pen offsets (seed {seed})")
+        headers = {"X-Model": name, "X-Seed": str(seed), "X-Output": "sample"}
+        if p.format == "json":
+            return _json(
+                headers,
+                {
+                    "model": name,
+                    "seed": seed,
+                    "output": "sample",
+                    "texts": lines,
+                    "max_steps": cap,
+                    "finished": finished,
+                    "columns": ["dx", "dy", "pen"],
+                    "note": "per line of texts: offsets in input units, y up; pen = 1 on the last point of each "
+                    "stroke; finished: false where max_steps cut the line before its last character",
+                    "offsets": [
+                        [[round(float(dx), 4), round(float(dy), 4), int(pen > 0.5)] for dx, dy, pen in raw]
+                        for raw in raws
+                    ],
+                },
+            )
+        svg = render.handwriting_lines_svg(raws, stroke_width=p.stroke_width, color=color)
         return _wrap("image/svg+xml", headers, svg)
 
     def _upload(

@@ -13,6 +13,13 @@ MAX_DURATION_S = 20.0
 MIN_STEPS = 1
 MAX_STEPS = 3000
 
+# Text to write (text-conditioned handwriting): lines separated by "\n", each one line of the model (about 700 pen
+# steps for 20 characters; model.text reads at most 200 characters, so a primed line's text plus a space plus a
+# line fits: 99 + 1 + 100); 10 lines are written as one batch, each at most `steps` (or 40 per character) long.
+MAX_TEXT_LINES = 10
+MAX_TEXT_LINE_CHARS = 100
+MAX_PRIME_TEXT_CHARS = 99
+
 # Temperature scales output stds; above 5 samples are noise, and 0 would be a division by zero. Any positive value
 # up to it samples (model.distributions.sharpen): a tiny or subnormal one gives the T -> 0 limit, never inf or NaN.
 MAX_TEMPERATURE = 5.0

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 from apikit import child_env, wav, write_checkpoint
 from servicekit import ROOT, free_port, start, stop, wait_until
+from tinyckpt import write_tiny_text_checkpoint
 
 PAGE = ROOT / "app" / "static" / "index.html"
 # Debian's by default; CHROMIUM / CHROMEDRIVER name others. Missing: the browser tests skip, or under CI fail (cikit).
@@ -66,6 +67,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     ckpts.mkdir()
     write_checkpoint(ckpts / "speech-tiny.safetensors", "speech")
     write_checkpoint(ckpts / "hand-tiny.safetensors", "handwriting")
+    write_tiny_text_checkpoint(ckpts / "hand-text.safetensors")  # writes " abcdehlorw"
     bad = d / "not-audio.wav"
     bad.write_bytes(b"this is not a WAV file\n" * 10)
     (d / "tone.wav").write_bytes(wav(0.5))
@@ -201,6 +203,13 @@ def test_demo_page(browser, server, files):
     seed = re.search(r"seed\s*(\d+)", hw_meta).group(1)
     d.find_element(By.CSS_SELECTOR, "#hw-meta button").click()
     assert d.find_element(By.ID, "hw-seed").get_attribute("value") == seed
+    # With text in the box, the default text model writes it: two lines in one SVG.
+    d.find_element(By.ID, "hw-text").send_keys("hello\nworld")
+    d.find_element(By.ID, "hw-generate").click()
+    _wait(d, lambda d: "hand-text" in d.find_element(By.ID, "hw-meta").text, "the SVG of the written text")
+    assert d.execute_script("return document.querySelectorAll('#hw-output svg path').length")
+    assert _error_text(d, "hw") == ""
+    d.find_element(By.ID, "hw-text").clear()
 
     # An API error is shown inline (a file that is not audio), and goes away on the next success.
     d.find_element(By.ID, "score-file").send_keys(str(files["bad"]))

@@ -18,6 +18,7 @@ from model import ModelConfig, build_model
 from model.render import (
     check_colour,
     handwriting_figure,
+    handwriting_lines_svg,
     handwriting_svg,
     latent_figure,
     wav_bytes,
@@ -105,6 +106,29 @@ def test_svg_has_one_path_per_stroke_inside_its_viewbox():
         for px, py in path_points(p.attrib["d"]):
             assert 0 <= px <= vw and 0 <= py <= vh
     assert paths[2].attrib["d"].endswith("h0")  # a one-point stroke is drawn as a dot
+
+
+def test_lines_svg_stacks_lines_one_under_another_at_the_left_edge():
+    first = offsets([[(5, 0), (25, 10)], [(30, 0), (30, 10)]])  # 25 x 10 units of ink, starting at x = 5
+    second = offsets([[(100, 50), (140, 70)]])  # 40 x 20, starting far to the right and up
+    root = parse_svg(handwriting_lines_svg([first, second], line_gap=5, padding=0, stroke_width=1))
+    paths = root.findall(f".//{SVG}path")
+    assert len(paths) == 3  # each line's strokes, the last stroke of a line never joined to the next line
+    (a, b), (c, d), (e, f) = (path_points(p.attrib["d"]) for p in paths)
+    _, _, vw, vh = (float(v) for v in root.attrib["viewBox"].split())
+    m = 0.5  # half the stroke width
+    assert vw == pytest.approx(40 + 2 * m) and vh == pytest.approx(10 + 5 + 20 + 2 * m)
+    assert a == pytest.approx((m, 10 + m)) and b == pytest.approx((20 + m, m))  # the first line at the top left
+    assert c == pytest.approx((25 + m, 10 + m)) and d == pytest.approx((25 + m, m))
+    assert e == pytest.approx((m, 35 + m)) and f == pytest.approx((40 + m, 15 + m))  # 5 units below, at the left
+    # One line is handwriting_svg's picture; the default gap is half the tallest line's height.
+    assert handwriting_lines_svg([first], stroke_width=3) == handwriting_svg(first, stroke_width=3)
+    default = parse_svg(handwriting_lines_svg([first, second], padding=0, stroke_width=1))
+    assert float(default.attrib["viewBox"].split()[3]) == pytest.approx(10 + 10 + 20 + 2 * m)
+    with pytest.raises(ValueError, match="at least one line"):
+        handwriting_lines_svg([])
+    with pytest.raises(ValueError, match="line_gap"):
+        handwriting_lines_svg([first, second], line_gap=-1)
 
 
 def test_svg_flips_y_so_that_up_is_up():

@@ -138,3 +138,49 @@ def test_process_cache_is_created_once_from_the_environment(good_dir: Path, monk
         assert get_cache() is not first
     finally:
         set_cache(saved)
+
+
+def test_text_checkpoints_load_beside_the_others_and_are_never_a_default(good_dir: Path, tmp_path, monkeypatch) -> None:
+    """A text-conditioned checkpoint (model.train --condition text) loads as a TextVRNN; requests without text
+    never get it, and a setting that names it falls back to the preferred unconditional model with a warning."""
+    from tinyckpt import TEXT, TEXT_ALPHABET, write_tiny_text_checkpoint
+
+    from model.conditional import TextVRNN
+    from model.inference import InferenceError, load
+
+    d = tmp_path / "ckpts"
+    shutil.copytree(good_dir, d)
+    write_tiny_text_checkpoint(d / f"{TEXT}.safetensors")
+    write_tiny_text_checkpoint(d / "aaa-text-rnn.safetensors", family="rnn")  # sorts first: not preferred
+    monkeypatch.setenv("DEFAULT_HANDWRITING_MODEL", TEXT)
+    cache = ModelCache(d, device="cpu")
+    assert cache.failed == {} and TEXT in cache.names
+    assert cache.defaults == {"speech": SPEECH, "handwriting": HAND} and cache.text_default == TEXT
+    assert any(f"DEFAULT_HANDWRITING_MODEL={TEXT} writes given text only" in w for w in cache.warnings)
+    model, meta, name = cache.get(None, "handwriting", text=True)
+    assert isinstance(model, TextVRNN) and name == TEXT and meta["config"]["alphabet"] == TEXT_ALPHABET
+    assert cache.get(None, "handwriting")[2] == HAND and cache.get(None, "handwriting", latent=True)[2] == HAND
+    with pytest.raises(JobInputError, match="send 'text'"):
+        cache.get(TEXT, "handwriting")
+    with pytest.raises(JobInputError, match="conditioned on text"):
+        cache.get(TEXT, latent=True)
+    with pytest.raises(JobInputError, match=r"does not take text.*aaa-text-rnn, hand-text"):
+        cache.get(HAND, "handwriting", text=True)
+    rows = {m["name"]: m for m in cache.describe()["models"]}
+    assert rows[TEXT]["takes_text"] and rows[TEXT]["alphabet"] == TEXT_ALPHABET and not rows[TEXT]["default"]
+    assert not rows[HAND]["takes_text"] and rows[HAND]["alphabet"] is None
+    # The command lines' load still refuses a text checkpoint, pointing at the loader that takes it.
+    with pytest.raises(InferenceError, match="load_text_checkpoint"):
+        load(d / f"{TEXT}.safetensors")
+
+
+def test_without_an_unconditional_handwriting_model_text_models_stay_out_of_the_defaults(tmp_path) -> None:
+    from tinyckpt import TEXT, write_tiny_text_checkpoint
+
+    write_checkpoint(tmp_path / f"{SPEECH}.safetensors", "speech")
+    write_tiny_text_checkpoint(tmp_path / f"{TEXT}.safetensors")
+    cache = ModelCache(tmp_path, device="cpu")
+    assert cache.defaults == {"speech": SPEECH, "handwriting": None} and cache.text_default == TEXT
+    with pytest.raises(UnknownModelError, match="no handwriting model is loaded"):
+        cache.get(None, "handwriting")
+    assert cache.get(None, "handwriting", text=True)[2] == TEXT

@@ -1,0 +1,196 @@
+"""Text-conditioned handwriting through the API ("write this text"): a tiny random text checkpoint beside the
+unconditional ones, embedded mode (and one request through Redis and an in-process RQ worker)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from apikit import HAND, SPEECH, make_settings, redis_db, strokes_json, write_checkpoints
+from fastapi.testclient import TestClient
+from tinyckpt import TEXT, TEXT_ALPHABET, write_tiny_text_checkpoint
+
+from app.main import create_app
+
+B64_STROKES = base64.b64encode(strokes_json()).decode()
+
+
+@pytest.fixture(scope="module")
+def text_dir(tmp_path_factory):
+    directory = write_checkpoints(tmp_path_factory.mktemp("text-checkpoints"))
+    write_tiny_text_checkpoint(directory / f"{TEXT}.safetensors")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def tc(text_dir):
+    with TestClient(create_app(make_settings(text_dir))) as c:
+        yield c
+
+
+def _write(c, body, fmt="svg"):
+    return c.post(f"/generate/handwriting?format={fmt}", json=body)
+
+
+def test_models_says_which_take_text_and_their_alphabet(tc):
+    models = {m["name"]: m for m in tc.get("/models").json()["models"]}
+    assert models[TEXT]["takes_text"] is True and models[TEXT]["alphabet"] == TEXT_ALPHABET
+    assert models[TEXT]["default"] is False  # never the default of a request without text
+    for name in (HAND, SPEECH):
+        assert models[name]["takes_text"] is False and models[name]["alphabet"] is None
+    assert tc.get("/models").json()["failed"] == {}
+
+
+def test_text_gives_stacked_lines_in_one_svg_reproducibly(tc):
+    body = {"text": "hello\nworld", "seed": 3, "steps": 40, "bias": 1.0, "color": "navy"}
+    r = _write(tc, body)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("image/svg+xml")
+    assert r.headers["x-model"] == TEXT and r.headers["x-seed"] == "3"
+    assert r.text.startswith("<?xml") and 'stroke="navy"' in r.text and "<path" in r.text
+    assert _write(tc, body).content == r.content  # the same seed: the same bytes
+    assert _write(tc, {**body, "seed": 4}).content != r.content
+    # Both lines are in it: one <path> per stroke of each line (a line's last stroke ends with it).
+    lines = _write(tc, body, "json").json()["offsets"]
+    strokes = sum(sum(p[2] for p in line[:-1]) + 1 for line in lines)
+    assert r.text.count("<path") == strokes
+
+
+def test_text_as_json_gives_each_line_and_its_offsets(tc):
+    r = _write(tc, {"text": "hello world\nabc", "seed": 1, "steps": 30}, "json")
+    assert r.status_code == 200, r.text
+    j = r.json()
+    assert j["model"] == TEXT and j["seed"] == 1 and j["texts"] == ["hello world", "abc"]
+    assert j["max_steps"] == 30 and len(j["offsets"]) == 2 and len(j["finished"]) == 2
+    for line in j["offsets"]:
+        assert 1 <= len(line) <= 30 and all(len(p) == 3 and p[2] in (0, 1) for p in line)
+    again = _write(tc, {"text": "hello world\nabc", "seed": 1, "steps": 30}, "json")
+    assert again.content == r.content
+    # Without steps, the model's cap: 40 pen steps per character of the longest line.
+    free = _write(tc, {"text": "ab", "seed": 1}, "json").json()
+    assert free["max_steps"] is None and 1 <= len(free["offsets"][0]) <= 80
+
+
+def test_unknown_characters_are_422_naming_them(tc):
+    r = _write(tc, {"text": "hello\nwörld?", "steps": 5})
+    assert r.status_code == 422
+    detail = r.json()["detail"]
+    assert "'ö'" in detail and "'?'" in detail and "'text'" in detail and "remove or replace" in detail
+    r = _write(tc, {"text": "hello", "prime": B64_STROKES, "prime_text": "xyz", "steps": 5})
+    assert r.status_code == 422 and "'prime_text'" in r.json()["detail"] and "'x'" in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("\n".join(["a"] * 11), "at most 10"),
+        ("a" * 101, "at most 100"),
+        ("hello\n\nworld", "line 2 is empty"),
+        ("hello\n", "line 2 is empty"),
+        ("   ", "line 1 is empty"),
+        ("", "line 1 is empty"),
+        (7, "'text' must be"),
+    ],
+)
+def test_text_bounds_are_422_saying_what_to_change(tc, text, words):
+    r = _write(tc, {"text": text})
+    assert r.status_code == 422 and words in r.json()["detail"], r.text
+
+
+def test_ten_lines_of_a_hundred_characters_are_accepted(tc):
+    text = "\n".join(["abc de"[: 1 + i % 6] * (100 // (1 + i % 6)) for i in range(10)])
+    r = _write(tc, {"text": text, "steps": 2, "seed": 0}, "json")
+    assert r.status_code == 200 and len(r.json()["offsets"]) == 10
+
+
+def test_text_with_an_unconditional_model_and_the_reverse_are_422(tc):
+    r = _write(tc, {"text": "hello", "model": HAND})
+    assert r.status_code == 422
+    assert "does not take text" in r.json()["detail"] and TEXT in r.json()["detail"]
+    r = _write(tc, {"model": TEXT, "steps": 5})
+    assert r.status_code == 422 and "send 'text'" in r.json()["detail"] and HAND in r.json()["detail"]
+    r = _write(tc, {"text": "hello", "model": SPEECH})
+    assert r.status_code == 422 and "speech model" in r.json()["detail"]
+    # Scoring and latent analysis do not take text.
+    for url in ("/score", "/analyze/latent"):
+        r = tc.post(url, json={"data_b64": B64_STROKES, "model": TEXT})
+        assert r.status_code == 422 and "conditioned on text" in r.json()["detail"]
+
+
+def test_without_a_text_model_text_is_404_saying_what_to_change(client):
+    r = client.post("/generate/handwriting", json={"text": "hello"})
+    assert r.status_code == 404
+    assert "remove 'text'" in r.json()["detail"] and "--condition text" in r.json()["detail"]
+
+
+def test_requests_without_text_are_unchanged_beside_a_text_model(tc, client):
+    """The default models stay the unconditional ones and give the bytes they give without a text model loaded."""
+    for url, body in (
+        ("/generate/handwriting", {"steps": 40, "seed": 5}),
+        ("/generate/handwriting?format=json", {"steps": 20, "seed": 2, "bias": 0.5}),
+        ("/generate/speech", {"duration_s": 0.1, "seed": 1}),
+        ("/score", {"data_b64": B64_STROKES}),
+    ):
+        with_text, without = tc.post(url, json=body), client.post(url, json=body)
+        assert with_text.status_code == 200 and with_text.content == without.content
+        assert with_text.headers["x-model"] == without.headers["x-model"] != TEXT
+
+
+def test_priming_needs_the_primed_lines_text(tc):
+    body = {"text": "hello", "seed": 2, "steps": 25, "prime": B64_STROKES}
+    r = _write(tc, body)
+    assert r.status_code == 422 and "prime_text" in r.json()["detail"] and "remove 'prime'" in r.json()["detail"]
+    primed = _write(tc, {**body, "prime_text": "abc"}, "json")
+    assert primed.status_code == 200, primed.text
+    assert _write(tc, {**body, "prime_text": "abc"}, "json").content == primed.content
+    plain = _write(tc, {"text": "hello", "seed": 2, "steps": 25}, "json")
+    assert primed.json()["offsets"] != plain.json()["offsets"]  # the prime changes the writing
+    assert _write(tc, {**body, "prime_text": "abc"}).status_code == 200  # and as SVG
+    r = _write(tc, {"text": "hello", "prime_text": "abc"})
+    assert r.status_code == 422 and "send that line as 'prime'" in r.json()["detail"]
+    r = _write(tc, {"prime_text": "abc", "steps": 5})
+    assert r.status_code == 422 and "send 'text'" in r.json()["detail"]
+    r = _write(tc, {**body, "prime_text": "a" * 100})
+    assert r.status_code == 422 and "at most 99 characters" in r.json()["detail"]
+
+
+def test_the_openapi_document_has_the_new_fields(tc):
+    post = tc.get("/openapi.json").json()["paths"]["/generate/handwriting"]["post"]
+    fields = post["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    assert fields["text"]["anyOf"][0]["maxLength"] == 1009 and "takes_text" in fields["text"]["description"]
+    assert fields["prime_text"]["anyOf"][0]["maxLength"] == 99
+
+
+def test_text_through_redis_gives_the_embedded_bytes(text_dir, tc):
+    """One text request queued on Redis and run by an in-process RQ worker on the same checkpoints."""
+    pytest.importorskip("redis")
+    from apikit import REDIS_URL
+    from rq import SimpleWorker
+
+    from worker import queueing
+    from worker.cache import ModelCache, set_cache
+
+    settings = make_settings(text_dir, redis_url=REDIS_URL, queue_name="vrnn-api-text", sync_wait_s=0.2)
+    body = {"text": "hello\nworld", "seed": 9, "steps": 20, "prime": B64_STROKES, "prime_text": "abc"}
+    with redis_db() as db:
+        set_cache(ModelCache(text_dir, device="cpu"))
+        try:
+            queue = queueing.make_queue(db, "vrnn-api-text")
+            w = SimpleWorker([queue], connection=db, serializer=queueing.SERIALIZER)
+            db.set(queueing.models_key(w.name), json.dumps({"models": [TEXT], "queue": "vrnn-api-text"}), ex=60)
+            w.register_birth()
+            with TestClient(create_app(settings)) as c:
+                jobs = [
+                    c.post(f"/generate/handwriting?format={f}", json=body, headers={"Prefer": "respond-async"})
+                    for f in ("svg", "json")
+                ]
+                assert [j.status_code for j in jobs] == [202, 202]
+                w.register_death()
+                w.work(burst=True)
+                results = [c.get(f"/jobs/{j.json()['id']}/result") for j in jobs]
+        finally:
+            set_cache(None)
+    for result, fmt in zip(results, ("svg", "json"), strict=True):
+        assert result.status_code == 200 and result.headers["x-model"] == TEXT and result.headers["x-seed"] == "9"
+        assert result.content == _write(tc, body, fmt).content
