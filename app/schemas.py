@@ -38,6 +38,8 @@ class ScoreResult(_Open):
     per_frame: list[float] = Field(description="ELBO terms -(nll + kl) per frame (nats).")
     space: str = "normalised"
     raw: RawScores
+    text: str | None = Field(None, description="With `text`: the text (normalised) the scores are conditional on.")
+    conditional: bool | None = Field(None, description="With `text`: true (the scores are log p(x | text)).")
 
 
 class LatentResult(_Open):
@@ -47,6 +49,12 @@ class LatentResult(_Open):
     delta_mu: list[float] = Field(description="sum_j (mu_z,t - mu_z,t-1)^2 per frame: the paper's delta_t.")
     kl_per_dim: list[list[float]] = Field(description="KL per frame and latent dimension (nats).")
     space: str
+    text: str | None = Field(None, description="With `text`: the text (normalised) the analysis is conditional on.")
+    conditional: bool | None = Field(None, description="With `text`: true.")
+    characters: list[str] | None = Field(None, description="With `text`: its characters, the columns of `phi`.")
+    phi: list[list[float]] | None = Field(
+        None, description="With `text`: the attention window's weight on each character (columns) per frame (rows)."
+    )
 
 
 class JobState(BaseModel):

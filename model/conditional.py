@@ -57,6 +57,8 @@ class TextAnalysis:
     mu_z: Tensor | None  # (B, T, Z) posterior means
     phi: Tensor  # (B, T, U) attention weights on the characters
     mask: Tensor  # (B, T)
+    kl_per_dim: Tensor | None = None  # (B, T, Z) the KL per step and latent dimension (None for the RNN)
+    delta_mu: Tensor | None = None  # (B, T) sum_j (mu_z,t^j - mu_z,t-1^j)^2, 0 at t = 0 (None for the RNN)
 
 
 class TextVRNN(Recurrence):
@@ -275,7 +277,8 @@ class TextVRNN(Recurrence):
 
     @torch.no_grad()
     def analyze(self, x: Tensor, texts: list[str], mask: Tensor | None = None) -> TextAnalysis:
-        """Posterior means of z (no sampling), the KL per step and the attention weights per step."""
+        """Posterior means of z (no sampling), the KL per step (and per latent dimension), the paper's delta_t
+        (as `VRNN.analyze`) and the attention weights per step."""
         chars, char_mask = self.encode_texts(texts)
         x, m = self._prepare(x, mask, len(texts))
         B, T = x.shape[:2]
@@ -283,11 +286,18 @@ class TextVRNN(Recurrence):
         mf = m.to(x.dtype)
         phi = out["phi"]
         assert phi is not None
+        kl_dims = delta = None
         if out["mu_q"] is None:
             kl, mu = torch.zeros(B, T, dtype=x.dtype, device=x.device), None
         else:
-            kl, mu = self._kl(out).sum(-1).t() * mf, out["mu_q"].transpose(0, 1) * mf.unsqueeze(-1)
-        return TextAnalysis(kl=kl, mu_z=mu, phi=phi.transpose(0, 1) * mf.unsqueeze(-1), mask=m)
+            kl_tm = self._kl(out)  # (T, B, Z)
+            kl, mu = kl_tm.sum(-1).t() * mf, out["mu_q"].transpose(0, 1) * mf.unsqueeze(-1)
+            kl_dims = kl_tm.transpose(0, 1) * mf.unsqueeze(-1)
+            delta = torch.zeros_like(kl)
+            delta[:, 1:] = ((mu[:, 1:] - mu[:, :-1]) ** 2).sum(-1) * mf[:, 1:]
+        return TextAnalysis(
+            kl=kl, mu_z=mu, phi=phi.transpose(0, 1) * mf.unsqueeze(-1), mask=m, kl_per_dim=kl_dims, delta_mu=delta
+        )
 
     # ------------------------------------------------------------------ sampling
 

@@ -35,7 +35,7 @@ from .text import UnsupportedCharactersError
 from .vrnn import VRNN, LatentAnalysis
 
 if TYPE_CHECKING:
-    from .conditional import TextVRNN
+    from .conditional import TextAnalysis, TextVRNN
     from .engine import SamplingEngine
 
 DEFAULT_SECONDS = 2.0  # the paper's Figure 3 samples are 2.0 s long
@@ -335,9 +335,75 @@ def analyze_file(
 
 
 def latent_png(
-    model: VRNN, meta: dict[str, Any], analysis: LatentAnalysis, x_raw: np.ndarray, label: str | None = None
+    model: VRNN | TextVRNN,
+    meta: dict[str, Any],
+    analysis: LatentAnalysis | TextAnalysis,
+    x_raw: np.ndarray,
+    label: str | None = None,
+    text: str | None = None,
 ) -> bytes:
-    """The Figure 2 plot of `analyze_file`'s result, titled with the model's name and the input."""
+    """The Figure 2 plot of `analyze_file`'s result, titled with the model's name and the input. A text model's
+    analysis (`TextVRNN.analyze` of the line whose text is `text`) adds its attention weights as a fourth panel."""
     title = meta.get("name", model.config.name) + (f": {label}" if label else "")
     rate = sample_rate(meta) if meta["config"]["modality"] == "speech" else defaults.SAMPLE_RATE
-    return render.latent_figure(analysis, x_raw, meta["config"]["modality"], sample_rate=rate, title=title)
+    if text is None:
+        return render.latent_figure(analysis, x_raw, meta["config"]["modality"], sample_rate=rate, title=title)
+    attention = getattr(analysis, "phi", None)
+    return render.latent_figure(
+        analysis,
+        x_raw,
+        meta["config"]["modality"],
+        sample_rate=rate,
+        title=title,
+        attention=attention,
+        characters=text,
+    )
+
+
+def score_text(
+    model: TextVRNN, x: torch.Tensor, text: str, num_samples: int, seed: int
+) -> tuple[torch.Tensor, float, float]:
+    """Score one normalised line x (T, 3) given its `text` -> (per-frame ELBO terms -(nll + kl) (T,) float64 with one
+    z draw per step, ELBO, log-likelihood), as `model.scoring.score_batch` scores an unconditional line alone: the
+    per-frame pass and `elbo_and_likelihood`'s K samples each from a generator seeded with `seed`. Both figures are
+    conditional on the text (exact for the RNN family). Characters outside the alphabet raise
+    `model.text.UnsupportedCharactersError`.
+
+    The K samples run in groups of `text_samples_per_pass` (all at once unless K x T rows would take more than
+    `defaults.NO_GRAD_CHUNK_BYTES`; then each group continues the same generator), so memory grows with T only."""
+    dev = model.device
+    xb = x.unsqueeze(0)
+    with torch.no_grad():
+        out = model(xb, [text], None, generator=torch.Generator(device=dev).manual_seed(seed))
+        per_frame = (-(out.nll + out.kl)).double()[0].cpu()
+        generator = torch.Generator(device=dev).manual_seed(seed)
+        group = text_samples_per_pass(model, len(x), len(text))
+        if not model.config.has_latent or group >= num_samples:
+            elbo, log_likelihood = elbo_and_likelihood(model, xb, None, num_samples, generator, [text])
+        else:
+            log_w = torch.cat(
+                [
+                    model.log_weights(xb, [text], None, min(group, num_samples - at), generator).double()
+                    for at in range(0, num_samples, group)
+                ]
+            )
+            elbo, log_likelihood = log_w.mean(0), torch.logsumexp(log_w, 0) - math.log(num_samples)
+    return per_frame, float(elbo[0]), float(log_likelihood[0])
+
+
+def text_samples_per_pass(model: TextVRNN, steps: int, characters: int) -> int:
+    """How many importance samples of a `steps`-long line `TextVRNN.log_weights` may run in one pass within
+    `defaults.NO_GRAD_CHUNK_BYTES` (at least 1): the pass keeps every step's state of every row (a rough upper count
+    of the floats each row keeps per step, doubled for the transients)."""
+    cfg = model.config
+    floats = (
+        6 * cfg.h_dim
+        + len(cfg.alphabet)
+        + characters
+        + 6 * cfg.z_dim
+        + (4 + 2 * cfg.mlp_layers) * cfg.mlp_width
+        + 8 * cfg.n_components
+        + 8
+    )
+    per_sample = 2 * 4 * floats * max(1, steps)
+    return max(1, defaults.NO_GRAD_CHUNK_BYTES // per_sample)

@@ -317,6 +317,8 @@ def latent_figure(
     sample_rate: int = 16000,
     title: str | None = None,
     index: int = 0,
+    attention: Any = None,
+    characters: str | None = None,
 ) -> bytes:
     """The paper's Figure 2 for one sequence (`index` of the batch, 0 by default) -> PNG bytes.
 
@@ -325,7 +327,10 @@ def latent_figure(
     step (summed over dimensions) drawn over it. Bottom: the input: speech frames flattened to a
     waveform against time in seconds, or handwriting strokes coloured by the KL of each pen step.
     Only the valid steps (the mask's prefix) are shown. `x_raw` is (T, D) raw frames or offsets,
-    with T at least the number of valid steps (it may be the sequence alone, or the padded row)."""
+    with T at least the number of valid steps (it may be the sequence alone, or the padded row).
+
+    `attention` (a text-conditioned model's window weights, (T, U) for this sequence, or (B, T, U)) adds a fourth
+    panel under these: the weight of each of the U `characters` (the text the model read) at each step."""
     if modality not in ("speech", "handwriting"):
         raise ValueError(f"modality must be 'speech' or 'handwriting', got {modality!r}")
     L = _valid_length(analysis, index)
@@ -346,14 +351,28 @@ def latent_figure(
     elif x.shape[1] != 3:
         raise ValueError(f"handwriting x_raw must be (T, 3) offsets, got shape {x.shape}")
 
+    att = None
+    if attention is not None:
+        att = _numpy(attention).astype(np.float64, copy=False)
+        if att.ndim == 3:
+            att = att[index]
+        if att.ndim != 2 or att.shape[0] < L or att.shape[1] == 0:
+            raise ValueError(f"attention must be (T, U) with T >= {L} valid steps and U >= 1, got shape {att.shape}")
+        att = att[:L]
+        if characters is not None and len(characters) != att.shape[1]:
+            raise ValueError(f"characters has {len(characters)} characters but attention has {att.shape[1]} columns")
+
     Z = kl_dims.shape[1]
     order = np.argsort(-kl_dims.sum(axis=0), kind="stable")[: min(Z, MAX_KL_DIMS)]
     image = kl_dims[:, order].T  # (shown dims, L), most informative dimension on top
 
-    fig = _new_figure(10.0, 7.2 if speech else 8.0)
-    grid = fig.add_gridspec(
-        3, 2, width_ratios=(1, 0.018), height_ratios=(1, 1.3, 1.4 if speech else 2.2), hspace=0.45, wspace=0.02
-    )
+    heights: tuple[float, ...] = (1, 1.3, 1.4 if speech else 2.2)
+    if att is None:
+        fig = _new_figure(10.0, 7.2 if speech else 8.0)
+    else:
+        heights = (*heights, 1.5)
+        fig = _new_figure(10.0, 10.0)
+    grid = fig.add_gridspec(len(heights), 2, width_ratios=(1, 0.018), height_ratios=heights, hspace=0.45, wspace=0.02)
     ax_d, ax_k = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[1, 0])
     cax = fig.add_subplot(grid[1, 1])
     ax_x = fig.add_subplot(grid[2, 0])
@@ -429,10 +448,43 @@ def latent_figure(
         sc.set_clim(0.0, max(float(kl.max()), 1e-12))
     ax_d.set_xlabel(unit, fontsize=8)
     ax_k.set_xlabel(unit, fontsize=8)
+    if att is not None:
+        _attention_panel(fig, grid, att, characters, t_edges, unit)
     if title:
         fig.suptitle(title, fontsize=11, x=0.02, y=0.99, ha="left", va="top")
     fig.subplots_adjust(left=0.09, right=0.93, top=0.9 if title else 0.95, bottom=0.07)
     return _png(fig)
+
+
+def _attention_panel(
+    fig: Any, grid: Any, att: np.ndarray, characters: str | None, t_edges: np.ndarray, unit: str
+) -> None:
+    """The last row of `latent_figure`: a text model's window weight on each character (rows) at each step."""
+    ax, cax = fig.add_subplot(grid[3, 0]), fig.add_subplot(grid[3, 1])
+    U = att.shape[1]
+    vmax = float(att.max()) if att.size and att.max() > 0 else 1.0
+    im = ax.imshow(
+        att.T,
+        aspect="auto",
+        origin="upper",
+        interpolation="nearest",
+        cmap="viridis",
+        vmin=0.0,
+        vmax=vmax,
+        extent=(t_edges[0], t_edges[-1], U - 0.5, -0.5),
+    )
+    ax.set_title("attention: the window's weight on each character of the text per step", fontsize=9, loc="left")
+    ax.set_ylabel("character", fontsize=9)
+    ax.set_xlabel(unit, fontsize=8)
+    ax.tick_params(labelsize=8)
+    if characters is not None and U <= 60:
+        ax.set_yticks(range(U), ["\u2423" if c == " " else c for c in characters], fontsize=7 if U > 30 else 8)
+    else:
+        ax.set_yticks([])
+    cbar = fig.colorbar(im, cax=cax)
+    cbar.set_label("weight", fontsize=8)
+    cbar.ax.yaxis.set_major_formatter(_short_numbers())
+    cbar.ax.tick_params(labelsize=7)
 
 
 def _group_check(samples: Any, what: str) -> list[tuple[str, list[np.ndarray]]]:

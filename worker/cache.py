@@ -210,12 +210,19 @@ class ModelCache:
         return name in self._models
 
     def get(
-        self, name: str | None = None, modality: str | None = None, latent: bool = False, text: bool = False
+        self,
+        name: str | None = None,
+        modality: str | None = None,
+        latent: bool = False,
+        text: bool = False,
+        *,
+        upload: bool = False,
     ) -> tuple[Any, dict, str]:
         """-> (model, metadata, name). `name` None picks the default of `modality` (with `latent`, the
         default if it has latent variables, else the first loaded model of that modality that has). `text`: a
-        text-conditioned handwriting model (None: `text_default`); without it, text models are never picked and a
-        named one is refused (it needs its text; scoring and analysis do not take one).
+        text-conditioned handwriting model (None: `text_default`, or with `latent` the first text model with latent
+        variables); without it, text models are never picked and a named one is refused (it needs its text).
+        `upload`: the model reads an upload (score, analyze_latent) rather than writes; it only words the refusals.
 
         Raises UnknownModelError (no such model, or none of that modality) and JobInputError (a model
         of the other modality, a name that is not a string, an RNN where latent variables are needed, a text model
@@ -223,15 +230,7 @@ class ModelCache:
         if modality is not None and modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
         if name is None and text:
-            if self.text_default is None:
-                failed = list(self.failed)
-                extra = f" ({len(failed)} checkpoint(s) failed to load: {', '.join(failed)})" if failed else ""
-                raise UnknownModelError(
-                    f"no handwriting model that writes text is loaded from {self.directory}{extra}; remove 'text' "
-                    "to sample an unconditional line, or add a checkpoint trained with `python -m model.train "
-                    "--condition text`"
-                )
-            entry = self._models[self.text_default]
+            entry = self._text_entry(latent, upload)
             return entry.model, entry.meta, entry.name
         if name is None:
             if modality is None:
@@ -251,26 +250,44 @@ class ModelCache:
             raise JobInputError(f"model {name!r} is a {entry.modality} model, not a {modality} one; {choices}")
         kind = entry.model.config.name
         if text and not entry.takes_text:
+            use = "read the upload without it" if upload else "sample an unconditional line with it"
             raise JobInputError(
-                f"model {name!r} ({kind}) does not take text; remove 'text' to sample an unconditional line with it, "
-                f"or pick a model that writes text: {self._choices('handwriting', text=True)}"
+                f"model {name!r} ({kind}) does not take text; remove 'text' to {use}, "
+                f"or pick a model that writes text: {self._choices('handwriting', text=True, latent=latent)}"
             )
         if not text and entry.takes_text:
-            if modality == "handwriting":
+            if modality == "handwriting" and not upload:
                 raise JobInputError(
                     f"model {name!r} ({kind}) writes a given text; send 'text' (the lines to write), or pick an "
                     f"unconditional model: {self._choices('handwriting')}"
                 )
             raise JobInputError(
-                f"model {name!r} ({kind}) is conditioned on text, which scoring and latent analysis do not take; "
-                f"pick an unconditional model: {self._choices(modality or entry.modality, latent=latent)}"
+                f"model {name!r} ({kind}) is conditioned on text; send 'text' (the text written in the uploaded "
+                f"line), or pick an unconditional model: {self._choices(modality or entry.modality, latent=latent)}"
             )
         if latent and not entry.has_latent:
             raise JobInputError(
                 f"model {name!r} ({entry.model.config.name}) has no latent variables to analyse; "
-                f"pick a VRNN or VRNN-I model: {self._choices(modality or entry.modality, latent=True)}"
+                f"pick a VRNN or VRNN-I model: {self._choices(modality or entry.modality, latent=True, text=text)}"
             )
         return entry.model, entry.meta, entry.name
+
+    def _text_entry(self, latent: bool, upload: bool) -> LoadedModel:
+        """The text model of a request with text and no model: `text_default`, or with `latent` (analysis) the
+        first text model with latent variables when the default has none."""
+        if self.text_default is not None and (not latent or self._models[self.text_default].has_latent):
+            return self._models[self.text_default]
+        for entry in self._models.values():
+            if entry.takes_text and (not latent or entry.has_latent):
+                return entry
+        failed = list(self.failed)
+        extra = f" ({len(failed)} checkpoint(s) failed to load: {', '.join(failed)})" if failed else ""
+        what = "handwriting model that writes text" + (" with latent variables (VRNN or VRNN-I)" if latent else "")
+        use = "read the upload unconditionally" if upload else "sample an unconditional line"
+        raise UnknownModelError(
+            f"no {what} is loaded from {self.directory}{extra}; remove 'text' to {use}, or add a checkpoint trained "
+            "with `python -m model.train --condition text`"
+        )
 
     def _default_entry(self, modality: str, latent: bool) -> LoadedModel:
         default = self.defaults.get(modality)

@@ -225,6 +225,27 @@ TextLines = Annotated[
 PrimeText = Annotated[str | None, AfterValidator(_prime_text), Want("the text of the primed line, as a string")]
 
 
+def _upload_text(value: str | None) -> str | None:
+    """The text of an uploaded line (score, analyze_latent): one line of `text`'s bounds."""
+    if value is None:
+        return None
+    if "\n" in value:
+        raise ValueError(
+            f"it has {value.count(chr(10)) + 1} lines, and an upload is read as one line of handwriting; send its "
+            "text on one line (replace each '\\n' with a space)"
+        )
+    if not value.strip():
+        raise ValueError("it is empty; send the text written in the uploaded line, or remove 'text'")
+    return value
+
+
+UploadText = Annotated[
+    str | None,
+    AfterValidator(_upload_text),
+    Want(f"the text written in the upload: one line of 1 to {limits.MAX_TEXT_LINE_CHARS} characters"),
+]
+
+
 class HandwritingRequest(_Params):
     model: ModelName = None
     text: TextLines = Field(
@@ -291,6 +312,15 @@ class DataRequest(_Params):
     )
     filename: Annotated[str | None, Want("a string such as 'speech.wav'")] = Field(
         None, max_length=limits.MAX_FILENAME_CHARS, description="Its file name; the suffix picks the parser."
+    )
+    text: UploadText = Field(
+        None,
+        max_length=limits.MAX_TEXT_LINE_CHARS,
+        description="The text written in a handwriting upload (one line of at most "
+        f"{limits.MAX_TEXT_LINE_CHARS} characters of the model's alphabet; others: 422 naming them), for a model that "
+        "writes text (GET /models: takes_text; omitted `model`: the default one): the result is then conditional on "
+        "it (`conditional`: true). Such a model needs it; other models and speech uploads refuse it (422).",
+        examples=["hello world"],
     )
 
 

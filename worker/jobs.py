@@ -333,39 +333,60 @@ class Jobs:
 
     def _upload(
         self, p: contract.DataRequest, latent: bool = False
-    ) -> tuple[Any, dict[str, Any], str, np.ndarray, str | None]:
-        """The model and the uploaded input of score/analyze_latent -> (model, meta, name, raw input, filename):
-        the named model, else the default of the data's modality."""
+    ) -> tuple[Any, dict[str, Any], str, np.ndarray, str | None, str | None]:
+        """The model and the uploaded input of score/analyze_latent -> (model, meta, name, raw input, filename, text):
+        the named model, else the default of the data's modality; with `p.text` (the text written in a handwriting
+        upload) a model that writes text (the text default unless named), and the text normalised and checked
+        against its alphabet (else None)."""
         data = _b64(p.data_b64, "data_b64")
         assert data is not None
         filename = PurePath(p.filename.replace("\\", "/")).name or None if p.filename else None  # a label, never opened
         name = p.model
+        if p.text is not None:
+            modality = _data_modality(data, filename)
+            if modality != "handwriting":
+                what = f"{filename!r}" if filename else "the uploaded data"
+                raise JobInputError(
+                    f"'text' is the text written in a handwriting upload, but {what} is {modality}; remove 'text', "
+                    f"or upload {HANDWRITING_MEDIA}"
+                )
+            model, meta, name = self.cache.get(name, latent=latent, text=True, upload=True)
+            _check_media(data, filename, meta["config"]["modality"], name)
+            text = normalise_text(p.text)
+            _check_text([text], model.config.alphabet, "text")
+            return model, meta, name, _read_upload(meta, data, filename or "the uploaded file"), filename, text
         if name is None:
             model, meta, name = self.cache.get(None, _data_modality(data, filename), latent=latent)
         else:
-            model, meta, name = self.cache.get(name, latent=latent)
+            model, meta, name = self.cache.get(name, latent=latent, upload=True)
             _check_media(data, filename, meta["config"]["modality"], name)
-        return model, meta, name, _read_upload(meta, data, filename or "the uploaded file"), filename
+        return model, meta, name, _read_upload(meta, data, filename or "the uploaded file"), filename, None
 
     def score(self, params: dict[str, Any] | None) -> dict[str, Any]:
         """ELBO and log-likelihood of an uploaded file: exact for RNNs, the IS estimate with num_samples draws
-        for VRNNs (model.inference.elbo_and_likelihood, as `python -m model.evaluate`)."""
+        for VRNNs (model.inference.elbo_and_likelihood, as `python -m model.evaluate`). With `text`, a text model's
+        scores conditional on it, under the model's lock (model.inference.score_text; never batched)."""
         p = parse_params("score", params)
         k = p.num_samples
-        model, meta, name, x_raw, _ = self._upload(p)
+        model, meta, name, x_raw, _, text = self._upload(p)
         cfg = model.config
         exact = not cfg.has_latent
         x = inference.normalised(meta, x_raw, model.device)[0]
-        scorer = self.cache.scorer(name)  # concurrent requests side by side (model.scoring), else alone
-        if scorer is not None:
-            scored = inference.wait_result(scorer, scorer.submit(x, k, SCORE_SEED))
-        else:
+        if text is not None:
             with self.cache.lock(name):
-                (scored,) = score_batch(model, [x], k, [SCORE_SEED])
-        per_frame = scored.per_frame.numpy()
+                per_frame_t, elbo_raw, ll_raw = inference.score_text(model, x, text, k, SCORE_SEED)
+            per_frame = per_frame_t.numpy()
+        else:
+            scorer = self.cache.scorer(name)  # concurrent requests side by side (model.scoring), else alone
+            if scorer is not None:
+                scored = inference.wait_result(scorer, scorer.submit(x, k, SCORE_SEED))
+            else:
+                with self.cache.lock(name):
+                    (scored,) = score_batch(model, [x], k, [SCORE_SEED])
+            per_frame, elbo_raw, ll_raw = scored.per_frame.numpy(), scored.elbo, scored.log_likelihood
         frames = len(x_raw)
-        elbo = _finite(scored.elbo, "ELBO", name)
-        log_likelihood = _finite(scored.log_likelihood, "log-likelihood", name)
+        elbo = _finite(elbo_raw, "ELBO", name)
+        log_likelihood = _finite(ll_raw, "log-likelihood", name)
         if not np.isfinite(per_frame).all():
             _finite(math.nan, "per-frame ELBO", name)
         jac = inference.norm_stats(meta).log_jacobian_per_frame
@@ -374,6 +395,7 @@ class Jobs:
             "family": cfg.family,
             "output": cfg.output,
             "modality": cfg.modality,
+            **({} if text is None else {"text": text, "conditional": True}),
             "elbo": elbo,
             "log_likelihood": log_likelihood,
             "exact": exact,
@@ -393,17 +415,29 @@ class Jobs:
 
     def analyze_latent(self, params: dict[str, Any] | None) -> dict[str, Any]:
         """The paper's Figure 2 for an uploaded file: KL per step (and per latent dimension) and delta_t,
-        as JSON lists or, with format "png", the plot. Needs a VRNN or VRNN-I model."""
+        as JSON lists or, with format "png", the plot. Needs a VRNN or VRNN-I model. With `text`, a text model's
+        analysis given the text, with the attention weights (phi) on each of its characters per step."""
         p = parse_params("analyze_latent", params)
-        model, meta, name, x_raw, filename = self._upload(p, latent=True)
+        model, meta, name, x_raw, filename, text = self._upload(p, latent=True)
         with self.cache.lock(name), torch.no_grad():
-            analysis = model.analyze(inference.normalised(meta, x_raw, model.device))
+            x = inference.normalised(meta, x_raw, model.device)
+            analysis = model.analyze(x) if text is None else model.analyze(x, [text])
         headers = {"X-Model": name}
         if p.format == "png":
             with _render_lock:
-                png = inference.latent_png(model, meta, analysis, x_raw, filename)
+                png = inference.latent_png(model, meta, analysis, x_raw, filename, text=text)
             return _wrap("image/png", headers, png)
         cfg = model.config
+        units = "kl: nats per frame; delta_mu: squared distance of posterior means (latent units)"
+        extra: dict[str, Any] = {}
+        if text is not None:
+            units += "; phi: the attention window's weight on each character (columns) at each frame (rows)"
+            extra = {
+                "text": text,
+                "conditional": True,
+                "characters": list(text),
+                "phi": _round_list(analysis.phi[0].cpu()),
+            }
         return _json(
             headers,
             {
@@ -415,8 +449,9 @@ class Jobs:
                 "kl": _round_list(analysis.kl[0].cpu()),
                 "delta_mu": _round_list(analysis.delta_mu[0].cpu()),
                 "kl_per_dim": _round_list(analysis.kl_per_dim[0].cpu()),
+                **extra,
                 "space": "normalised",
-                "units": "kl: nats per frame; delta_mu: squared distance of posterior means (latent units)",
+                "units": units,
             },
         )
 

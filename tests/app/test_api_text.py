@@ -6,8 +6,9 @@ from __future__ import annotations
 import base64
 import json
 
+import numpy as np
 import pytest
-from apikit import HAND, SPEECH, make_settings, redis_db, strokes_json, write_checkpoints
+from apikit import HAND, SPEECH, make_settings, redis_db, strokes_json, wav, write_checkpoints
 from fastapi.testclient import TestClient
 from tinyckpt import TEXT, TEXT_ALPHABET, write_tiny_text_checkpoint
 
@@ -194,3 +195,154 @@ def test_text_through_redis_gives_the_embedded_bytes(text_dir, tc):
     for result, fmt in zip(results, ("svg", "json"), strict=True):
         assert result.status_code == 200 and result.headers["x-model"] == TEXT and result.headers["x-seed"] == "9"
         assert result.content == _write(tc, body, fmt).content
+
+
+# Scoring and latent analysis given the text of a handwriting upload ----------------------------------------------
+
+
+def _direct(text_dir, text):
+    """The tiny text model loaded apart from the service, and the upload in its normalised space."""
+    from model import inference
+    from model.conditional import load_text_checkpoint
+
+    model, meta = load_text_checkpoint(text_dir / f"{TEXT}.safetensors")
+    x = inference.normalised(meta, inference.read_input(meta, strokes_json()), "cpu")
+    return model, x
+
+
+def test_score_with_text_is_the_models_conditional_likelihood(tc, text_dir):
+    import torch
+
+    from model import inference
+
+    r = tc.post("/score", json={"data_b64": B64_STROKES, "text": "hello"})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-model"] == TEXT
+    j = r.json()
+    assert j["model"] == TEXT and j["text"] == "hello" and j["conditional"] is True
+    assert j["exact"] is False and j["num_samples"] == 40 and j["frames"] == len(j["per_frame"])
+    # The same numbers straight from the model: the IS-40 estimate and the ELBO with the scorer's seed (0).
+    model, x = _direct(text_dir, "hello")
+    # (TextVRNN.log_likelihood takes the log-mean-exp in float32, the service in float64: float32 rounding apart.)
+    direct = model.log_likelihood(x, ["hello"], None, 40, torch.Generator().manual_seed(0))
+    assert j["log_likelihood"] == pytest.approx(float(direct[0]), rel=1e-6)
+    elbo, ll = inference.elbo_and_likelihood(model, x, None, 40, torch.Generator().manual_seed(0), ["hello"])
+    assert (j["elbo"], j["log_likelihood"]) == (float(elbo[0]), float(ll[0]))
+    assert j["elbo"] <= j["log_likelihood"]
+    with torch.no_grad():
+        out = model(x, ["hello"], None, generator=torch.Generator().manual_seed(0))
+    assert j["per_frame"] == pytest.approx((-(out.nll + out.kl))[0].tolist(), abs=1e-4)
+    # Another text, another score; the same text, the same bytes (multipart or JSON, white space folded).
+    other = tc.post("/score", json={"data_b64": B64_STROKES, "text": "world"}).json()
+    assert other["text"] == "world" and other["log_likelihood"] != j["log_likelihood"]
+    form = tc.post("/score", files={"file": ("line.json", strokes_json())}, data={"text": "  hello "})
+    assert form.status_code == 200 and form.content == r.content
+    k8 = tc.post("/score", json={"data_b64": B64_STROKES, "text": "hello", "num_samples": 8, "model": TEXT}).json()
+    assert k8["num_samples"] == 8 and k8["log_likelihood"] == pytest.approx(
+        float(model.log_likelihood(x, ["hello"], None, 8, torch.Generator().manual_seed(0))[0]), rel=1e-6
+    )
+
+
+def test_analysis_with_text_gives_the_attention_on_each_character(tc, text_dir):
+    r = tc.post("/analyze/latent", json={"data_b64": B64_STROKES, "text": "he llo"})
+    assert r.status_code == 200, r.text
+    j = r.json()
+    assert j["model"] == TEXT and j["text"] == "he llo" and j["conditional"] is True
+    assert j["characters"] == list("he llo") and "phi" in j["units"]
+    frames = j["frames"]
+    assert len(j["kl"]) == len(j["delta_mu"]) == len(j["kl_per_dim"]) == frames and j["delta_mu"][0] == 0
+    assert len(j["phi"]) == frames and all(len(row) == 6 for row in j["phi"])
+    assert all(sum(row) > 0 for row in j["phi"])
+    model, x = _direct(text_dir, "he llo")
+    direct = model.analyze(x, ["he llo"])
+    assert np.allclose(j["phi"], direct.phi[0].numpy(), rtol=0, atol=1e-4)
+    assert j["kl"] == pytest.approx(direct.kl[0].tolist(), abs=1e-4)
+    assert [sum(row) for row in j["kl_per_dim"]] == pytest.approx(j["kl"], abs=1e-3)
+    form = tc.post("/analyze/latent", files={"file": ("line.json", strokes_json())}, data={"text": "he llo"})
+    assert form.content == r.content
+    # The PNG: Figure 2 with the attention panel under it (a taller figure than without text).
+    png = tc.post("/analyze/latent?format=png", json={"data_b64": B64_STROKES, "text": "he llo"})
+    plain = tc.post("/analyze/latent?format=png", json={"data_b64": B64_STROKES})
+    assert png.status_code == plain.status_code == 200 and png.content.startswith(b"\x89PNG")
+    height = int.from_bytes(png.content[20:24], "big")
+    assert height > int.from_bytes(plain.content[20:24], "big") and png.headers["x-model"] == TEXT
+
+
+@pytest.mark.parametrize("url", ["/score", "/analyze/latent"])
+def test_text_on_uploads_refuses_what_it_cannot_read(tc, url):
+    def post(**body):
+        r = tc.post(url, json={"data_b64": B64_STROKES, **body})
+        assert r.status_code == 422, r.text
+        return r.json()["detail"]
+
+    detail = post(text="hellö wörld?")
+    assert "'ö'" in detail and "'?'" in detail and "'text'" in detail and "remove or replace" in detail
+    detail = post(model=TEXT)
+    assert "send 'text'" in detail and "conditioned on text" in detail
+    detail = post(model=HAND, text="hello")
+    assert "does not take text" in detail and "remove 'text'" in detail and TEXT in detail
+    detail = post(data_b64=base64.b64encode(wav(0.2)).decode(), text="hello")
+    assert "'text'" in detail and "speech" in detail and "remove 'text'" in detail
+    detail = post(data_b64=base64.b64encode(wav(0.2)).decode(), text="hello", model=SPEECH)
+    assert "is speech; remove 'text'" in detail
+    assert "one line" in post(text="hello\nworld")
+    assert "at most 100 characters" in post(text="a" * 101)
+    assert "is empty" in post(text="   ")
+    form = tc.post(url, files={"file": ("line.json", strokes_json())}, data={"text": "xyz"})
+    assert form.status_code == 422 and "'x'" in form.json()["detail"]
+
+
+def test_score_and_analysis_without_text_are_unchanged_beside_a_text_model(tc, client):
+    for url, body in (
+        ("/score", {"data_b64": B64_STROKES, "num_samples": 5}),
+        ("/analyze/latent", {"data_b64": B64_STROKES}),
+        ("/analyze/latent?format=png", {"data_b64": B64_STROKES}),
+    ):
+        with_text, without = tc.post(url, json=body), client.post(url, json=body)
+        assert with_text.status_code == 200 and with_text.content == without.content
+        assert with_text.headers["x-model"] == HAND
+        assert "conditional" not in with_text.text[:2000] or url.endswith("png")
+
+
+def test_the_openapi_document_has_text_for_uploads(tc):
+    paths = tc.get("/openapi.json").json()["paths"]
+    for url in ("/score", "/analyze/latent"):
+        content = paths[url]["post"]["requestBody"]["content"]
+        for media in ("application/json", "multipart/form-data"):
+            field = content[media]["schema"]["properties"]["text"]
+            assert field["anyOf"][0]["maxLength"] == 100 and "takes_text" in field["description"]
+
+
+def test_scoring_and_analysis_with_text_through_redis_give_the_embedded_bytes(text_dir, tc):
+    pytest.importorskip("redis")
+    from apikit import REDIS_URL
+    from rq import SimpleWorker
+
+    from worker import queueing
+    from worker.cache import ModelCache, set_cache
+
+    queue_name = "vrnn-api-text-read"
+    settings = make_settings(text_dir, redis_url=REDIS_URL, queue_name=queue_name, sync_wait_s=0.2)
+    calls = [
+        ("/score", {"data_b64": B64_STROKES, "text": "hello", "num_samples": 6}),
+        ("/analyze/latent", {"data_b64": B64_STROKES, "text": "hello"}),
+        ("/analyze/latent?format=png", {"data_b64": B64_STROKES, "text": "hello"}),
+    ]
+    with redis_db() as db:
+        set_cache(ModelCache(text_dir, device="cpu"))
+        try:
+            queue = queueing.make_queue(db, queue_name)
+            w = SimpleWorker([queue], connection=db, serializer=queueing.SERIALIZER)
+            db.set(queueing.models_key(w.name), json.dumps({"models": [TEXT], "queue": queue_name}), ex=60)
+            w.register_birth()
+            with TestClient(create_app(settings)) as c:
+                jobs = [c.post(url, json=body, headers={"Prefer": "respond-async"}) for url, body in calls]
+                assert [j.status_code for j in jobs] == [202, 202, 202]
+                w.register_death()
+                w.work(burst=True)
+                results = [c.get(f"/jobs/{j.json()['id']}/result") for j in jobs]
+        finally:
+            set_cache(None)
+    for result, (url, body) in zip(results, calls, strict=True):
+        assert result.status_code == 200 and result.headers["x-model"] == TEXT
+        assert result.content == tc.post(url, json=body).content
