@@ -63,11 +63,23 @@ class GravesWindow(nn.Module):
         return window(a_hat, b_hat, kappa_prev + torch.exp(k_hat), chars, char_mask)
 
 
-def window(a_hat: Tensor, b_hat: Tensor, kappa: Tensor, chars: Tensor, char_mask: Tensor) -> Window:
-    """Eqs. 46-47 for given (a_hat, b_hat) (B, K) and centres kappa (B, K)."""
+def positions(chars: Tensor, char_mask: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+    """(u = 1 .. U + 1, each line's length) of a batch of lines: what `window` needs besides the state (a sampler
+    computes them once per line instead of once per step)."""
+    return torch.arange(1, chars.shape[1] + 2, device=like.device, dtype=like.dtype), char_mask.sum(dim=1)
+
+
+def window(
+    a_hat: Tensor,
+    b_hat: Tensor,
+    kappa: Tensor,
+    chars: Tensor,
+    char_mask: Tensor,
+    pos: tuple[Tensor, Tensor] | None = None,
+) -> Window:
+    """Eqs. 46-47 for given (a_hat, b_hat) (B, K) and centres kappa (B, K); `pos`: `positions(...)` if known."""
     U = chars.shape[1]
-    lengths = char_mask.sum(dim=1)
-    u = torch.arange(1, U + 2, device=kappa.device, dtype=kappa.dtype)  # 1 .. U and one past the longest line
+    u, lengths = pos if pos is not None else positions(chars, char_mask, kappa)  # u: 1 .. U and one past the longest
     # (B, K, U + 1): a_hat - beta (kappa - u)^2, summed over k in log space.
     logits = a_hat.unsqueeze(-1) - torch.exp(b_hat).unsqueeze(-1) * (kappa.unsqueeze(-1) - u) ** 2
     phi_all = torch.exp(torch.logsumexp(logits, dim=1))  # (B, U + 1)

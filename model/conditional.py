@@ -32,11 +32,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import defaults
-from .attention import GravesWindow, Window, window
+from .attention import GravesWindow, Window, positions, window
 from .checkpoint import CheckpointError, _paths, load_weights, read_metadata
 from .config import ModelConfig
 from .distributions import gaussian_kl, gaussian_log_prob, standard_normal_kl
 from .networks import MLP, BivariateOutput, LoopProduct, lstm_pointwise
+from .stepper import Stepper
 from .text import encode, one_hot_batch
 from .vrnn import Recurrence, VRNNOutput, draw, sampling_mode
 
@@ -312,10 +313,12 @@ class TextVRNN(Recurrence):
         mean: bool | str = False,
         prime: tuple[Tensor, str] | None = None,
         steps_per_char: float = MAX_STEPS_PER_CHAR,
+        reference: bool = False,
     ) -> TextSample:
         """Write each text (one line each) until the stopping rule fires, or `max_steps` (default
         `steps_per_char` x characters). `prime` = (offsets (T0, 3) in normalised space, its text): read first
-        through the posterior; each line then continues in its style. Modes and bias as `VRNN.sample`."""
+        through the posterior; each line then continues in its style. Modes and bias as `VRNN.sample`. The steps run
+        through `model.stepper` (the modules' bits); `reference` runs them through the modules instead."""
         mode = sampling_mode(None, temperature, bias, mean)
         if not texts:
             raise ValueError("give at least one text")
@@ -339,29 +342,41 @@ class TextVRNN(Recurrence):
         phis: list[Tensor] = []
         done = torch.zeros(B, dtype=torch.bool, device=self.device)
         ended_at = torch.full((B,), cap, dtype=torch.long)
+        lean = None if reference else Stepper(self)  # the modules' operations off the weights (model.stepper)
+        win_w, win_b = self.window.params.weight, self.window.params.bias
+        pos = positions(chars, char_mask, state[0])
         for t in range(cap):
             h, c, kappa = state
-            win = self.window(h, kappa, chars, char_mask)
-            if self.phi_z is None:
-                params = self.decoder(h, win.w)
-                pz = None
-            else:
-                mu_p, std_p = self._prior(h, win.w)
-                noise = self._noise(generator, B)
-                assert noise is not None
-                pz = self.phi_z(mu_p + std_p * noise)
-                params = self.decoder(pz, h, win.w)
+            if lean is None:
+                win = self.window(h, kappa, chars, char_mask)
+                if self.phi_z is None:
+                    params = self.decoder(h, win.w)
+                    pz = None
+                else:
+                    mu_p, std_p = self._prior(h, win.w)
+                    noise = self._noise(generator, B)
+                    assert noise is not None
+                    pz = self.phi_z(mu_p + std_p * noise)
+                    params = self.decoder(pz, h, win.w)
+            else:  # GravesWindow.forward's operations, then the stepper's
+                a_hat, b_hat, k_hat = F.linear(h, win_w, win_b).chunk(3, dim=-1)
+                win = window(a_hat, b_hat, kappa + torch.exp(k_hat), chars, char_mask, pos)
+                params, pz = lean.emit(h, self._noise(generator, B), win.w)
             x, emitted = draw(head, params, mode, generator, temperature, bias)
             outs.append(emitted)
             phis.append(win.phi)
-            newly = win.finished & ~done
+            finished = win.finished
+            newly = finished & ~done
             ended_at[newly.cpu()] = t + 1
-            done |= win.finished
+            done |= finished
             if bool(done.all()):
                 break
-            px = self.phi_x(x)
-            rnn_in = torch.cat([px, win.w] if pz is None else [px, pz, win.w], dim=-1)
-            h, c = self.rnn(rnn_in, (h, c))
+            if lean is None:
+                px = self.phi_x(x)
+                rnn_in = torch.cat([px, win.w] if pz is None else [px, pz, win.w], dim=-1)
+                h, c = self.rnn(rnn_in, (h, c))
+            else:
+                h, c = lean.advance(x, pz, h, c, win.w)
             state = (h, c, win.kappa)
         xs, ph = torch.stack(outs, 1), torch.stack(phis, 1)
         start = (lengths - own.to(lengths.device)).tolist()  # the primed characters come first

@@ -67,7 +67,7 @@ class _Latent:
 
 
 class Stepper:
-    """One sampling step of a plain (not row-wise) `VRNN`, split where the caller draws x_t:
+    """One sampling step of a plain (not row-wise) `VRNN` or `conditional.TextVRNN`, split where the caller draws x_t:
 
     params, pz = stepper.emit(h, z_noise)      # p(z_t | h) -> z_t -> phi_z -> p(x_t | z_t, h); pz None for RNNs
     h, c = stepper.advance(x, pz, h, c)        # phi_x(x_t) -> LSTM
@@ -83,20 +83,23 @@ class Stepper:
         rnn = model.rnn
         self.lstm = (rnn.weight_ih, rnn.weight_hh, rnn.bias_ih, rnn.bias_hh)
 
-    def emit(self, h: Tensor, z_noise: Tensor | None) -> tuple[Any, Tensor | None]:
+    def emit(self, h: Tensor, z_noise: Tensor | None, *extra: Tensor) -> tuple[Any, Tensor | None]:
         """The output distribution's parameters for x_t (the head's tuple) and phi_z(z_t) (None without a latent);
-        z_t = mu_p + std_p * z_noise (N(0, I) for VRNN-I: mu 0, std 1, as `Recurrence._prior` gives)."""
+        z_t = mu_p + std_p * z_noise (N(0, I) for VRNN-I: mu 0, std 1, as `Recurrence._prior` gives). `extra`: what
+        every network also reads (a text model's window vector w_t)."""
         if self.phi_z is None:
-            return self.head(self.decoder(h)), None
+            return self.head(self.decoder(h, *extra)), None
         assert z_noise is not None
         if self.prior is None:
             mu_p, std_p = h.new_zeros(z_noise.shape), h.new_ones(z_noise.shape)
         else:
-            mu_p, std_p = self.prior(h)
+            mu_p, std_p = self.prior(h, *extra)
         pz = self.phi_z(mu_p + std_p * z_noise)
-        return self.head(self.decoder(pz, h)), pz
+        return self.head(self.decoder(pz, h, *extra)), pz
 
-    def advance(self, x: Tensor, pz: Tensor | None, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    def advance(self, x: Tensor, pz: Tensor | None, h: Tensor, c: Tensor, *extra: Tensor) -> tuple[Tensor, Tensor]:
         px = self.phi_x(x)
-        h2, c2 = torch.lstm_cell(px if pz is None else torch.cat([px, pz], dim=-1), (h, c), *self.lstm)
+        parts = [px, *([] if pz is None else [pz]), *extra]
+        rnn_in = torch.cat(parts, dim=-1) if len(parts) > 1 else px
+        h2, c2 = torch.lstm_cell(rnn_in, (h, c), *self.lstm)
         return h2, c2

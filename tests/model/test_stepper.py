@@ -68,3 +68,31 @@ def test_a_changed_weight_changes_the_samples():
         model.decoder.head.hidden_to_params.bias.add_(1.0)
     after, ref = both(model, 1, seed=2, steps=10)
     assert torch.equal(after, ref) and not torch.equal(before, after)
+
+
+@pytest.mark.parametrize("kind", [(f, o) for f in ("rnn", "vrnn-i", "vrnn") for o in ("gauss", "gmm")], ids="-".join)
+@pytest.mark.parametrize("mode", MODES)
+def test_text_models_give_the_module_loops_bits(kind, mode):
+    """TextVRNN.sample through the stepper (with the window's vector as every network's extra input) against its
+    module loop: the same lines, attention and stopping, with a temperature, a bias and a primed style."""
+    from model import ModelConfig
+    from model.conditional import TextVRNN
+
+    torch.manual_seed(2)
+    cfg = ModelConfig(
+        family=kind[0], output=kind[1], modality="handwriting", x_dim=3, z_dim=4, h_dim=16, mlp_layers=2,
+        mlp_width=8, n_components=3, alphabet=" abcdeh", window_components=3,
+    )  # fmt: skip
+    model = perturb(TextVRNN(cfg).eval(), 0.3)
+    prime = make_x(cfg, 1, 6, seed=4)[0]
+    for kw in ({}, {"temperature": 0.7, "bias": 0.5}, {"prime": (prime, "bed")}):
+        out = []
+        for reference in (False, True):
+            with torch.inference_mode():
+                s = model.sample(["abc", "head"], max_steps=30, generator=torch.Generator().manual_seed(9),
+                                 mean=mode, reference=reference, **kw)  # fmt: skip
+            out.append(s)
+        fast, ref = out
+        assert fast.finished == ref.finished, kw
+        for a, b in zip(fast.offsets + fast.phi, ref.offsets + ref.phi, strict=True):
+            assert torch.equal(a, b), kw
