@@ -42,6 +42,7 @@ from .data.texts import corpus_texts
 from .evaluate import evaluate_sequences, load_corpus
 from .networks import max_col_norm_
 from .runtime import resolve_device, tune_malloc
+from .styles import StylesError, add_styles, corpus_styles, styles_path
 from .text import DEFAULT_ALPHABET, UnsupportedCharactersError, encode
 from .vrnn import INIT_SCHEMES, VRNN, build_model
 
@@ -917,7 +918,21 @@ def finish(
     }
     meta = metadata(conf, model.config, corpus, state, partial=False, metrics=metrics, texts=text_report)
     save_checkpoint(model, out, metadata=meta)  # type: ignore[arg-type]
+    if texts is not None:
+        write_text_styles(out, corpus, model.config.alphabet)
     print(json.dumps({"checkpoint": str(out), "name": model.config.name, **metrics}, indent=2))
+
+
+def write_text_styles(out: Path, corpus: Corpus, alphabet: str) -> None:
+    """A text model's named styles (model.styles): one line per writer of the test split, in NAME.styles.json beside
+    the checkpoint (replacing what was there). Never fails the training: a problem is a warning."""
+    try:
+        styles = corpus_styles(corpus, alphabet, "test")
+        if styles:
+            add_styles(out, styles, alphabet, replace=True)
+            print(f"styles: {', '.join(s.name for s in styles)} in {styles_path(out)}", file=sys.stderr)
+    except (StylesError, DataError, OSError) as e:
+        print(f"warning: no styles written beside {out}: {e}", file=sys.stderr)
 
 
 def write_logs(rows: list[dict[str, Any]], conf: TrainConfig, cfg: ModelConfig) -> None:

@@ -38,6 +38,7 @@ from typing import Any
 
 from model.inference import load
 from model.runtime import resolve_device
+from model.styles import Style, StylesError, load_styles, styles_path
 
 from . import limits
 from .contract import JobInputError, UnknownModelError, looks_like_checkpoint, model_summary
@@ -59,6 +60,7 @@ class LoadedModel:
     meta: dict[str, Any]
     path: Path
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    styles: dict[str, Style] = field(default_factory=dict, repr=False)  # a text model's named styles (model.styles)
 
     @property
     def modality(self) -> str:
@@ -143,7 +145,9 @@ class ModelCache:
                 self.failed[name] = message
                 log.error("checkpoint %s failed to load: %s", name, message)
                 continue
-            self._models[name] = LoadedModel(name, model, meta, path)
+            entry = self._models[name] = LoadedModel(name, model, meta, path)
+            if entry.takes_text:
+                entry.styles = self._load_styles(name, path, model.config.alphabet)
             log.info(
                 "loaded checkpoint %s (%s %s, %s) on %s",
                 name,
@@ -162,6 +166,23 @@ class ModelCache:
                 weights = meta_path.with_suffix(".safetensors")
                 self.failed[name] = f"{weights}: missing (the JSON has no weights beside it)"
                 log.error("checkpoint %s failed to load: %s", name, self.failed[name])
+
+    def _load_styles(self, name: str, path: Path, alphabet: str) -> dict[str, Style]:
+        """A text model's NAME.styles.json ({} when absent); one that is too large or invalid is left out with a
+        warning, and the model serves without named styles."""
+        try:
+            styles = load_styles(path, alphabet)
+        except StylesError as e:
+            message = str(e)
+            if str(styles_path(path)) not in message:
+                message = f"{styles_path(path)}: {message}"
+            message = f"checkpoint {name}: its styles are not loaded: {message}"
+            self.warnings.append(message)
+            log.warning(message)
+            return {}
+        if styles:
+            log.info("checkpoint %s: %d style(s): %s", name, len(styles), ", ".join(styles))
+        return styles
 
     def _pick_default(self, modality: str, wanted: str | None) -> str | None:
         """The setting's model if it is loaded and of this modality, else a preferred one (below)."""
@@ -311,6 +332,29 @@ class ModelCache:
         kind = f"{kind} that write text" if text else kind
         return f"the loaded {kind} are {', '.join(names)}" if names else f"no {kind} are loaded"
 
+    def style(self, name: str, style: str) -> Style:
+        """The named style of loaded text model `name`; JobInputError listing its styles when it has no such one."""
+        entry = self._models.get(name)
+        if entry is None:
+            raise UnknownModelError(f"no model named {name!r}")
+        found = entry.styles.get(style)
+        if found is not None:
+            return found
+        shown = style if len(style) <= limits.MAX_STYLE_NAME_CHARS else style[: limits.MAX_STYLE_NAME_CHARS] + "..."
+        if entry.styles:
+            raise JobInputError(
+                f"model {name!r} has no style {shown!r}; pick one of its styles: {', '.join(entry.styles)} "
+                "(GET /models), or send a line of your own as 'prime' with its text as 'prime_text'"
+            )
+        raise JobInputError(
+            f"model {name!r} has no named styles (GET /models: styles); remove 'style', or send a line of your own "
+            "as 'prime' with its text as 'prime_text'"
+        )
+
+    def style_names(self) -> dict[str, list[str]]:
+        """{text model: the names of its loaded styles}."""
+        return {n: list(e.styles) for n, e in self._models.items() if e.takes_text}
+
     def lock(self, name: str) -> threading.Lock:
         """The inference lock of a loaded model: hold it while the model runs (a thread pool may call
         the job functions concurrently; one model's modules are not re-entrant-safe to share)."""
@@ -386,7 +430,7 @@ class ModelCache:
     def describe(self) -> dict[str, Any]:
         """JSON-safe metadata of every loaded model, the load failures, the defaults and the device."""
         models = [
-            {**model_summary(name, e.meta), "default": self.defaults.get(e.modality) == name}
+            {**model_summary(name, e.meta, list(e.styles)), "default": self.defaults.get(e.modality) == name}
             for name, e in self._models.items()
         ]
         return {

@@ -223,6 +223,20 @@ TextLines = Annotated[
     ),
 ]
 PrimeText = Annotated[str | None, AfterValidator(_prime_text), Want("the text of the primed line, as a string")]
+StyleName = Annotated[
+    str | None,
+    Field(
+        min_length=1,
+        max_length=limits.MAX_STYLE_NAME_CHARS,
+        pattern=limits.MODEL_NAME_PATTERN,
+        description="With `text`: the name of a style shipped with the model (GET /models: its `styles`, e.g. "
+        "'w058'): the model is primed with that writer's line and its text, as `prime` with `prime_text` would, and "
+        "writes `text` in that style. Not with `prime` or `prime_text`; a name the model lacks: 422 listing its "
+        f"styles. Letters, digits, '.', '_' and '-', at most {limits.MAX_STYLE_NAME_CHARS} characters.",
+        examples=[None],
+    ),
+    Want("a style name such as 'w058' (letters, digits, '.', '_' and '-'; see the model's styles in /models)"),
+]
 
 
 def _upload_text(value: str | None) -> str | None:
@@ -281,6 +295,7 @@ class HandwritingRequest(_Params):
         description="With `text` and `prime`: the text written in the `prime` line (one line; its characters in the "
         "model's alphabet), so that the model writes `text` in that line's style.",
     )
+    style: StyleName = None
     stroke_width: float = Field(
         DEFAULT_STROKE_WIDTH, gt=0, le=limits.MAX_STROKE_WIDTH, description="SVG stroke width in pixels."
     )
@@ -495,12 +510,16 @@ def sniff(data: bytes) -> str | None:
 # Checkpoints -------------------------------------------------------------------------------------------------------
 
 MAX_METADATA_BYTES = 1024 * 1024  # a checkpoint's JSON is a few kB; anything this large is not one
+STYLES_SUFFIX = ".styles.json"  # a text checkpoint's named styles, beside NAME.json (model.styles)
+MAX_STYLES_BYTES = 1024 * 1024  # model.styles.MAX_STYLES_BYTES: a larger styles file is refused
 
 
-def model_summary(name: str, meta: dict[str, Any]) -> dict[str, Any]:
-    """One checkpoint's public description in GET /models (normalisation statistics and the like stay private)."""
+def model_summary(name: str, meta: dict[str, Any], styles: list[str] | None = None) -> dict[str, Any]:
+    """One checkpoint's public description in GET /models (normalisation statistics and the like stay private);
+    `styles`: a text model's style names ([] without any; None for the other models)."""
     cfg = meta["config"]
     modality = cfg.get("modality")
+    takes_text = bool(cfg.get("alphabet"))
     return {
         "name": name,
         "display_name": meta.get("name"),
@@ -508,8 +527,9 @@ def model_summary(name: str, meta: dict[str, Any]) -> dict[str, Any]:
         "family": cfg.get("family"),
         "output": cfg.get("output"),
         "latent": cfg.get("family") != "rnn",
-        "takes_text": bool(cfg.get("alphabet")),
+        "takes_text": takes_text,
         "alphabet": cfg.get("alphabet") or None,
+        "styles": list(styles or []) if takes_text else None,
         "sample_rate": meta.get("sample_rate") if modality == "speech" else None,
         "frame_size": meta.get("frame_size", cfg.get("x_dim")),
         "params": meta.get("params"),
@@ -528,3 +548,18 @@ def looks_like_checkpoint(path: Path) -> bool:
     except (OSError, UnicodeDecodeError, ValueError):
         return False
     return isinstance(meta, dict) and isinstance(meta.get("config"), dict) and "format_version" in meta
+
+
+def style_names(meta_path: Path) -> list[str]:
+    """The style names in the NAME.styles.json beside a checkpoint's NAME.json, read without checking the styles
+    themselves ([] when there is none, or it is too large or not a styles file): GET /models in Redis mode, where the
+    workers, which check the file in full (model.styles), publish the names they loaded."""
+    path = meta_path.with_name(meta_path.name.removesuffix(".json") + STYLES_SUFFIX)
+    try:
+        if path.stat().st_size > MAX_STYLES_BYTES:
+            return []
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return []
+    styles = doc.get("styles") if isinstance(doc, dict) else None
+    return [str(n) for n in styles] if isinstance(styles, dict) else []

@@ -233,6 +233,10 @@ class Jobs:
         prime_data = _b64(p.prime_b64, "prime_b64")
         if p.text is not None:
             return self._write_text(p, seed, color, prime_data)
+        if p.style is not None:
+            raise JobInputError(
+                "'style' is the style to write 'text' in; send 'text' (the lines to write) too, or remove 'style'"
+            )
         if p.prime_text is not None:
             raise JobInputError(
                 "'prime_text' is the text of a primed line for 'text'; send 'text' (the lines to write) too, or remove "
@@ -274,6 +278,15 @@ class Jobs:
         alphabet = model.config.alphabet
         lines = [normalise_text(line) for line in p.text.split("\n")]
         _check_text(lines, alphabet, "text")
+        prime, prime_text = None, p.prime_text
+        if p.style is not None:  # one of the model's own lines and its text, as 'prime' with 'prime_text'
+            if prime_data is not None or p.prime_text is not None:
+                raise JobInputError(
+                    "'style' primes the model with one of its own lines, and 'prime' with 'prime_text' with yours; "
+                    "send one of them: remove 'style', or remove 'prime' and 'prime_text'"
+                )
+            style = self.cache.style(name, p.style)
+            prime, prime_text = style.offsets, style.text
         if p.prime_text is not None:
             _check_text([p.prime_text], alphabet, "prime_text")
         if prime_data is not None and p.prime_text is None:
@@ -285,7 +298,6 @@ class Jobs:
             raise JobInputError(
                 "'prime_text' is the text of the 'prime' line; send that line as 'prime' too, or remove 'prime_text'"
             )
-        prime = None
         if prime_data is not None:
             _check_media(prime_data, None, "handwriting", name)
             prime = _read_upload(meta, prime_data, "the prime")
@@ -302,7 +314,7 @@ class Jobs:
                     temperature=p.temperature,
                     bias=p.bias,
                     prime=prime,
-                    prime_text=p.prime_text,
+                    prime_text=prime_text,
                 )
         except inference.InferenceError as e:
             raise JobInputError(str(e)) from None

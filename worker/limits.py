@@ -19,6 +19,8 @@ MAX_STEPS = 3000
 MAX_TEXT_LINES = 10
 MAX_TEXT_LINE_CHARS = 100
 MAX_PRIME_TEXT_CHARS = 99
+# A named style of a text checkpoint (NAME.styles.json, model.styles): a name of the model-name pattern, shorter.
+MAX_STYLE_NAME_CHARS = 64
 
 # Temperature scales output stds; above 5 samples are noise, and 0 would be a division by zero. Any positive value
 # up to it samples (model.distributions.sharpen): a tiny or subnormal one gives the T -> 0 limit, never inf or NaN.

@@ -306,6 +306,13 @@ class RedisBackend:
                 for name, why in reasons.items():
                     catalog["failed"].setdefault(str(name), str(why)[:500])
         catalog["models"] = [m for m in catalog["models"] if m["name"] not in catalog["failed"]]
+        # A text model's styles as the workers loaded them (they check NAME.styles.json in full; the catalog only
+        # reads its names).
+        styles = next((w["styles"] for w in workers.values() if isinstance(w.get("styles"), dict)), None)
+        if styles is not None:
+            for m in catalog["models"]:
+                if m.get("takes_text") and isinstance(styles.get(m["name"]), list):
+                    m["styles"] = [str(s) for s in styles[m["name"]]]
         defaults = next((w["defaults"] for w in workers.values() if isinstance(w.get("defaults"), dict)), None)
         if defaults is not None:
             catalog["defaults"] = defaults

@@ -84,6 +84,17 @@ def test_text_training_writes_a_text_checkpoint_that_samples(trained):
     assert (stem.parent / (stem.name + ".curves.png")).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_text_training_writes_one_style_per_test_writer(trained, demo):
+    from model.data.handwriting import load_handwriting_corpus, manifest_writers
+    from model.styles import load_styles, styles_path
+
+    styles = load_styles(trained, DEFAULT_ALPHABET)
+    writers = manifest_writers(demo)
+    test_writers = sorted({writers[rel] for rel in load_handwriting_corpus(demo).names["test"]})
+    assert styles_path(trained).is_file() and list(styles) == test_writers
+    assert all(s.writer == s.name and 2 <= len(s.offsets) <= 1000 and s.text for s in styles.values())
+
+
 def test_text_training_resumes(trained, demo, capsys):
     args = text_args(demo, trained, "--max-steps", "5", "--eval-every", "2", "--resume")
     assert train_mod.main(args) == 0
