@@ -26,7 +26,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, Self, cast
 
 import torch
 from torch import Tensor
@@ -95,22 +95,71 @@ class EngineStats:
         }
 
 
-class SamplingEngine:
+class BatchThread:
+    """What the batchers share (`SamplingEngine`, `scoring.ScoringBatcher`): requests queued behind a condition, a
+    daemon thread running the subclass's `_loop`, `stop`, liveness, and stepping in the caller's thread."""
+
+    thread_name = "vrnn-batcher"
+
+    def __init__(self) -> None:
+        self._waiting: collections.deque = collections.deque()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    def _enqueue(self, request: Any) -> Future:
+        with self._cond:
+            self._waiting.append(request)
+            self._cond.notify_all()
+        return request.future
+
+    def start(self) -> Self:
+        """Run the batch loop in a daemon thread (until `stop`)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name=self.thread_name, daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the loop once it holds no request (it finishes those it has) and wait for it."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        """Whether the batch loop's thread is running (started, not stopped, not dead)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def run_until_idle(self) -> None:
+        """Step in the calling thread until nothing is waiting or running (tests, batch jobs)."""
+        while self.step():
+            pass
+
+    def step(self) -> bool:
+        raise NotImplementedError
+
+    def _loop(self) -> None:
+        raise NotImplementedError
+
+
+class SamplingEngine(BatchThread):
+    thread_name = "vrnn-sampling-engine"
+
     def __init__(self, model: VRNN, max_batch: int = 16, max_wait_s: float = 0.0):
         if max_batch < 1 or not (max_wait_s >= 0 and math.isfinite(max_wait_s)):
             raise ValueError(f"need max_batch >= 1 and max_wait_s >= 0, got {max_batch}, {max_wait_s}")
+        super().__init__()
         self.model = model.eval()
         self.fast = cast(VRNN, rowwise_copy(self.model))  # a copy of the same class, row-invariant inside
         self.stepper = Stepper(self.model)  # batch 1 (the rowwise copy computes as the plain model there)
         self.max_batch, self.max_wait_s = max_batch, max_wait_s
         self.stats = EngineStats()
-        self._waiting: collections.deque[_Request] = collections.deque()
         self._rows: list[_Request] = []
         self._h: Tensor | None = None
         self._c: Tensor | None = None
-        self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
-        self._stopping = False
 
     # ------------------------------------------------------------------ client side
 
@@ -133,35 +182,7 @@ class SamplingEngine:
             generator = torch.Generator(device=self.model.device)
             if seed is not None:
                 generator.manual_seed(seed)
-        request = _Request(steps, generator, float(temperature), float(bias), mode, prime, Future())
-        with self._cond:
-            self._waiting.append(request)
-            self._cond.notify_all()
-        return request.future
-
-    def start(self) -> SamplingEngine:
-        """Run the batch loop in a daemon thread (until `stop`)."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="vrnn-sampling-engine", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self, timeout: float | None = None) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    @property
-    def alive(self) -> bool:
-        """Whether the batch loop's thread is running (started, not stopped, not dead)."""
-        return self._thread is not None and self._thread.is_alive()
-
-    def run_until_idle(self) -> None:
-        """Step in the calling thread until nothing is waiting or running (tests, batch jobs)."""
-        while self.step():
-            pass
+        return self._enqueue(_Request(steps, generator, float(temperature), float(bias), mode, prime, Future()))
 
     # ------------------------------------------------------------------ the batch loop
 

@@ -16,9 +16,7 @@ most `max_batch` sequences and at most `budget` of (sequences x K x longest T) (
 
 from __future__ import annotations
 
-import collections
 import math
-import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -28,7 +26,7 @@ import torch
 from torch import Tensor
 
 from .distributions import RowGenerators
-from .engine import EngineStats
+from .engine import BatchThread, EngineStats
 from .runtime import apply_threads
 from .vrnn import VRNN
 
@@ -78,19 +76,18 @@ def score_batch(model: VRNN, xs: list[Tensor], k: int, seeds: list[int]) -> list
     return [ScoreResult(per_frame[i, : lengths[i]].cpu(), float(elbos[i]), float(lls[i])) for i in range(len(xs))]
 
 
-class ScoringBatcher:
+class ScoringBatcher(BatchThread):
+    thread_name = "vrnn-scoring-batcher"
+
     def __init__(self, model: VRNN, max_batch: int = 8, max_wait_s: float = 0.0, budget: int = DEFAULT_BUDGET):
         if max_batch < 1 or budget < 1 or not (max_wait_s >= 0 and math.isfinite(max_wait_s)):
             raise ValueError(
                 f"need max_batch, budget >= 1 and max_wait_s >= 0, got {max_batch}, {budget}, {max_wait_s}"
             )
+        super().__init__()
         self.model = model.eval()
         self.max_batch, self.max_wait_s, self.budget = max_batch, max_wait_s, budget
         self.stats = EngineStats()  # steps: batches run; batch_sizes: sequences per batch; queue waits
-        self._waiting: collections.deque[_Request] = collections.deque()
-        self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
-        self._stopping = False
 
     def submit(self, x: Tensor, num_samples: int, seed: int) -> Future:
         """Queue one sequence x (T, D) in the model's normalised space; the Future's result is a ScoreResult."""
@@ -98,33 +95,7 @@ class ScoringBatcher:
             raise ValueError(f"x must be (T, {self.model.config.x_dim}) with T >= 1, got {tuple(x.shape)}")
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
-        request = _Request(x, num_samples, seed, Future())
-        with self._cond:
-            self._waiting.append(request)
-            self._cond.notify_all()
-        return request.future
-
-    def start(self) -> ScoringBatcher:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="vrnn-scoring-batcher", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self, timeout: float | None = None) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def run_until_idle(self) -> None:
-        """Run batches in the calling thread until nothing waits (tests, batch jobs)."""
-        while self.step():
-            pass
+        return self._enqueue(_Request(x, num_samples, seed, Future()))
 
     def _loop(self) -> None:
         apply_threads()
