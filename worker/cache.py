@@ -32,6 +32,7 @@ import logging
 import os
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -198,23 +199,24 @@ class ModelCache:
             message = f"{DEFAULT_ENV[modality]}={wanted} {why}; using the preferred {modality} model instead"
             self.warnings.append(message)
             log.warning(message)
-        candidates = [(n, e) for n, e in self._models.items() if e.modality == modality and not e.takes_text]
-        if not candidates:
-            return None
         # Without a setting, the paper's best sampler of the modality (VRNN-Gauss for speech, Section 5;
         # VRNN-GMM for handwriting, Figure 4), else any VRNN, else the first model.
-        names = [entry.meta.get("name") for _, entry in candidates]
-        for preferred in (PREFERRED[modality], "VRNN-GMM", "VRNN-Gauss", "VRNN-I-GMM", "VRNN-I-Gauss"):
-            if preferred in names:
-                return candidates[names.index(preferred)][0]
-        return candidates[0][0]
+        preferred = (PREFERRED[modality], "VRNN-GMM", "VRNN-Gauss", "VRNN-I-GMM", "VRNN-I-Gauss")
+        return self._preferred(lambda e: e.modality == modality and not e.takes_text, preferred)
 
     def _pick_text_default(self) -> str | None:
-        candidates = [(n, e) for n, e in self._models.items() if e.takes_text]
+        return self._preferred(
+            lambda e: e.takes_text, ("Text-VRNN-GMM", "Text-VRNN-Gauss", "Text-VRNN-I-GMM", "Text-VRNN-I-Gauss")
+        )
+
+    def _preferred(self, eligible: Callable[[LoadedModel], bool], preferred: tuple[str, ...]) -> str | None:
+        """The first eligible model (in load order) of the first display name in `preferred` that has one, else the
+        first eligible model; None when none is eligible."""
+        candidates = [(n, e) for n, e in self._models.items() if eligible(e)]
         names = [e.meta.get("name") for _, e in candidates]
-        for preferred in ("Text-VRNN-GMM", "Text-VRNN-Gauss", "Text-VRNN-I-GMM", "Text-VRNN-I-Gauss"):
-            if preferred in names:
-                return candidates[names.index(preferred)][0]
+        for display in preferred:
+            if display in names:
+                return candidates[names.index(display)][0]
         return candidates[0][0] if candidates else None
 
     # Access -------------------------------------------------------------------------------------
