@@ -37,6 +37,7 @@ from .vrnn import VRNN, LatentAnalysis
 if TYPE_CHECKING:
     from .conditional import TextAnalysis, TextVRNN
     from .engine import SamplingEngine
+    from .scoring import ScoreResult
 
 DEFAULT_SECONDS = 2.0  # the paper's Figure 3 samples are 2.0 s long
 DEFAULT_HANDWRITING_STEPS = 700  # about one IAM-OnDB line (the service's default too)
@@ -346,25 +347,16 @@ def latent_png(
     analysis (`TextVRNN.analyze` of the line whose text is `text`) adds its attention weights as a fourth panel."""
     title = meta.get("name", model.config.name) + (f": {label}" if label else "")
     rate = sample_rate(meta) if meta["config"]["modality"] == "speech" else defaults.SAMPLE_RATE
-    if text is None:
-        return render.latent_figure(analysis, x_raw, meta["config"]["modality"], sample_rate=rate, title=title)
-    attention = getattr(analysis, "phi", None)
+    attention = getattr(analysis, "phi", None) if text is not None else None
     return render.latent_figure(
-        analysis,
-        x_raw,
-        meta["config"]["modality"],
-        sample_rate=rate,
-        title=title,
-        attention=attention,
-        characters=text,
+        analysis, x_raw, meta["config"]["modality"], sample_rate=rate, title=title, attention=attention, characters=text
     )
 
 
-def score_text(
-    model: TextVRNN, x: torch.Tensor, text: str, num_samples: int, seed: int
-) -> tuple[torch.Tensor, float, float]:
-    """Score one normalised line x (T, 3) given its `text` -> (per-frame ELBO terms -(nll + kl) (T,) float64 with one
-    z draw per step, ELBO, log-likelihood), as `model.scoring.score_batch` scores an unconditional line alone: the
+def score_text(model: TextVRNN, x: torch.Tensor, text: str, num_samples: int, seed: int) -> ScoreResult:
+    """Score one normalised line x (T, 3) given its `text` -> ScoreResult (per-frame ELBO terms -(nll + kl) (T,)
+    float64 with one z draw per step, ELBO, log-likelihood), as `model.scoring.score_batch` scores an unconditional
+    line alone: the
     per-frame pass and `elbo_and_likelihood`'s K samples each from a generator seeded with `seed`. Both figures are
     conditional on the text (exact for the RNN family). Characters outside the alphabet raise
     `model.text.UnsupportedCharactersError`.
@@ -388,7 +380,9 @@ def score_text(
                 ]
             )
             elbo, log_likelihood = log_w.mean(0), torch.logsumexp(log_w, 0) - math.log(num_samples)
-    return per_frame, float(elbo[0]), float(log_likelihood[0])
+    from .scoring import ScoreResult
+
+    return ScoreResult(per_frame, float(elbo[0]), float(log_likelihood[0]))
 
 
 def text_samples_per_pass(model: TextVRNN, steps: int, characters: int) -> int:

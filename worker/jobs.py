@@ -384,21 +384,19 @@ class Jobs:
         cfg = model.config
         exact = not cfg.has_latent
         x = inference.normalised(meta, x_raw, model.device)[0]
-        if text is not None:
-            with self.cache.lock(name):
-                per_frame_t, elbo_raw, ll_raw = inference.score_text(model, x, text, k, SCORE_SEED)
-            per_frame = per_frame_t.numpy()
+        scorer = None if text is not None else self.cache.scorer(name)  # unconditional requests side by side
+        if scorer is not None:
+            scored = inference.wait_result(scorer, scorer.submit(x, k, SCORE_SEED))
         else:
-            scorer = self.cache.scorer(name)  # concurrent requests side by side (model.scoring), else alone
-            if scorer is not None:
-                scored = inference.wait_result(scorer, scorer.submit(x, k, SCORE_SEED))
-            else:
-                with self.cache.lock(name):
+            with self.cache.lock(name):
+                if text is not None:
+                    scored = inference.score_text(model, x, text, k, SCORE_SEED)
+                else:
                     (scored,) = score_batch(model, [x], k, [SCORE_SEED])
-            per_frame, elbo_raw, ll_raw = scored.per_frame.numpy(), scored.elbo, scored.log_likelihood
+        per_frame = scored.per_frame.numpy()
         frames = len(x_raw)
-        elbo = _finite(elbo_raw, "ELBO", name)
-        log_likelihood = _finite(ll_raw, "log-likelihood", name)
+        elbo = _finite(scored.elbo, "ELBO", name)
+        log_likelihood = _finite(scored.log_likelihood, "log-likelihood", name)
         if not np.isfinite(per_frame).all():
             _finite(math.nan, "per-frame ELBO", name)
         jac = inference.norm_stats(meta).log_jacobian_per_frame
