@@ -45,14 +45,22 @@ class Window:
 class GravesWindow(nn.Module):
     def __init__(self, in_dim: int, components: int, speed: float = DEFAULT_SPEED):
         super().__init__()
-        if components < 1 or not (speed > 0 and math.isfinite(speed)):
-            raise ValueError(f"need components >= 1 and a positive speed, got {components}, {speed}")
+        if components < 1:
+            raise ValueError(f"need components >= 1, got {components}")
         self.components = components
         self.params = nn.Linear(in_dim, 3 * components)
         nn.init.uniform_(self.params.weight, -defaults.HEAD_INIT_RANGE, defaults.HEAD_INIT_RANGE)
         with torch.no_grad():
             self.params.bias.zero_()
-            self.params.bias[2 * components :] = math.log(speed)  # exp(k_hat) = speed at the start
+        self.set_speed(speed)
+
+    def set_speed(self, speed: float) -> None:
+        """Start the centres moving at `speed` characters per pen point (exp(k_hat) = speed at the start): an
+        initialisation, before training."""
+        if not (speed > 0 and math.isfinite(speed)):
+            raise ValueError(f"the window's speed must be a positive number of characters per point, got {speed}")
+        with torch.no_grad():
+            self.params.bias[2 * self.components :] = math.log(speed)
 
     def initial_kappa(self, batch: int, like: Tensor) -> Tensor:
         return like.new_zeros(batch, self.components)

@@ -106,11 +106,12 @@ def evaluate_sequences(
     return result
 
 
-def load_corpus(data: str | Path, modality: str, chunk_seconds: float | None = None) -> Corpus:
-    """The corpus at `data` for `modality` (speech: split into chunks of `chunk_seconds`, None keeps files whole)."""
+def load_corpus(data: str | Path, modality: str, chunk_seconds: float | None = None, point_stride: int = 1) -> Corpus:
+    """The corpus at `data` for `modality` (speech: split into chunks of `chunk_seconds`, None keeps files whole;
+    handwriting: lines thinned to every `point_stride`-th point, NormStats.point_stride)."""
     if modality == "speech":
         return load_speech_corpus(data, chunk_seconds=chunk_seconds)
-    return load_handwriting_corpus(data)
+    return load_handwriting_corpus(data, point_stride=point_stride)
 
 
 def evaluate_checkpoint(

@@ -167,6 +167,7 @@ class TrainConfig:
     width_given: bool  # --mlp-width was given: no parameter matching
     condition: str = "none"  # "text": model.conditional.TextVRNN on each line's text, whole lines
     window_components: int | None = None  # --condition text: the attention window's Gaussians (None: ModelConfig's)
+    point_stride: int = 1  # handwriting: every n-th pen point of each stroke (NormStats.point_stride)
 
     def beside_out(self, suffix: str) -> Path:
         """A file beside the checkpoint: PATH.safetensors -> PATH<suffix>."""
@@ -220,6 +221,15 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     t.add_argument("--lr", type=float, help="Adam learning rate")
     t.add_argument("--batch-size", type=int)
     t.add_argument("--max-len", type=int, help="crop training sequences to random windows of this many frames")
+    t.add_argument(
+        "--point-stride",
+        type=int,
+        default=1,
+        metavar="N",
+        help="handwriting: thin each stroke to every N-th pen point (its first and last kept), a shorter line to "
+        "step through; stored in the checkpoint's normalisation, so uploads are thinned the same way and its "
+        "likelihoods are those of the thinned line (default: 1, every point, as the paper)",
+    )
     t.add_argument("--chunk-seconds", type=float, help="speech: cut files into chunks of this length (0: whole files)")
     t.add_argument(
         "--recipe",
@@ -320,7 +330,10 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     if args.condition == "text" and args.init != "default":
         p.error(f"--condition text supports --init default only, got {args.init!r} (from --init or --recipe)")
     sizes = ("h_dim", "z_dim", "mlp_layers", "mlp_width", "n_components", "batch_size", "eval_every", "patience")
-    for key in (*sizes, "test_samples", "max_len", "max_steps", "threads", "window_components"):  # None: not given
+    if args.point_stride != 1 and args.modality != "handwriting":
+        p.error("--point-stride is for handwriting")
+    keys = (*sizes, "test_samples", "max_len", "max_steps", "threads", "window_components", "point_stride")
+    for key in keys:  # None: not given
         if getattr(args, key) is not None and getattr(args, key) < 1:
             p.error(f"--{key.replace('_', '-')} must be positive")
     if args.kl_warmup < 0:
@@ -744,7 +757,7 @@ def train(conf: TrainConfig) -> int:
     d = setup_distributed(device)
     torch.manual_seed(conf.seed)
     out = Path(conf.out)
-    corpus = load_corpus(conf.data, conf.modality, conf.chunk_seconds)
+    corpus = load_corpus(conf.data, conf.modality, conf.chunk_seconds, conf.point_stride)
     cfg = model_config(conf)
     texts = text_report = None
     if cfg.takes_text:
@@ -752,6 +765,13 @@ def train(conf: TrainConfig) -> int:
         if d.main:
             print(describe_dropped(text_report), file=sys.stderr)
     model: VRNN | TextVRNN = (build_text_model if cfg.takes_text else build_model)(cfg, init=conf.init).to(device)
+    if isinstance(model, TextVRNN) and texts is not None:
+        # The window starts at the training lines' mean pace, one character per mean points-per-character (what
+        # made the alignment form early in trials, issue 10); it learns its own speed from there.
+        speed = sum(map(len, texts["train"])) / sum(map(len, corpus.train))
+        model.window.set_speed(speed)
+        if d.main:
+            print(f"window: starts at {1 / speed:.1f} pen points per character", file=sys.stderr)
     opt = torch.optim.Adam(model.parameters(), lr=conf.lr)
     resumed = load_resume(conf, model, opt) if conf.resume else None
     if resumed is not None and d.main:

@@ -291,6 +291,7 @@ def load_handwriting_corpus(
     max_files: int | None = None,
     drop_first: bool = True,
     split_by: str = "auto",
+    point_stride: int = 1,
 ) -> Corpus:
     """A folder tree of .xml / .json / .npy files (IAM-OnDB's lineStrokes/ for one) -> split, clipped,
     normalised `Corpus` of (T, 3) sequences, one per file. Unreadable or malformed files (and ones with
@@ -298,7 +299,8 @@ def load_handwriting_corpus(
 
     drop_first: drop each line's first point (its offset is always (0, 0)).
     split_by: "auto" (IAM-OnDB form lists if present, else by writer if the manifest names them,
-    else by line), "iam", "writer" or "line"."""
+    else by line), "iam", "writer" or "line".
+    point_stride: thin every line to every point_stride-th point of each stroke (NormStats.point_stride)."""
     if split_by not in SPLIT_BY:
         raise DataError(f"split_by must be one of {SPLIT_BY}, got {split_by!r}")
     root = Path(root)
@@ -328,7 +330,7 @@ def load_handwriting_corpus(
         )
 
     idx, how = _split(root, labels, fractions, seed, split_by)
-    stats = fit_handwriting_stats([seqs[i] for i in idx[0]], clip_mads)
+    stats = fit_handwriting_stats([seqs[i] for i in idx[0]], clip_mads, point_stride)
     train, valid, test = ([stats.preprocess(seqs[i]) for i in ids] for ids in idx)
     names = {s: [labels[i] for i in ids] for s, ids in zip(("train", "valid", "test"), idx, strict=True)}
     return Corpus("handwriting", str(root), train, valid, test, names, stats, skipped, how == "iam", how)

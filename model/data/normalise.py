@@ -30,6 +30,10 @@ class NormStats:
     mean, std:  raw-space scalars (handwriting: mean is 0).
     frame_size: D of x_t (200 for speech frames, 3 for (dx, dy, pen)).
     clip:       handwriting only: |dx| and |dy| (raw units) are clipped to this before normalising.
+    point_stride: handwriting only: the model sees every `point_stride`-th pen point of each stroke (and each
+                stroke's first and last), `subsample_points`; 1 (the default, the paper's): every point. A model
+                trained on thinned lines reads uploads thinned the same way, and its likelihoods are those of the
+                thinned line (fewer frames).
     """
 
     modality: str
@@ -37,6 +41,7 @@ class NormStats:
     std: float
     frame_size: int
     clip: float | None = None
+    point_stride: int = 1
 
     def __post_init__(self) -> None:
         problems = []
@@ -55,21 +60,26 @@ class NormStats:
                 problems.append(f"handwriting offsets are only scaled: mean must be 0, got {self.mean}")
             if self.clip is not None and not (math.isfinite(self.clip) and self.clip > 0):
                 problems.append(f"clip must be a positive finite number or null, got {self.clip!r}")
-        elif self.clip is not None:
-            problems.append("clip applies to handwriting only")
+            if not isinstance(self.point_stride, int) or isinstance(self.point_stride, bool) or self.point_stride < 1:
+                problems.append(f"point_stride must be a positive integer, got {self.point_stride!r}")
+        elif self.clip is not None or self.point_stride != 1:
+            problems.append("clip and point_stride apply to handwriting only")
         if problems:
             raise DataError("invalid normalisation stats: " + "; ".join(problems))
 
     # Serialisation ------------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.point_stride == 1:  # every point: the stats of the paper's models read as before
+            del out["point_stride"]
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NormStats:
         if not isinstance(d, dict):
             raise DataError(f"normalisation stats must be a JSON object, got {type(d).__name__}")
-        known = {"modality", "mean", "std", "frame_size", "clip"}
+        known = {"modality", "mean", "std", "frame_size", "clip", "point_stride"}
         unknown = sorted(set(d) - known)
         missing = sorted({"modality", "mean", "std", "frame_size"} - set(d))
         if unknown or missing:
@@ -127,8 +137,40 @@ class NormStats:
         return y
 
     def preprocess(self, x: Any) -> Any:
-        """What training data went through: `clip_offsets` then `normalise`. Use it on data to score."""
+        """What training data went through: `subsample_points` (handwriting with point_stride > 1), `clip_offsets`,
+        then `normalise`. Use it on raw data to score or to prime with."""
+        if self.point_stride != 1:
+            self._check(x)
+            x = subsample_points(x, self.point_stride)
         return self.normalise(self.clip_offsets(x))
+
+
+def subsample_points(x: Any, stride: int) -> Any:
+    """Handwriting (T, 3) offsets (dx, dy, pen; pen = 1 on a stroke's last point) -> the same line through every
+    `stride`-th point of each stroke, each stroke's first and last point always kept (so pen lifts, where strokes
+    begin and end, survive); offsets recomputed between the kept points. NumPy in, NumPy out; a tensor comes back
+    as a tensor of its dtype. stride 1: x itself."""
+    if stride == 1 or len(x) == 0:
+        return x
+    tensor = not isinstance(x, np.ndarray) and hasattr(x, "detach")
+    a = x.detach().cpu().numpy() if tensor else np.asarray(x)
+    pen = a[:, 2] > 0.5
+    starts = np.r_[True, pen[:-1]]  # a point after a pen lift begins a stroke
+    first = np.flatnonzero(starts)
+    within = np.arange(len(a)) - first[np.cumsum(starts) - 1]  # index of each point inside its stroke
+    last = pen.copy()
+    last[-1] = True
+    keep = (within % stride == 0) | last
+    xy = np.cumsum(a[:, :2].astype(np.float64), axis=0)[keep]
+    out = np.empty((len(xy), a.shape[1]), dtype=a.dtype)
+    out[0, :2] = xy[0]
+    out[1:, :2] = np.diff(xy, axis=0)
+    out[:, 2:] = a[keep, 2:]
+    if tensor:
+        import torch
+
+        return torch.as_tensor(out, dtype=x.dtype, device=x.device)
+    return out
 
 
 def _as_float(x: Any) -> Any:
@@ -167,12 +209,14 @@ def robust_offset_scale(sequences: list[np.ndarray]) -> float:
 
 
 def fit_handwriting_stats(
-    sequences: list[np.ndarray], clip_mads: float | None = defaults.HANDWRITING_CLIP_MADS
+    sequences: list[np.ndarray], clip_mads: float | None = defaults.HANDWRITING_CLIP_MADS, point_stride: int = 1
 ) -> NormStats:
-    """Std of dx, dy over the given (training) (T, 3) sequences, after clipping them to
-    +-clip_mads robust stds (`robust_offset_scale`); clip_mads=None clips nothing."""
+    """Std of dx, dy over the given (training) raw (T, 3) sequences, thinned to every `point_stride`-th point
+    (`subsample_points`), after clipping them to +-clip_mads robust stds (`robust_offset_scale`); clip_mads=None
+    clips nothing."""
     if not sequences:
         raise DataError("cannot compute normalisation stats: the training split is empty")
+    sequences = [subsample_points(s, point_stride) for s in sequences]
     clip = None
     if clip_mads is not None:
         scale = robust_offset_scale(sequences)
@@ -186,4 +230,6 @@ def fit_handwriting_stats(
     std = float(np.std(d))
     if not std > 0:
         raise DataError("cannot normalise: every training offset is zero")
-    return NormStats("handwriting", mean=0.0, std=std, frame_size=defaults.HANDWRITING_DIM, clip=clip)
+    return NormStats(
+        "handwriting", mean=0.0, std=std, frame_size=defaults.HANDWRITING_DIM, clip=clip, point_stride=point_stride
+    )

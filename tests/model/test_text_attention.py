@@ -129,3 +129,10 @@ def test_bad_arguments():
         GravesWindow(4, 0)
     with pytest.raises(ValueError, match="speed"):
         GravesWindow(4, 2, speed=0)
+    layer = GravesWindow(4, 2)
+    for bad in (-1.0, math.inf, math.nan):
+        with pytest.raises(ValueError, match="speed"):
+            layer.set_speed(bad)
+    layer.set_speed(0.2)  # at h = 0 the centres now advance 0.2 characters a step
+    win = layer(torch.zeros(1, 4), layer.initial_kappa(1, torch.zeros(1)), *one_hot_batch([[0]], 3))
+    assert win.kappa[0].tolist() == pytest.approx([0.2, 0.2])

@@ -168,3 +168,32 @@ def test_lines_without_text_or_with_foreign_characters_are_dropped(demo, tmp_pat
         train_mod.with_texts(load_corpus(data, "handwriting"), DEFAULT_ALPHABET)
     assert train_mod.main(text_args(data, tmp_path / "y.safetensors", "--max-steps", "1")) == 2
     assert "no train line has a text" in capsys.readouterr().err
+
+
+def test_point_stride_thins_the_lines_for_training_and_for_uploads(demo, tmp_path, capsys):
+    from model.data.normalise import subsample_points
+    from model.inference import normalised
+
+    out = tmp_path / "s2.safetensors"
+    assert train_mod.main(text_args(demo, out, "--max-steps", "1", "--eval-every", "1", "--point-stride", "2")) == 0
+    err = capsys.readouterr().err
+    pace = float(err.split("window: starts at ")[1].split()[0])
+    full = load_corpus(demo, "handwriting")
+    texts = corpus_texts(full)["train"]
+    thinned = [subsample_points(full.stats.denormalise(x), 2) for x in full.train]
+    assert pace == pytest.approx(sum(map(len, thinned)) / sum(map(len, texts)), abs=0.06)  # the data's own pace
+    _, meta = load_text_checkpoint(out)
+    assert meta["normalisation"]["point_stride"] == 2
+    raw = full.stats.denormalise(full.test[0])
+    x = normalised(meta, raw, "cpu")
+    assert x.shape[1] == len(subsample_points(raw, 2)) < len(raw)  # an upload is thinned as the training lines
+
+
+def test_point_stride_is_for_handwriting(tmp_path, capsys):
+    for extra in (
+        ["--preset", "speech-demo", "--point-stride", "2"],
+        ["--preset", "handwriting-demo", "--point-stride", "0"],
+    ):
+        with pytest.raises(SystemExit) as e:
+            train_mod.parse_args(["--data", "d", "--out", str(tmp_path / "x.safetensors"), *extra])
+        assert e.value.code == 2 and "--point-stride" in capsys.readouterr().err

@@ -114,3 +114,48 @@ def test_fit_handwriting_clip_rule():
     assert stats.clip == pytest.approx(10.0 * mad_std)
     assert stats.std == pytest.approx(np.clip(d, -stats.clip, stats.clip).std())
     assert fit_handwriting_stats(seqs, clip_mads=None).clip is None
+
+
+def _strokes_of(x: np.ndarray) -> list[np.ndarray]:
+    from model.data.handwriting import offsets_to_strokes
+
+    return offsets_to_strokes(x)
+
+
+@pytest.mark.parametrize("stride", [2, 3, 5])
+def test_subsample_points_keeps_every_nth_point_and_each_strokes_ends(stride):
+    from model.data.normalise import subsample_points
+
+    rng = np.random.default_rng(stride)
+    x = _hand(rng, 300)
+    x[[17, 18, 40, 41, 42, 120, 299], 2] = 1.0  # strokes of 1, 2 and many points, the last one closed
+    y = subsample_points(x, stride)
+    before, after = _strokes_of(x), _strokes_of(y)
+    assert len(after) == len(before)  # every stroke survives, pen lifts where they were
+    for a, b in zip(before, after, strict=True):
+        keep = sorted(set(range(0, len(a), stride)) | {len(a) - 1})
+        np.testing.assert_allclose(b, a[keep], atol=1e-3)  # the kept points, at their own places
+    assert y.dtype == x.dtype and y[:, 2].sum() == x[:, 2].sum()
+    assert len(y) <= len(x) / stride + 2 * len(before)
+    t = subsample_points(torch.as_tensor(x, dtype=torch.float64), stride)
+    assert isinstance(t, torch.Tensor) and t.dtype == torch.float64
+    np.testing.assert_allclose(t.numpy(), y, atol=1e-4)
+    assert subsample_points(x, 1) is x
+
+
+def test_point_stride_is_stored_applied_and_validated():
+    rng = np.random.default_rng(9)
+    seqs = [_hand(rng, 120) for _ in range(6)]
+    stats = fit_handwriting_stats(seqs, point_stride=2)
+    assert stats.point_stride == 2 and stats.to_dict()["point_stride"] == 2
+    assert NormStats.from_dict(json.loads(json.dumps(stats.to_dict()))) == stats
+    plain = fit_handwriting_stats(seqs)
+    assert "point_stride" not in plain.to_dict() and NormStats.from_dict(plain.to_dict()).point_stride == 1
+    assert stats.std != plain.std  # fitted on the thinned offsets (larger steps)
+    y = stats.preprocess(seqs[0])
+    assert 60 <= len(y) < 120 and len(plain.preprocess(seqs[0])) == 120
+    for bad in (0, 1.5, True):
+        with pytest.raises(DataError, match="point_stride"):
+            NormStats("handwriting", 0.0, 1.0, 3, None, bad)  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="handwriting only"):
+        NormStats("speech", 0.0, 1.0, 200, None, 2)
