@@ -295,9 +295,39 @@ def render_sample(meta: dict[str, Any], raw: np.ndarray, fmt: str | None = None,
     if fmt in (None, "svg"):
         return render.handwriting_svg(raw, **svg_options)
     if fmt == "json":
-        rows = [[round(float(dx), 4), round(float(dy), 4), int(pen > 0.5)] for dx, dy, pen in np.asarray(raw)]
-        return json.dumps(rows, separators=(",", ":")) + "\n"
+        return json.dumps(offset_rows(raw), separators=(",", ":")) + "\n"
     raise InferenceError(f"handwriting can be written as svg or json, not {fmt!r}")
+
+
+def offset_rows(raw: np.ndarray) -> list[list[float | int]]:
+    """Raw (T, 3) pen offsets -> JSON rows [[dx, dy, pen], ...]: offsets rounded to 4 decimals, pen 0 or 1."""
+    return [[round(float(dx), 4), round(float(dy), 4), int(pen > 0.5)] for dx, dy, pen in np.asarray(raw)]
+
+
+def text_sample_json(
+    name: str,
+    seed: int,
+    texts: list[str],
+    max_steps: int | None,
+    finished: list[bool],
+    raws: list[np.ndarray],
+    output: str = "sample",
+) -> dict[str, Any]:
+    """`generate_text`'s lines as one JSON-safe document (the service's format=json answer for text, and what
+    `python -m model.sample --text` writes to a .json file): the model, seed, texts, the per-line cap (None: the
+    model's own), whether each line ended before it, and each line's offsets (`offset_rows`)."""
+    return {
+        "model": name,
+        "seed": seed,
+        "output": output,
+        "texts": list(texts),
+        "max_steps": max_steps,
+        "finished": list(finished),
+        "columns": ["dx", "dy", "pen"],
+        "note": "per line of texts: offsets in input units, y up; pen = 1 on the last point of each "
+        "stroke; finished: false where max_steps cut the line before its last character",
+        "offsets": [offset_rows(raw) for raw in raws],
+    }
 
 
 def elbo_and_likelihood(

@@ -1,33 +1,45 @@
-"""Sample speech (WAV) or handwriting (SVG) from a checkpoint, or plot the latent analysis of a file.
+"""Sample speech (WAV) or handwriting (SVG) from a checkpoint, write text with a text checkpoint, or plot the
+latent analysis of a file.
 
     python -m model.sample checkpoints/VRNN-GMM.safetensors --out speech.wav --seconds 2 --seed 0
     python -m model.sample checkpoints/hw-VRNN-GMM.safetensors --out lines.svg --num 3 --bias 0.5
+    python -m model.sample checkpoints/hw-text-VRNN-GMM.safetensors --out note.svg --text 'hello\\nworld' --style w058
     python -m model.sample checkpoints/VRNN-GMM.safetensors --analyze input.wav --out latent.png
 
-A thin command line over `model.inference` (load, generate, render_sample, analyze_file, latent_png).
+A thin command line over `model.inference` (load, generate, generate_text, render_sample, text_sample_json,
+analyze_file, latent_png) and `model.styles` (a text checkpoint's named styles).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import secrets
 import sys
 from pathlib import Path
+from typing import Any
 
-from . import cli
+import numpy as np
+
+from . import cli, render
+from .conditional import MAX_STEPS_PER_CHAR, TextVRNN
 from .inference import (
     DEFAULT_HANDWRITING_STEPS,
     DEFAULT_SECONDS,
     analyze_file,
     generate,
+    generate_text,
     latent_png,
     load,
     read_input,
     render_sample,
     sample_rate,
+    text_sample_json,
 )
 from .inference import InferenceError as SampleError
 from .inference import steps_for as steps_for  # re-exported: the command line's tests use it
+from .styles import Style, StylesError, load_styles, styles_path
+from .text import UnsupportedCharactersError, encode, normalise
 
 SPEECH_SUFFIXES = (".wav",)
 HANDWRITING_SUFFIXES = (".svg", ".json")
@@ -56,6 +68,12 @@ examples:
       one line of handwriting as SVG; --bias > 0 writes more neatly (Graves 2013)
   python -m model.sample checkpoints/handwriting-VRNN-GMM.safetensors --out line.json
       the raw pen offsets [[dx, dy, pen], ...] (y up, pen = 1 ends a stroke) instead of SVG
+  python -m model.sample checkpoints/handwriting-text-vrnn-gmm.safetensors --out note.svg --text 'hello\\nworld'
+      a text checkpoint writes the text, one line per \\n, the lines one under another (as the service does);
+      --style NAME writes it in one of the checkpoint's named styles (NAME.styles.json, `python -m model.styles`)
+  python -m model.sample checkpoints/handwriting-text-vrnn-gmm.safetensors --out note.json --text 'hello' \\
+          --prime mine.xml --prime-text 'the text of my line' --bias 1 --seed 3
+      in the style of your own line (its text too); .json holds each line's offsets, as the service's format=json
   python -m model.sample checkpoints/VRNN-GMM.safetensors --analyze input.wav --out latent.png
       the paper's Figure 2 for input.wav: delta_t, KL per step and latent dimension, the waveform
       (handwriting checkpoints take IAM-OnDB XML or JSON strokes); needs a VRNN or VRNN-I model
@@ -109,7 +127,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="feed back a sample but write the mean of the mixture component it was drawn from (the "
         "authors' sampling script; the pen bit is the drawn one)",
     )
-    p.add_argument("--prime", metavar="FILE", help="input to continue from (WAV/FLAC, or XML/JSON strokes)")
+    p.add_argument(
+        "--prime",
+        metavar="FILE",
+        help="input to continue from (WAV/FLAC, or XML/JSON strokes); with --text, a line to write in the style "
+        "of (give its text as --prime-text)",
+    )
+    p.add_argument(
+        "--text",
+        metavar="TEXT",
+        help="with a text checkpoint: the text to write; a newline (or \\n) starts the next line, and the lines "
+        "are stacked in one SVG (--steps caps each line; default: the model's cap, "
+        f"{MAX_STEPS_PER_CHAR} pen steps per character)",
+    )
+    p.add_argument(
+        "--style", metavar="NAME", help="with --text: write it in this named style of the checkpoint (NAME.styles.json)"
+    )
+    p.add_argument("--prime-text", metavar="TEXT", help="with --text and --prime: the text written in the --prime line")
     p.add_argument("--analyze", metavar="INPUT", help="plot the latent analysis of INPUT to --out (a .png)")
     p.add_argument(
         "--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run (default: %(default)s)"
@@ -140,18 +174,35 @@ def run(args: argparse.Namespace) -> list[str]:
     """Do what the parsed arguments ask; returns the lines to print. Raises SampleError."""
     out = Path(args.out)
     if args.analyze is not None:
-        options = ("num", "seconds", "steps", "seed", "temperature", "bias", "prime")
-        given = [f"--{n}" for n in options if getattr(args, n) is not None]
+        options = ("num", "seconds", "steps", "seed", "temperature", "bias", "prime", "text", "style", "prime_text")
+        given = [f"--{n.replace('_', '-')}" for n in options if getattr(args, n) is not None]
         given += [f for f, on in (("--mean", args.mean), ("--component-mean", args.component_mean)) if on]
         if given:
             raise SampleError(f"--analyze plots an input; it takes no sampling options ({', '.join(given)})")
         out = _check_suffix(out, (".png",), "latent-analysis figures")
         if not Path(args.analyze).is_file():
             raise SampleError(f"{args.analyze}: no such file")
-    model, meta = load(args.checkpoint, args.device)
+    else:
+        _check_text_options(args, out)
+    model, meta = load(args.checkpoint, args.device, text=args.analyze is None)
     cfg = meta["config"]
     name = meta.get("name", model.config.name)
     speech = cfg["modality"] == "speech"
+    if isinstance(model, TextVRNN):
+        if args.text is None:
+            raise SampleError(
+                f"{args.checkpoint}: {name} writes text; give the text to write with --text TEXT (a newline or \\n "
+                "starts the next line)"
+            )
+        return _write_text(args, model, meta, out)
+    if args.text is not None or args.style is not None or args.prime_text is not None:
+        flags = (("--text", args.text), ("--style", args.style), ("--prime-text", args.prime_text))
+        text_flags = ", ".join(f for f, v in flags if v is not None)
+        raise SampleError(
+            f"{args.checkpoint}: {name} does not write text (its config has no alphabet); remove "
+            f"{text_flags} to sample it freely, or give a text checkpoint (`python -m model.train "
+            "--condition text`)"
+        )
 
     if args.analyze is not None:
         analysis, x_raw = analyze_file(model, meta, args.analyze)
@@ -198,6 +249,141 @@ def run(args: argparse.Namespace) -> list[str]:
     primed = f", continuing {args.prime}" if args.prime else ""
     lines.append(f"each is {kind} from {name} (seed {seed}{primed}; --seed {seed} reproduces it)")
     return lines
+
+
+def _check_text_options(args: argparse.Namespace, out: Path) -> None:
+    """Refuse combinations of --text, --style, --prime and --prime-text that need no checkpoint to judge."""
+    if args.prime_text is not None and args.prime is None:
+        raise SampleError(
+            "--prime-text is the text written in the --prime line; give that line as --prime FILE too, or remove "
+            "--prime-text"
+        )
+    if args.text is None:
+        if args.style is not None:
+            raise SampleError("--style is the style to write --text in; give --text (the text to write) too")
+        return
+    if out.suffix.lower() in SPEECH_SUFFIXES:
+        raise SampleError(
+            f"--out {out}: --text writes handwriting, as .svg (the lines one under another) or .json (each line's "
+            f"pen offsets), not {out.suffix}"
+        )
+    if args.style is not None and args.prime is not None:
+        raise SampleError(
+            "--style primes the model with one of the checkpoint's own lines, and --prime with --prime-text with "
+            "yours; give one of them: remove --style, or remove --prime and --prime-text"
+        )
+
+
+def _text_lines(text: str, alphabet: str, option: str) -> list[str]:
+    """`text` split into lines at newlines (real ones, or the two characters \\n) and normalised as the model reads
+    them; SampleError naming every character outside `alphabet` at once, or an empty line."""
+    lines = [normalise(line) for line in text.replace("\\n", "\n").split("\n")]
+    missing: list[str] = []
+    for i, line in enumerate(lines, 1):
+        try:
+            encode(line, alphabet)
+        except UnsupportedCharactersError as e:
+            missing += e.characters
+        except ValueError as e:  # empty or too long
+            where = f" (line {i} of {len(lines)})" if len(lines) > 1 else ""
+            raise SampleError(f"{option}{where}: {e}") from None
+    if missing:
+        raise SampleError(f"{option}: {UnsupportedCharactersError(list(dict.fromkeys(missing)), alphabet)}")
+    return lines
+
+
+def _style(args: argparse.Namespace, name: str, alphabet: str) -> Style:
+    """The checkpoint's named style --style; SampleError listing its styles when it has no such one."""
+    try:
+        styles = load_styles(args.checkpoint, alphabet)
+    except StylesError as e:
+        raise SampleError(str(e)) from None
+    if args.style in styles:
+        return styles[args.style]
+    own = "or write in the style of a line of your own: --prime FILE --prime-text TEXT"
+    if styles:
+        raise SampleError(f"{name} has no style {args.style!r}; pick one of its styles: {', '.join(styles)}; {own}")
+    raise SampleError(
+        f"{name} has no named styles (no {styles_path(args.checkpoint)}; `python -m model.styles` adds them from a "
+        f"corpus): remove --style, {own}"
+    )
+
+
+def _write_text(args: argparse.Namespace, model: TextVRNN, meta: dict[str, Any], out: Path) -> list[str]:
+    """--text with a text checkpoint: each file the lines of --text (model.inference.generate_text) as one SVG, the
+    lines one under another as the service draws them, or as the service's JSON; file i with seed --seed + i."""
+    name = meta.get("name", model.config.name)
+    out = _check_suffix(out, HANDWRITING_SUFFIXES, "handwriting samples")
+    if args.seconds is not None:
+        raise SampleError("--seconds applies to speech checkpoints; --steps caps each line of --text")
+    alphabet = model.config.alphabet
+    lines = _text_lines(args.text, alphabet, "--text")
+    prime, prime_text, primed = None, None, ""
+    if args.style is not None:
+        style = _style(args, name, alphabet)
+        prime, prime_text, primed = style.offsets, style.text, f", in style {style.name} (writer {style.writer})"
+    if args.prime is not None:
+        if args.prime_text is None:
+            raise SampleError(
+                f"--prime {args.prime}: {name} writes text, so a prime needs the text written in it: give it as "
+                "--prime-text TEXT, or remove --prime"
+            )
+        prime_lines = _text_lines(args.prime_text, alphabet, "--prime-text")
+        if len(prime_lines) > 1:
+            raise SampleError("--prime-text is the text of the one --prime line; give it without line breaks")
+        prime_text = prime_lines[0]
+        prime, primed = read_input(meta, args.prime), f", in the style of {args.prime}"
+    num = args.num or 1
+    seed = secrets.randbits(31) if args.seed is None else args.seed
+    if seed + num - 1 > cli.MAX_SEED:
+        raise SampleError(f"--num {num} files take seeds --seed to --seed + {num - 1}; give a smaller --seed")
+    mean = "component-mean" if args.component_mean else args.mean
+    output = mean if isinstance(mean, str) else "mean" if mean else "sample"
+    fmt = out.suffix.lower().lstrip(".")
+    report = []
+    for i, path in enumerate(numbered_paths(out, num)):
+        try:
+            raws, finished = generate_text(
+                model,
+                meta,
+                lines,
+                max_steps=args.steps,
+                seed=seed + i,
+                temperature=1.0 if args.temperature is None else args.temperature,
+                bias=args.bias or 0.0,
+                mean=mean,
+                prime=prime,
+                prime_text=prime_text,
+            )
+        except UnsupportedCharactersError as e:  # checked above; kept for a prime text the model reads differently
+            raise SampleError(f"--text: {e}") from None
+        if not all(np.isfinite(raw).all() for raw in raws):
+            raise SampleError(f"{args.checkpoint}: cannot render its sample (non-finite pen offsets, seed {seed + i})")
+        if fmt == "json":
+            doc = text_sample_json(name, seed + i, lines, args.steps, finished, raws, output)
+            data = json.dumps(doc, separators=(",", ":")) + "\n"
+        else:
+            try:
+                data = render.handwriting_lines_svg(raws)
+            except ValueError as e:
+                raise SampleError(f"{args.checkpoint}: cannot render its sample ({e})") from None
+        _write(path, data)
+        size = f"{len(lines)} line{'s' if len(lines) > 1 else ''} of handwriting, {sum(len(r) for r in raws)} pen steps"
+        cut = [str(n) for n, done in enumerate(finished, 1) if not done]
+        if cut:
+            cap = f"--steps {args.steps}" if args.steps else f"the model's cap ({MAX_STEPS_PER_CHAR} steps a character)"
+            which = f"line {cut[0]} before its" if len(cut) == 1 else f"lines {', '.join(cut)} before their"
+            size += f"; {cap} cut {which} last character"
+        report.append(f"wrote {path}: {size}")
+    kind = {
+        "sample": "a sample (not the decoder mean)",
+        "mean": "the decoder mean (--mean), not a sample",
+        "component-mean": "the drawn components' means of a sample (--component-mean)",
+    }[output]
+    seeds = f"seed {seed}" if num == 1 else f"seeds {seed} to {seed + num - 1}, one per file in order"
+    again = "it" if num == 1 else "them"
+    report.append(f"each is {kind} from {name} writing --text ({seeds}{primed}; --seed {seed} reproduces {again})")
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:

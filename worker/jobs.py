@@ -252,7 +252,7 @@ class Jobs:
             raise FloatingPointError(f"model {name!r} produced non-finite pen offsets (seed {seed})")
         headers = {"X-Model": name, "X-Seed": str(seed), "X-Output": "sample"}
         if p.format == "json":
-            offsets = [[round(float(dx), 4), round(float(dy), 4), int(pen > 0.5)] for dx, dy, pen in raw]
+            offsets = inference.offset_rows(raw)
             return _json(
                 headers,
                 {
@@ -322,24 +322,7 @@ class Jobs:
             raise FloatingPointError(f"model {name!r} produced non-finite pen offsets (seed {seed})")
         headers = {"X-Model": name, "X-Seed": str(seed), "X-Output": "sample"}
         if p.format == "json":
-            return _json(
-                headers,
-                {
-                    "model": name,
-                    "seed": seed,
-                    "output": "sample",
-                    "texts": lines,
-                    "max_steps": cap,
-                    "finished": finished,
-                    "columns": ["dx", "dy", "pen"],
-                    "note": "per line of texts: offsets in input units, y up; pen = 1 on the last point of each "
-                    "stroke; finished: false where max_steps cut the line before its last character",
-                    "offsets": [
-                        [[round(float(dx), 4), round(float(dy), 4), int(pen > 0.5)] for dx, dy, pen in raw]
-                        for raw in raws
-                    ],
-                },
-            )
+            return _json(headers, inference.text_sample_json(name, seed, lines, cap, finished, raws))
         svg = render.handwriting_lines_svg(raws, stroke_width=p.stroke_width, color=color)
         return _wrap("image/svg+xml", headers, svg)
 
