@@ -175,6 +175,15 @@ def style_windows(offsets: np.ndarray, window: int = WINDOW_POINTS) -> list[tupl
     return out
 
 
+def line_style(offsets: np.ndarray, window: int = WINDOW_POINTS) -> tuple[float, float] | None:
+    """A line's (slant, size): the medians over its `style_windows`; None when no window of it can be measured."""
+    windows = style_windows(offsets, window)
+    if not windows:
+        return None
+    a = np.asarray(windows, dtype=np.float64)
+    return float(np.median(a[:, 0])), float(np.median(a[:, 1]))
+
+
 def _swings(y: np.ndarray, threshold: float) -> list[float]:
     """Vertical distances between consecutive turning points of `y`, a turn counting once the trace has come
     back at least `threshold` from the extreme (hysteresis, so the pen's jitter makes no turns)."""
