@@ -23,14 +23,16 @@ from .checkpoint import CheckpointError, read_metadata
 from .data import DataError, NormStats
 from .evaluate import load_corpus
 from .sample import analyze_file, generate, latent_png, load, render_sample
+from .textresults import text_section
 
 ORDER = ["RNN-Gauss", "RNN-GMM", "VRNN-I-Gauss", "VRNN-I-GMM", "VRNN-Gauss", "VRNN-GMM"]
 MODALITIES = ("speech", "handwriting")
 
 
 def find_checkpoints(folder: Path) -> dict[str, list[tuple[Path, dict[str, Any]]]]:
-    """Finished checkpoints by modality, in the paper's row order."""
-    found: dict[str, list[tuple[Path, dict[str, Any]]]] = {m: [] for m in MODALITIES}
+    """Finished checkpoints by modality, in the paper's row order; text-conditioned handwriting models under
+    "text" (by file name)."""
+    found: dict[str, list[tuple[Path, dict[str, Any]]]] = {m: [] for m in (*MODALITIES, "text")}
     for path in sorted(folder.glob("*.safetensors")):
         if path.name.endswith(".resume.safetensors"):
             continue
@@ -40,9 +42,9 @@ def find_checkpoints(folder: Path) -> dict[str, list[tuple[Path, dict[str, Any]]
             print(f"warning: skipping {e}", file=sys.stderr)
             continue
         if "metrics" in meta and "test_log_likelihood" in meta["metrics"]:
-            found[meta["config"]["modality"]].append((path, meta))
-    for items in found.values():
-        items.sort(key=lambda pm: ORDER.index(pm[1]["name"]))
+            found["text" if meta["config"].get("alphabet") else meta["config"]["modality"]].append((path, meta))
+    for m in MODALITIES:
+        found[m].sort(key=lambda pm: ORDER.index(pm[1]["name"]))
     return found
 
 
@@ -220,6 +222,9 @@ def write_results(checkpoints: Path, out: Path, seed: int, curves_from: Path | N
     if notes.exists():
         md += ["## Findings", "", notes.read_text().strip(), ""]
     md += ["## Figures", "", *figures(found, out, seed)]
+    if found["text"]:
+        unconditional = _pick(found, "handwriting", "VRNN-GMM")
+        md += text_section(found["text"], out / "figures", unconditional[0] if unconditional else None)
     curves = copy_curves(found, curves_from or checkpoints, out)
     if curves:
         md += ["Training curves:", "", *curves, ""]

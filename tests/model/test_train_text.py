@@ -197,3 +197,25 @@ def test_point_stride_is_for_handwriting(tmp_path, capsys):
         with pytest.raises(SystemExit) as e:
             train_mod.parse_args(["--data", "d", "--out", str(tmp_path / "x.safetensors"), *extra])
         assert e.value.code == 2 and "--point-stride" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_results_section_for_a_text_checkpoint(trained, tmp_path):
+    """model.results finds a text checkpoint apart from the paper's models and writes its section: the table, the
+    text's worth (own text against another line's), legibility, the primed samples and the attention figure."""
+    from model.results import find_checkpoints
+    from model.textresults import text_section
+
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    stem = trained.with_suffix("")
+    for suffix in (".safetensors", ".json", ".styles.json"):
+        shutil.copyfile(stem.with_name(stem.name + suffix), folder / f"text{suffix}")
+    found = find_checkpoints(folder)
+    assert [p.name for p, _ in found["text"]] == ["text.safetensors"] and not found["handwriting"]
+    md = "\n".join(text_section(found["text"], tmp_path / "figs", None, num=2, styles=2, per_style=1))
+    assert "| `text` |" in md and "with their own text" in md and "legibility: 2 held-out line(s)" in md
+    own, wrong = (float(md.split(k)[1].split()[0].rstrip(",")) for k in ("own text ", "next line's text "))
+    assert math.isfinite(own) and math.isfinite(wrong)
+    for png in ("text-primed.png", "text-attention.png", "text-renders/sheet.png"):
+        assert (tmp_path / "figs" / png).read_bytes()[:4] == b"\x89PNG", png

@@ -1,0 +1,222 @@
+"""docs/RESULTS.md's section on text-conditioned handwriting (issue "Write this text"), from the shipped text
+checkpoints: what each scored on its test split, what the text is worth (the same lines scored with their own text
+and with another line's), the conditional model against the unconditional VRNN-GMM on the same lines, legibility and
+style (`model.textquality`), samples with and without priming, and the attention window of one line.
+
+`model.results` calls `text_section`; every number is recomputed with fixed seeds from the checkpoints and the
+corpus they name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import textquality
+from .checkpoint import CheckpointError
+from .conditional import TextVRNN
+from .data import NormStats
+from .data.handwriting import offsets_to_strokes
+from .data.texts import corpus_texts
+from .evaluate import evaluate_sequences, load_corpus
+from .inference import generate_text, load
+from .styles import load_styles
+
+SCORED_LINES = 48  # test lines scored with their own text and with another's (one-sample ELBO, analytic KL)
+PRIME_TEXT = "a quiet harbour at dawn"  # the primed-samples figure's text (one of textquality.HELD_OUT_TEXTS)
+FIGURE_SEED = 3
+
+
+def _text_model(path: Path) -> TextVRNN:
+    model = _text_model(path)
+    if not isinstance(model, TextVRNN):
+        raise CheckpointError(f"{path}: not a text-conditioned checkpoint")
+    return model
+
+
+def _test_lines(meta: dict[str, Any], stats: NormStats, limit: int) -> tuple[list[np.ndarray], list[str]]:
+    """The first `limit` test lines of the corpus the checkpoint names, as its model reads them (its normalisation,
+    its point stride), with their texts."""
+    corpus = load_corpus(meta["dataset"]["path"], "handwriting")  # every point: preprocess thins as the model did
+    texts = corpus_texts(corpus)["test"]
+    keep = [i for i, t in enumerate(texts) if t is not None and all(c in meta["config"]["alphabet"] for c in t)][:limit]
+    seqs = [np.asarray(stats.preprocess(corpus.stats.denormalise(corpus.test[i])), np.float32) for i in keep]
+    return seqs, [str(texts[i]) for i in keep]
+
+
+def text_worth(path: Path, meta: dict[str, Any], unconditional: Path | None) -> dict[str, Any]:
+    """ELBO per line (raw units) of the first SCORED_LINES test lines with their own text and with the next line's
+    text, and, for a text model that reads every point, the unconditional model's ELBO of the same lines."""
+    model = _text_model(path)
+    stats = NormStats.from_dict(meta["normalisation"])
+    seqs, texts = _test_lines(meta, stats, SCORED_LINES)
+    wrong = texts[1:] + texts[:1]
+
+    def score(m: Any, lines: list[np.ndarray], st: NormStats, tx: list[str] | None) -> dict[str, Any]:
+        return evaluate_sequences(m, lines, st, likelihood=False, seed=0, texts=tx)
+
+    own, other = score(model, seqs, stats, texts), score(model, seqs, stats, wrong)
+    out: dict[str, Any] = {
+        "lines": len(seqs),
+        "own": own["raw"]["elbo"],
+        "wrong": other["raw"]["elbo"],
+        "kl_per_frame": own["kl_per_frame"],
+        "frames": sum(map(len, seqs)),
+    }
+    if unconditional is not None and stats.point_stride == 1:
+        plain, plain_meta = load(unconditional)
+        plain_stats = NormStats.from_dict(plain_meta["normalisation"])
+        raw = [stats.denormalise(x) for x in seqs]
+        lines = [np.asarray(plain_stats.preprocess(x), np.float32) for x in raw]
+        out["unconditional"] = score(plain, lines, plain_stats, None)["raw"]["elbo"]
+        out["unconditional_name"] = unconditional.stem
+    return out
+
+
+def primed_figure(path: Path, meta: dict[str, Any], png: Path, styles: int = 3) -> list[str]:
+    """One text written unprimed and in `styles` named styles (each beside the writer's own line) -> PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    model = _text_model(path)
+    named = list(load_styles(path, model.config.alphabet).values())[:styles]
+    rows: list[tuple[str, np.ndarray | None, np.ndarray]] = []
+    unprimed, _ = generate_text(model, meta, [PRIME_TEXT], seed=FIGURE_SEED, bias=1.0)
+    rows.append(("unprimed", None, unprimed[0]))
+    for s in named:
+        lines, _ = generate_text(
+            model, meta, [PRIME_TEXT], seed=FIGURE_SEED, bias=1.0, prime=s.offsets, prime_text=s.text
+        )
+        rows.append((f"style {s.name}: \u201c{s.text}\u201d", s.offsets, lines[0]))
+    fig, axes = plt.subplots(len(rows), 2, figsize=(12, 1.3 * len(rows)), squeeze=False)
+    for (label, real, written), (a, b) in zip(rows, axes, strict=True):
+        for ax, off, title in ((a, real, label), (b, written, f"writes \u201c{PRIME_TEXT}\u201d")):
+            ax.set_axis_off()
+            ax.set_aspect("equal")
+            ax.set_title(title, fontsize=8, loc="left")
+            if off is not None:
+                for stroke in offsets_to_strokes(off):
+                    ax.plot(stroke[:, 0], stroke[:, 1], color="black", linewidth=1)
+    fig.tight_layout()
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+    return [s.name for s in named]
+
+
+def attention_figure(path: Path, meta: dict[str, Any], png: Path, text: str = PRIME_TEXT) -> bool:
+    """The window's weight on each character at each pen step of one written line, under the line -> PNG; returns
+    whether the stopping rule fired."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    model = _text_model(path)
+    stats = NormStats.from_dict(meta["normalisation"])
+    out = model.sample([text], bias=1.0, generator=torch.Generator().manual_seed(FIGURE_SEED))
+    raw = stats.denormalise(out.offsets[0].detach().numpy())
+    phi = out.phi[0].detach().numpy()
+    fig, (a, b) = plt.subplots(2, 1, figsize=(10, 4.5), gridspec_kw={"height_ratios": [1, 2]})
+    a.set_axis_off()
+    a.set_aspect("equal")
+    for stroke in offsets_to_strokes(raw):
+        a.plot(stroke[:, 0], stroke[:, 1], color="black", linewidth=1)
+    b.imshow(phi.T, aspect="auto", origin="lower", cmap="Greys", interpolation="nearest")
+    b.set_yticks(range(len(text)), labels=[c if c != " " else "\u2423" for c in text], fontsize=7)
+    b.set_xlabel("pen step")
+    b.set_ylabel("character")
+    fig.suptitle(f"attention window (phi) while writing \u201c{text}\u201d (bias 1, seed {FIGURE_SEED})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+    return bool(out.finished[0])
+
+
+def quality(path: Path, meta: dict[str, Any], png_dir: Path, num: int, styles: int, per_style: int) -> dict[str, Any]:
+    """model.textquality's report (library sampler, bias 1, seed 0), its renders' contact sheet in png_dir."""
+    model = _text_model(path)
+    named = list(load_styles(path, model.config.alphabet).values())
+    options = textquality.Options(bias=1.0, seed=0, num=num, styles=styles, per_style=per_style, png_dir=png_dir)
+    sampler = textquality.library_sampler(model, meta, bias=1.0)
+    stride = int(meta["normalisation"].get("point_stride", 1))
+    return textquality.measure(sampler, textquality.HELD_OUT_TEXTS, named, options, stride)
+
+
+def text_section(
+    found: list[tuple[Path, dict[str, Any]]],
+    figs: Path,
+    unconditional: Path | None,
+    num: int = 24,
+    styles: int = 8,
+    per_style: int = 3,
+) -> list[str]:
+    """The Markdown of the section (figures written into `figs`)."""
+    md = ["## Text-conditioned handwriting (issue 10)", ""]
+    if not found:
+        return [*md, "No text checkpoint is shipped.", ""]
+    md += [
+        "| checkpoint | params | point stride | steps (best) | minutes | test lines | ELBO / line | "
+        "IS / line (K) | KL / point |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for path, meta in found:
+        t, x = meta["training"], meta["metrics"]
+        md.append(
+            f"| `{path.stem}` | {meta['params']:,} | {meta['normalisation'].get('point_stride', 1)} | "
+            f"{t['steps']} ({t['best_step']}) | {t['minutes']:.0f} | {x['test_sequences']} | {x['test_elbo']:.1f} | "
+            f"{x['test_log_likelihood']:.1f} ({x['num_samples']}) | {x['test_kl_per_frame']:.3g} |"
+        )
+    md.append("")
+    md.append("Figures in normalised space, conditional on each line's text, as `model.train` wrote them.")
+    md.append("")
+    for path, meta in found:
+        stem = path.stem
+        worth = text_worth(path, meta, unconditional)
+        n = worth["lines"]
+        md += [
+            f"### `{stem}`",
+            "",
+            f"**What the text is worth** (the first {n} test lines, one-sample ELBO in raw units per line): with their "
+            f"own text {worth['own']:.1f}, with the next line's text {worth['wrong']:.1f} "
+            f"({worth['own'] - worth['wrong']:+.1f} nats per line for the right text).",
+        ]
+        if "unconditional" in worth:
+            md.append(
+                f"The unconditional `{worth['unconditional_name']}` on the same lines: {worth['unconditional']:.1f} "
+                f"({worth['own'] - worth['unconditional']:+.1f} for the text model)."
+            )
+        else:
+            md.append(
+                "(This model reads thinned lines, so its likelihoods are of other objects than the unconditional "
+                "models' and are not compared with theirs.)"
+            )
+        png_dir = figs / f"{stem}-renders"
+        report = quality(path, meta, png_dir, num, styles, per_style)
+        md += ["", "**Legibility and style** (`python -m model.textquality " + f"checkpoints/{path.name}" + "`):", ""]
+        md += [f"- {line}" for line in textquality.summary_lines(report)]
+        rel = f"figures/{stem}-renders/sheet.png"
+        md += ["", f"![held-out texts, bias 1]({rel})", ""]
+        primed_png = figs / f"{stem}-primed.png"
+        names = primed_figure(path, meta, primed_png)
+        md += [
+            f"Samples of one text unprimed and primed with the styles {', '.join(names)} (left: the writer's line):",
+            "",
+            f"![primed samples](figures/{primed_png.name})",
+            "",
+        ]
+        attention_png = figs / f"{stem}-attention.png"
+        finished = attention_figure(path, meta, attention_png)
+        md += [
+            "The attention window while writing one line (the stopping rule "
+            + ("fired" if finished else "did not fire: the step cap ended the line")
+            + "):",
+            "",
+            f"![attention](figures/{attention_png.name})",
+            "",
+        ]
+    return md
