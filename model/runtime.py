@@ -86,11 +86,14 @@ def threads_for(setting: int, sharers: int, cores: int | None = None) -> int:
     return max(1, (cores or available_cores()) // max(1, sharers))
 
 
-def apply_threads() -> None:
-    """Give the calling thread the process's intra-op thread count (torch.set_num_threads): OpenMP and MKL keep it
-    per thread, so a thread that never set it runs every small op across all cores. Call it first in every thread
-    that runs models (measured on 2 cores, one busy: 2 s of speech took 301 ms in a fresh thread, 86 ms after it)."""
-    torch.set_num_threads(torch.get_num_threads())
+def apply_threads(threads: int | None = None) -> None:
+    """Give the calling thread `threads` intra-op threads (None: the process's count as this thread reads it now;
+    torch.set_num_threads): OpenMP and MKL keep it per thread, so a thread that never set it runs every small op
+    across all cores. Call it first in every thread that runs models (measured on 2 cores, one busy: 2 s of speech
+    took 301 ms in a fresh thread, 86 ms after it). A job runner passes its configured count: a thread started later
+    would otherwise take whatever the process's count is then, and on some CPUs a product's rounding depends on
+    it (a score computed by 1 or 2 threads differs in the 8th digit)."""
+    torch.set_num_threads(torch.get_num_threads() if threads is None else threads)
 
 
 def set_threads(threads: int) -> int:

@@ -406,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         "failed": sorted(cache.failed),
         "failed_reasons": dict(cache.failed),  # name -> why it did not load (the API's /models and /readyz show it)
         "defaults": cache.defaults,
+        "text_default": cache.text_default,  # the model a request with text and no model gets (GET /models)
         "styles": cache.style_names(),  # text model -> the names of the styles it loaded (GET /models)
         "device": cache.device,
         "threads": args.threads,

@@ -432,7 +432,11 @@ class ModelCache:
     def describe(self) -> dict[str, Any]:
         """JSON-safe metadata of every loaded model, the load failures, the defaults and the device."""
         models = [
-            {**model_summary(name, e.meta, list(e.styles)), "default": self.defaults.get(e.modality) == name}
+            {
+                **model_summary(name, e.meta, list(e.styles)),
+                "default": self.defaults.get(e.modality) == name,
+                "text_default": self.text_default == name,  # the model a request with text and no model gets
+            }
             for name, e in self._models.items()
         ]
         return {

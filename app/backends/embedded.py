@@ -101,10 +101,11 @@ class EmbeddedBackend:
         except Exception as e:  # a broken folder: keep answering, /readyz says why
             log.exception("loading checkpoints from %s failed", self.settings.checkpoint_dir)
             self._load_error = f"loading checkpoints from {self.settings.checkpoint_dir} failed: {e}"
-        # Every job thread takes the process's thread count (model.runtime.apply_threads).
-        self._pool = ThreadPoolExecutor(self.settings.embedded_workers, "vrnn-job", apply_threads)
+        # Every job thread takes the configured thread count (model.runtime.apply_threads).
+        threads = (self.torch_threads,)
+        self._pool = ThreadPoolExecutor(self.settings.embedded_workers, "vrnn-job", apply_threads, threads)
         if self._runner is not None and self._runner.cache.batching:  # BATCH_MAX > 1 (and a CPU cache)
-            self._generation_pool = ThreadPoolExecutor(self.settings.batch_max, "vrnn-gen", apply_threads)
+            self._generation_pool = ThreadPoolExecutor(self.settings.batch_max, "vrnn-gen", apply_threads, threads)
 
     def close(self) -> None:
         for pool in (self._pool, self._generation_pool):

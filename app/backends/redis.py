@@ -316,8 +316,10 @@ class RedisBackend:
         defaults = next((w["defaults"] for w in workers.values() if isinstance(w.get("defaults"), dict)), None)
         if defaults is not None:
             catalog["defaults"] = defaults
+            text_default = next((w.get("text_default") for w in workers.values() if "text_default" in w), None)
             for m in catalog["models"]:
                 m["default"] = defaults.get(m.get("modality")) == m["name"]
+                m["text_default"] = text_default == m["name"]
         catalog["workers"] = len(workers)
         return catalog
 

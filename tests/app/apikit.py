@@ -66,3 +66,20 @@ def redis_db():
     from rediskit import redis_db as shared
 
     return shared(REDIS_URL)
+
+
+def write_tiny_styles(checkpoint: Path, texts: dict[str, str], alphabet: str = tinyckpt.TEXT_ALPHABET) -> Path:
+    """NAME.styles.json beside a tiny text checkpoint (model.styles): one style per name in `texts` (its writer the
+    name), the test strokes (STROKES) with that text, scaled by 1, 1.5, 2, ... in the order given so that each style
+    writes differently (as tests/app/test_api_styles.py's)."""
+    import numpy as np
+
+    from model.data import read_handwriting
+    from model.styles import make_style, write_styles
+
+    styles = []
+    for i, (name, text) in enumerate(texts.items()):
+        offsets = read_handwriting(strokes_json())
+        offsets[:, :2] *= np.float32(1 + 0.5 * i)
+        styles.append(make_style(name, name, text, offsets, alphabet))
+    return write_styles(checkpoint, styles)

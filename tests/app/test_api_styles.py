@@ -147,6 +147,7 @@ def test_a_style_through_redis_gives_the_embedded_bytes(style_dir, sc):
             queue = queueing.make_queue(db, "vrnn-api-styles")
             w = SimpleWorker([queue], connection=db, serializer=queueing.SERIALIZER)
             info = {"models": [TEXT], "queue": "vrnn-api-styles", "styles": {TEXT: ["w002"]}}
+            info |= {"defaults": cache.defaults, "text_default": cache.text_default}  # as worker/__main__ publishes
             db.set(queueing.models_key(w.name), json.dumps(info), ex=60)
             w.register_birth()
             with TestClient(create_app(settings)) as c:
@@ -159,5 +160,6 @@ def test_a_style_through_redis_gives_the_embedded_bytes(style_dir, sc):
         finally:
             set_cache(None)
     assert listed[TEXT]["styles"] == ["w002"]  # the workers' word over the catalog's
+    assert listed[TEXT]["text_default"] is True and listed[TEXT]["default"] is False
     assert cache.style_names()[TEXT] == ["w001", "w002"]
     assert result.status_code == 200 and result.content == _write(sc, body).content

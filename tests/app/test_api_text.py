@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from apikit import HAND, SPEECH, make_settings, redis_db, strokes_json, wav, write_checkpoints
 from fastapi.testclient import TestClient
 from tinyckpt import TEXT, TEXT_ALPHABET, write_tiny_text_checkpoint
@@ -38,6 +39,7 @@ def test_models_says_which_take_text_and_their_alphabet(tc):
     models = {m["name"]: m for m in tc.get("/models").json()["models"]}
     assert models[TEXT]["takes_text"] is True and models[TEXT]["alphabet"] == TEXT_ALPHABET
     assert models[TEXT]["default"] is False  # never the default of a request without text
+    assert models[TEXT]["text_default"] is True and not any(m["text_default"] for n, m in models.items() if n != TEXT)
     for name in (HAND, SPEECH):
         assert models[name]["takes_text"] is False and models[name]["alphabet"] is None
     assert tc.get("/models").json()["failed"] == {}
@@ -318,6 +320,7 @@ def test_scoring_and_analysis_with_text_through_redis_give_the_embedded_bytes(te
     from apikit import REDIS_URL
     from rq import SimpleWorker
 
+    from model.runtime import threads_for
     from worker import queueing
     from worker.cache import ModelCache, set_cache
 
@@ -339,7 +342,14 @@ def test_scoring_and_analysis_with_text_through_redis_give_the_embedded_bytes(te
                 jobs = [c.post(url, json=body, headers={"Prefer": "respond-async"}) for url, body in calls]
                 assert [j.status_code for j in jobs] == [202, 202, 202]
                 w.register_death()
-                w.work(burst=True)
+                # As a worker process does at start (worker/__main__: set_threads), the thread count the embedded
+                # job threads use: a product's rounding may depend on it (it does on some CPUs), the bytes must not.
+                threads = torch.get_num_threads()
+                torch.set_num_threads(threads_for(0, make_settings(text_dir).embedded_workers))
+                try:
+                    w.work(burst=True)
+                finally:
+                    torch.set_num_threads(threads)
                 results = [c.get(f"/jobs/{j.json()['id']}/result") for j in jobs]
         finally:
             set_cache(None)

@@ -3,8 +3,9 @@
 Headless Chromium (Debian's `chromium` + `chromium-driver`, driven by Selenium) opens `GET /` of a uvicorn
 subprocess serving `app.main:app` in embedded mode (no REDIS_URL) with tiny checkpoints made here and an API key
 configured, and does what a visitor does: enters the key (kept in localStorage across a reload), generates
-speech (an <audio> source and a drawn waveform) and handwriting (an inline SVG), uploads a WAV to score (numbers
-appear) and to the latent analysis (a PNG appears), and sees an API error inline. A full-page screenshot is saved
+speech (an <audio> source and a drawn waveform) and handwriting (an inline SVG; text in a named style, the style
+picker showing only for a text model with styles), uploads a WAV to score (numbers appear) and to the latent
+analysis (a PNG appears), and sees an API error inline. A full-page screenshot is saved
 to $ARTIFACT_DIR (or the test's tmp folder) as demo-page.png.
 
 Skipped, with the reason, when Chromium, chromedriver or Selenium is missing (`apt-get install chromium
@@ -20,11 +21,12 @@ import os
 import re
 import shutil
 import time
+import urllib.request
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from apikit import child_env, wav, write_checkpoint
+from apikit import child_env, wav, write_checkpoint, write_tiny_styles
 from servicekit import ROOT, free_port, start, stop, wait_until
 from tinyckpt import write_tiny_text_checkpoint
 
@@ -34,6 +36,22 @@ CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/c
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER") or shutil.which("chromedriver") or "/usr/bin/chromedriver"
 API_KEY = "page-test-key"
 SERVER_START_S = 90
+# The styles shipped beside the tiny text checkpoint (hand-text); text-plain is a text model without styles.
+STYLE_TEXTS = {"w001": "hello world", "w002": "abc"}
+# Records each handwriting request the page makes and the text of its answer (the page calls the global fetch).
+RECORD_FETCH = """
+window.hwRequests = [];
+const original = window.fetch;
+window.fetch = function (url, init) {
+  const answer = original.apply(this, arguments);
+  if (String(url).includes("generate/handwriting")) {
+    const record = { body: init && init.body };
+    window.hwRequests.push(record);
+    answer.then((r) => r.clone().text()).then((t) => { record.answer = t; }, (e) => { record.answer = "ERR " + e; });
+  }
+  return answer;
+};
+"""
 WAIT_S = 60
 
 try:
@@ -68,6 +86,8 @@ def files(tmp_path_factory) -> dict[str, Path]:
     write_checkpoint(ckpts / "speech-tiny.safetensors", "speech")
     write_checkpoint(ckpts / "hand-tiny.safetensors", "handwriting")
     write_tiny_text_checkpoint(ckpts / "hand-text.safetensors")  # writes " abcdehlorw"
+    write_tiny_styles(ckpts / "hand-text.safetensors", STYLE_TEXTS)
+    write_tiny_text_checkpoint(ckpts / "text-plain.safetensors", seed=1)  # a text model without styles
     bad = d / "not-audio.wav"
     bad.write_bytes(b"this is not a WAV file\n" * 10)
     (d / "tone.wav").write_bytes(wav(0.5))
@@ -147,6 +167,22 @@ def _option_values(driver, select_id: str) -> list[str]:
     return [o.get_attribute("value") for o in Select(driver.find_element(By.ID, select_id)).options]
 
 
+def _style_picker_shown(driver) -> bool:
+    shown = driver.find_element(By.ID, "hw-style-field").is_displayed()
+    assert shown == driver.find_element(By.ID, "hw-style").is_enabled()  # hidden means disabled (never sent)
+    return shown
+
+
+def _post_handwriting(base: str, body: dict) -> bytes:
+    request = urllib.request.Request(
+        base + "/generate/handwriting",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Accept": "image/svg+xml", "X-API-Key": API_KEY},
+    )
+    with urllib.request.urlopen(request, timeout=WAIT_S) as r:
+        return r.read()
+
+
 def _screenshot(driver, path: Path) -> None:
     height = driver.execute_script("return Math.ceil(document.documentElement.scrollHeight)")
     driver.set_window_size(1280, max(800, min(int(height) + 140, 4000)))
@@ -209,6 +245,36 @@ def test_demo_page(browser, server, files):
     _wait(d, lambda d: "hand-text" in d.find_element(By.ID, "hw-meta").text, "the SVG of the written text")
     assert d.execute_script("return document.querySelectorAll('#hw-output svg path').length")
     assert _error_text(d, "hw") == ""
+
+    # The style picker: with the default model (text goes to hand-text) it lists hand-text's styles; the chosen one
+    # is sent with the text, and the page shows the bytes a direct request with that style, text and seed gets.
+    assert _style_picker_shown(d)
+    picker = Select(d.find_element(By.ID, "hw-style"))
+    assert _option_values(d, "hw-style") == ["", *STYLE_TEXTS]
+    assert picker.first_selected_option.text == "no style (the model's own)"
+    assert d.find_element(By.ID, "hw-style-model").text == "hand-text"
+    picker.select_by_value("w002")
+    seed_input = d.find_element(By.ID, "hw-seed")
+    seed_input.clear()
+    seed_input.send_keys("5")
+    d.execute_script(RECORD_FETCH)
+    d.find_element(By.ID, "hw-generate").click()
+    _wait(d, lambda d: d.execute_script("return (window.hwRequests[0] || {}).answer"), "the styled handwriting")
+    _wait(d, lambda d: re.search(r"seed\s*5\b", d.find_element(By.ID, "hw-meta").text), "the styled SVG shown")
+    assert _error_text(d, "hw") == ""
+    request = d.execute_script("return window.hwRequests[0]")
+    sent = json.loads(request["body"])
+    assert sent == {"bias": 1.5, "text": "hello\nworld", "seed": 5, "style": "w002"}, sent
+    styled = _post_handwriting(server, sent)
+    assert request["answer"] == styled.decode()
+    unstyled = _post_handwriting(server, {k: v for k, v in sent.items() if k != "style"})
+    assert unstyled != styled  # the style made the difference
+    # Hidden (and so never sent) for a model without text or without styles; back for the text model itself.
+    model_picker = Select(d.find_element(By.ID, "hw-model"))
+    for name, shown in (("hand-tiny", False), ("text-plain", False), ("hand-text", True), ("", True)):
+        model_picker.select_by_value(name)
+        assert _style_picker_shown(d) == shown, name
+    assert _option_values(d, "hw-style") == ["", *STYLE_TEXTS]
     d.find_element(By.ID, "hw-text").clear()
 
     # An API error is shown inline (a file that is not audio), and goes away on the next success.
@@ -315,6 +381,15 @@ def test_page_is_self_contained_and_labelled():
         if tag in ("input", "select", "textarea") and attrs.get("type") != "hidden":
             assert attrs.get("id") in labelled or "aria-label" in attrs or "aria-labelledby" in attrs, attrs
     # The elements the browser test and the API contract rely on.
-    for needed in ("speech-audio", "speech-wave", "hw-output", "hw-bias", "score-file", "latent-img", "api-key"):
+    for needed in (
+        "speech-audio",
+        "speech-wave",
+        "hw-output",
+        "hw-bias",
+        "hw-style",
+        "score-file",
+        "latent-img",
+        "api-key",
+    ):
         assert needed in id_set, needed
     assert "X-API-Key" in source and "localStorage" in source and "DOMParser" in source

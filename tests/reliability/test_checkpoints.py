@@ -74,5 +74,6 @@ def test_redis_mode_reports_broken_checkpoints_and_serves_the_others(mixed_dir, 
                 # What the worker published: the weights it could not load, with the reason.
                 published = [json.loads(server.client().get(k)) for k in server.client().scan_iter("vrnn:worker:*")]
                 assert "truncated" in published[0]["failed_reasons"] and "badmeta" not in published[0]["models"]
+                assert published[0]["text_default"] is None  # no text model among these (GET /models: text_default)
         finally:
             kill(worker)
