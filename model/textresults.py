@@ -31,7 +31,7 @@ FIGURE_SEED = 3
 
 
 def _text_model(path: Path) -> TextVRNN:
-    model = _text_model(path)
+    model, _ = load(path, text=True)
     if not isinstance(model, TextVRNN):
         raise CheckpointError(f"{path}: not a text-conditioned checkpoint")
     return model
