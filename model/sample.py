@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from . import cli, render
+from . import cli, defaults, render
 from .conditional import MAX_STEPS_PER_CHAR, TextVRNN
 from .inference import (
     DEFAULT_HANDWRITING_STEPS,
@@ -119,7 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=cli.seed, metavar="N", help="random seed; the same seed gives identical files")
     p.add_argument("--temperature", type=POSITIVE, metavar="T", help="scales output stds, divides mixture logits (1)")
-    p.add_argument("--bias", type=NON_NEGATIVE, metavar="B", help="Graves' sampling bias, >= 0 (0 = none)")
+    p.add_argument(
+        "--bias",
+        type=NON_NEGATIVE,
+        metavar="B",
+        help=f"Graves' sampling bias, >= 0 (0 = none; default 0, with --text {defaults.TEXT_BIAS:g}: the most legible "
+        "setting measured)",
+    )
     p.add_argument("--mean", action="store_true", help="write and feed back the decoder mean instead of a sample")
     p.add_argument(
         "--component-mean",
@@ -350,7 +356,7 @@ def _write_text(args: argparse.Namespace, model: TextVRNN, meta: dict[str, Any],
                 max_steps=args.steps,
                 seed=seed + i,
                 temperature=1.0 if args.temperature is None else args.temperature,
-                bias=args.bias or 0.0,
+                bias=defaults.TEXT_BIAS if args.bias is None else args.bias,
                 mean=mean,
                 prime=prime,
                 prime_text=prime_text,

@@ -62,7 +62,7 @@ from typing import Any
 
 import numpy as np
 
-from . import cli
+from . import cli, defaults
 from .checkpoint import CheckpointError, read_metadata
 from .data.normalise import subsample_points
 from .quality import WINDOW_POINTS, Reading, char_error_rate, line_style, read_png, render_png, tesseract_available
@@ -115,7 +115,9 @@ class TextQualityError(ValueError):
 # Where the samples come from ----------------------------------------------------------------------------------------
 
 
-def library_sampler(model: Any, meta: dict[str, Any], bias: float = 1.0, temperature: float = 1.0) -> Sampler:
+def library_sampler(
+    model: Any, meta: dict[str, Any], bias: float = defaults.TEXT_BIAS, temperature: float = 1.0
+) -> Sampler:
     """Samples from a loaded text model (`model.inference.load(path, text=True)`) with `generate_text`."""
     from .inference import generate_text
 
@@ -144,7 +146,7 @@ def check_url(url: str) -> str:
 def service_sampler(
     url: str,
     model: str | None = None,
-    bias: float = 1.0,
+    bias: float = defaults.TEXT_BIAS,
     temperature: float = 1.0,
     api_key: str | None = None,
     timeout_s: float = SERVICE_TIMEOUT_S,
@@ -427,7 +429,7 @@ def measure_style(
 
 @dataclass
 class Options:
-    bias: float = 1.0
+    bias: float = defaults.TEXT_BIAS
     temperature: float = 1.0
     seed: int = 0
     num: int | None = None
@@ -519,7 +521,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--texts", type=Path, help=f"a file of texts to write, one a line (default: the {len(HELD_OUT_TEXTS)} built in)"
     )
     p.add_argument("--num", type=cli.whole_number(1, MAX_TEXTS), help="use the first N texts (default: all)")
-    p.add_argument("--bias", type=cli.finite_number(0.0, False), default=1.0, help="sampling bias (default 1.0)")
+    p.add_argument(
+        "--bias",
+        type=cli.finite_number(0.0, False),
+        default=defaults.TEXT_BIAS,
+        help="sampling bias (default %(default)s: the service's default for text)",
+    )
     p.add_argument(
         "--temperature", type=cli.finite_number(0.0, True), default=1.0, help="sampling temperature (default 1.0)"
     )

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import textquality
+from . import defaults, textquality
 from .checkpoint import CheckpointError
 from .conditional import TextVRNN
 from .data import NormStats
@@ -86,11 +86,11 @@ def primed_figure(path: Path, meta: dict[str, Any], png: Path, styles: int = 3) 
     model = _text_model(path)
     named = list(load_styles(path, model.config.alphabet).values())[:styles]
     rows: list[tuple[str, np.ndarray | None, np.ndarray]] = []
-    unprimed, _ = generate_text(model, meta, [PRIME_TEXT], seed=FIGURE_SEED, bias=1.0)
+    unprimed, _ = generate_text(model, meta, [PRIME_TEXT], seed=FIGURE_SEED, bias=defaults.TEXT_BIAS)
     rows.append(("unprimed", None, unprimed[0]))
     for s in named:
         lines, _ = generate_text(
-            model, meta, [PRIME_TEXT], seed=FIGURE_SEED, bias=1.0, prime=s.offsets, prime_text=s.text
+            model, meta, [PRIME_TEXT], seed=FIGURE_SEED, bias=defaults.TEXT_BIAS, prime=s.offsets, prime_text=s.text
         )
         rows.append((f"style {s.name}: \u201c{s.text}\u201d", s.offsets, lines[0]))
     fig, axes = plt.subplots(len(rows), 2, figsize=(12, 1.3 * len(rows)), squeeze=False)
@@ -118,7 +118,7 @@ def attention_figure(path: Path, meta: dict[str, Any], png: Path, text: str = PR
 
     model = _text_model(path)
     stats = NormStats.from_dict(meta["normalisation"])
-    out = model.sample([text], bias=1.0, generator=torch.Generator().manual_seed(FIGURE_SEED))
+    out = model.sample([text], bias=defaults.TEXT_BIAS, generator=torch.Generator().manual_seed(FIGURE_SEED))
     raw = stats.denormalise(out.offsets[0].detach().numpy())
     phi = out.phi[0].detach().numpy()
     fig, (a, b) = plt.subplots(2, 1, figsize=(10, 4.5), gridspec_kw={"height_ratios": [1, 2]})
@@ -130,7 +130,10 @@ def attention_figure(path: Path, meta: dict[str, Any], png: Path, text: str = PR
     b.set_yticks(range(len(text)), labels=[c if c != " " else "\u2423" for c in text], fontsize=7)
     b.set_xlabel("pen step")
     b.set_ylabel("character")
-    fig.suptitle(f"attention window (phi) while writing \u201c{text}\u201d (bias 1, seed {FIGURE_SEED})", fontsize=9)
+    fig.suptitle(
+        f"attention window (phi) while writing \u201c{text}\u201d (bias {defaults.TEXT_BIAS:g}, seed {FIGURE_SEED})",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(png, dpi=90)
     plt.close(fig)
@@ -138,13 +141,31 @@ def attention_figure(path: Path, meta: dict[str, Any], png: Path, text: str = PR
 
 
 def quality(path: Path, meta: dict[str, Any], png_dir: Path, num: int, styles: int, per_style: int) -> dict[str, Any]:
-    """model.textquality's report (library sampler, bias 1, seed 0), its renders' contact sheet in png_dir."""
+    """model.textquality's report (library sampler, the default text bias, seed 0), its renders' contact sheet in
+    png_dir."""
     model = _text_model(path)
     named = list(load_styles(path, model.config.alphabet).values())
-    options = textquality.Options(bias=1.0, seed=0, num=num, styles=styles, per_style=per_style, png_dir=png_dir)
-    sampler = textquality.library_sampler(model, meta, bias=1.0)
+    options = textquality.Options(
+        bias=defaults.TEXT_BIAS, seed=0, num=num, styles=styles, per_style=per_style, png_dir=png_dir
+    )
+    sampler = textquality.library_sampler(model, meta, bias=defaults.TEXT_BIAS)
     stride = int(meta["normalisation"].get("point_stride", 1))
     return textquality.measure(sampler, textquality.HELD_OUT_TEXTS, named, options, stride)
+
+
+SWEEP_BIASES = (0.0, 1.0, 1.5, 2.0, 2.5, 4.0)
+SWEEP_LINES = 12
+
+
+def bias_sweep(path: Path, meta: dict[str, Any]) -> dict[float, float]:
+    """Mean CER of the first SWEEP_LINES held-out texts at each of SWEEP_BIASES (seed 0)."""
+    model = _text_model(path)
+    out = {}
+    for b in SWEEP_BIASES:
+        sampler = textquality.library_sampler(model, meta, bias=b)
+        report = textquality.measure_legibility(sampler, textquality.HELD_OUT_TEXTS[:SWEEP_LINES], 0, None, None, None)
+        out[b] = float(report["summary"]["mean_cer"])
+    return out
 
 
 def text_section(
@@ -200,7 +221,15 @@ def text_section(
         md += ["", "**Legibility and style** (`python -m model.textquality " + f"checkpoints/{path.name}" + "`):", ""]
         md += [f"- {line}" for line in textquality.summary_lines(report)]
         rel = f"figures/{stem}-renders/sheet.png"
-        md += ["", f"![held-out texts, bias 1]({rel})", ""]
+        md += ["", f"![held-out texts, bias {defaults.TEXT_BIAS:g}]({rel})", ""]
+        sweep = bias_sweep(path, meta)
+        md += [
+            "Mean CER by sampling bias (the first "
+            f"{SWEEP_LINES} held-out texts; the service writes text at {defaults.TEXT_BIAS:g} unless told): "
+            + ", ".join(f"{b:g}: {c:.2f}" for b, c in sweep.items())
+            + ".",
+            "",
+        ]
         primed_png = figs / f"{stem}-primed.png"
         names = primed_figure(path, meta, primed_png)
         md += [

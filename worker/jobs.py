@@ -225,7 +225,8 @@ class Jobs:
     def generate_handwriting(self, params: dict[str, Any] | None) -> dict[str, Any]:
         """Sample a line of handwriting -> SVG, or with format "json" the raw pen offsets."""
         p = parse_params("generate_handwriting", params)
-        steps, seed, bias, temperature = p.steps, _seed(p.seed), p.bias, p.temperature
+        steps, seed, temperature = p.steps, _seed(p.seed), p.temperature
+        bias = 0.0 if p.bias is None else p.bias
         try:
             color = render.check_colour(p.color)
         except ValueError as e:
@@ -312,7 +313,7 @@ class Jobs:
                     max_steps=cap,
                     seed=seed,
                     temperature=p.temperature,
-                    bias=p.bias,
+                    bias=contract.TEXT_BIAS if p.bias is None else p.bias,
                     prime=prime,
                     prime_text=prime_text,
                 )

@@ -12,7 +12,7 @@ import pytest
 from tinyckpt import STROKES, TEXT, TEXT_ALPHABET, strokes_json, tiny_config, write_tiny_checkpoint
 from tinyckpt import write_tiny_text_checkpoint as write_text_checkpoint
 
-from model import inference, render
+from model import defaults, inference, render
 from model.data import read_handwriting
 from model.sample import EXAMPLES, main
 from model.styles import make_style, write_styles
@@ -52,7 +52,9 @@ def sample(capsys, *args) -> tuple[int, str, str]:
 
 
 def direct(ckpt, lines, seed, **kwargs):
+    """generate_text as the command line calls it: its default bias for text is model.defaults.TEXT_BIAS."""
     model, meta = inference.load(ckpt, text=True)
+    kwargs.setdefault("bias", defaults.TEXT_BIAS)
     return inference.generate_text(model, meta, lines, max_steps=int(STEPS), seed=seed, **kwargs), meta
 
 

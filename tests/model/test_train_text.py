@@ -200,11 +200,15 @@ def test_point_stride_is_for_handwriting(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_results_section_for_a_text_checkpoint(trained, tmp_path):
+def test_results_section_for_a_text_checkpoint(trained, tmp_path, monkeypatch):
     """model.results finds a text checkpoint apart from the paper's models and writes its section: the table, the
     text's worth (own text against another line's), legibility, the primed samples and the attention figure."""
+    from model import textresults
     from model.results import find_checkpoints
     from model.textresults import text_section
+
+    monkeypatch.setattr(textresults, "SWEEP_LINES", 1)
+    monkeypatch.setattr(textresults, "SWEEP_BIASES", (0.0, 2.0))
 
     folder = tmp_path / "ckpts"
     folder.mkdir()
@@ -217,5 +221,6 @@ def test_results_section_for_a_text_checkpoint(trained, tmp_path):
     assert "| `text` |" in md and "with their own text" in md and "legibility: 2 held-out line(s)" in md
     own, wrong = (float(md.split(k)[1].split()[0].rstrip(",")) for k in ("own text ", "next line's text "))
     assert math.isfinite(own) and math.isfinite(wrong)
+    assert "Mean CER by sampling bias" in md and "0: " in md and "2: " in md
     for png in ("text-primed.png", "text-attention.png", "text-renders/sheet.png"):
         assert (tmp_path / "figs" / png).read_bytes()[:4] == b"\x89PNG", png
