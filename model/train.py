@@ -34,7 +34,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
 from . import defaults
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, _paths, load_checkpoint, load_weights, read_metadata, save_checkpoint
 from .conditional import TextVRNN, build_text_model, load_text_checkpoint
 from .config import FAMILIES, OUTPUTS, ModelConfig
 from .data import Corpus, DataError, pad_batch
@@ -168,6 +168,7 @@ class TrainConfig:
     condition: str = "none"  # "text": model.conditional.TextVRNN on each line's text, whole lines
     window_components: int | None = None  # --condition text: the attention window's Gaussians (None: ModelConfig's)
     point_stride: int = 1  # handwriting: every n-th pen point of each stroke (NormStats.point_stride)
+    init_from: str | None = None  # --init-from: a checkpoint's weights to start from
 
     def beside_out(self, suffix: str) -> Path:
         """A file beside the checkpoint: PATH.safetensors -> PATH<suffix>."""
@@ -293,6 +294,13 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     t.add_argument("--device", default="auto", help="auto, cpu or cuda")
     t.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
     t.add_argument("--resume", action="store_true", help="continue from PATH.resume.safetensors if it exists")
+    t.add_argument(
+        "--init-from",
+        metavar="CKPT",
+        help="start from the weights of CKPT (a checkpoint of the same model: family, output, sizes, condition), with "
+        "a fresh optimiser and step count: to go on training a shipped checkpoint on a machine without its resume "
+        "state (--resume, when that state exists, wins)",
+    )
     t.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     args = p.parse_args(argv)
 
@@ -491,6 +499,20 @@ def save_resume(conf: TrainConfig, model: VRNN | TextVRNN, opt: torch.optim.Opti
     doc = {"param_groups": opt_state["param_groups"], **dataclasses.asdict(state)}
     meta.with_suffix(".tmp").write_text(json.dumps(doc, indent=1))
     meta.with_suffix(".tmp").replace(meta)
+
+
+def init_weights(model: VRNN | TextVRNN, path: Path) -> None:
+    """--init-from: the weights of the checkpoint at `path` into `model`; CheckpointError unless it is the same
+    model."""
+    theirs = ModelConfig.from_dict(read_metadata(path)["config"])
+    if theirs != model.config:
+        diff = sorted(k for k, v in theirs.to_dict().items() if model.config.to_dict().get(k) != v)
+        raise CheckpointError(
+            f"--init-from {path}: another model ({theirs.name}; differs in {', '.join(diff) or 'its fields'}); give "
+            "the options it was trained with"
+        )
+    load_weights(model, _paths(path)[0])
+    print(f"initialised from {path}", file=sys.stderr)
 
 
 def load_resume(conf: TrainConfig, model: VRNN | TextVRNN, opt: torch.optim.Optimizer) -> LoopState | None:
@@ -772,6 +794,8 @@ def train(conf: TrainConfig) -> int:
         model.window.set_speed(speed)
         if d.main:
             print(f"window: starts at {1 / speed:.1f} pen points per character", file=sys.stderr)
+    if conf.init_from:
+        init_weights(model, Path(conf.init_from))
     opt = torch.optim.Adam(model.parameters(), lr=conf.lr)
     resumed = load_resume(conf, model, opt) if conf.resume else None
     if resumed is not None and d.main:

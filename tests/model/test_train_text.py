@@ -224,3 +224,20 @@ def test_results_section_for_a_text_checkpoint(trained, tmp_path, monkeypatch):
     assert "Mean CER by sampling bias" in md and "0: " in md and "2: " in md
     for png in ("text-primed.png", "text-attention.png", "text-renders/sheet.png"):
         assert (tmp_path / "figs" / png).read_bytes()[:4] == b"\x89PNG", png
+
+
+def test_init_from_starts_from_a_checkpoints_weights_and_refuses_another_model(trained, demo, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "warm.safetensors"
+    args = text_args(demo, out, "--max-steps", "1", "--eval-every", "1", "--lr", "1e-12", "--init-from", str(trained))
+    assert train_mod.main(args) == 0
+    assert f"initialised from {trained}" in capsys.readouterr().err
+    before, after = load_file(str(trained)), load_file(str(out))
+    assert before.keys() == after.keys()
+    assert all(torch.allclose(before[k], after[k], atol=1e-6) for k in before)  # one step at lr 1e-12: the same
+    other = text_args(demo, tmp_path / "x.safetensors", "--max-steps", "1", "--init-from", str(trained))
+    other[other.index("--h-dim") + 1] = "9"
+    assert train_mod.main(other) == 2
+    err = capsys.readouterr().err
+    assert "another model" in err and "h_dim" in err
