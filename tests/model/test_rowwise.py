@@ -9,13 +9,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model import load_checkpoint
+from model import load_checkpoint, read_metadata
 from model.distributions import RowGenerators
 from model.networks import _addmm_
 from model.rowwise import RowwiseLSTMCell, addmm_, linear, rowwise_copy
 
 ROOT = Path(__file__).resolve().parents[2]
-SHIPPED = sorted((ROOT / "checkpoints").glob("*.safetensors"))
+# The paper's models (the engine batches them; a text model samples through model.conditional, not the engine).
+SHIPPED = sorted(
+    p for p in (ROOT / "checkpoints").glob("*.safetensors") if not read_metadata(p)["config"].get("alphabet")
+)
 SHAPES = [(3, 64), (64, 256), (122, 488), (200, 512), (257, 333)]
 
 

@@ -9,12 +9,14 @@ import pytest
 import torch
 from modelkit import ALL_KINDS, build, make_x, perturb
 
-from model import load_checkpoint
+from model import load_checkpoint, read_metadata
 from model.rowwise import rowwise_copy
 from model.stepper import Stepper
 
 ROOT = Path(__file__).resolve().parents[2]
-SHIPPED = sorted((ROOT / "checkpoints").glob("*.safetensors"))
+_ALL = sorted((ROOT / "checkpoints").glob("*.safetensors"))
+SHIPPED = [p for p in _ALL if not read_metadata(p)["config"].get("alphabet")]  # the paper's models
+SHIPPED_TEXT = [p for p in _ALL if read_metadata(p)["config"].get("alphabet")]  # text-conditioned ones
 MODES = ["sample", "component-mean", "mean"]
 
 
@@ -43,6 +45,22 @@ def test_shipped_checkpoints_give_the_module_loops_bits(path):
     for mode in MODES:
         fast, ref = both(model.eval(), 1, seed=5, steps=120 if hw else 40, mean=mode, bias=1.0 if hw else 0.0)
         assert torch.equal(fast, ref), mode
+
+
+@pytest.mark.parametrize("path", SHIPPED_TEXT, ids=lambda p: p.stem)
+def test_shipped_text_checkpoints_give_the_module_loops_bits(path):
+    from model.conditional import load_text_checkpoint
+
+    model, _ = load_text_checkpoint(path)
+    model.eval()
+    for mode in MODES:
+        with torch.inference_mode():
+            runs = [
+                model.sample(["hello world"], max_steps=150, bias=2.0, mean=mode, reference=ref,
+                             generator=torch.Generator().manual_seed(5))
+                for ref in (False, True)
+            ]  # fmt: skip
+        assert all(torch.equal(a, b) for a, b in zip(runs[0].offsets, runs[1].offsets, strict=True)), mode
 
 
 def test_sample_runs_through_the_stepper_and_a_rowwise_copy_does_not(monkeypatch):
