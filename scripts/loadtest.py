@@ -95,6 +95,14 @@ SCENARIOS = {
     "handwriting700": Scenario(
         "handwriting700", "Generate handwriting, 700 steps", "/generate/handwriting", "json", {"steps": 700}
     ),
+    # a 40-character line written by the text model (issue 10's latency target); needs a text checkpoint loaded
+    "text40": Scenario(
+        "text40",
+        "Write a 40-character line of text",
+        "/generate/handwriting",
+        "json",
+        {"text": "a quiet harbour at dawn, sparrows argue!", "bias": 1.0},
+    ),
 }
 DEFAULT_SCENARIOS = ("speech2", "speech", "handwriting", "score8", "score40")
 
