@@ -9,6 +9,8 @@ corpus they name.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +180,7 @@ def text_section(
 ) -> list[str]:
     """The Markdown of the section (figures written into `figs`)."""
     md = ["## Text-conditioned handwriting (issue 10)", ""]
+    figs.mkdir(parents=True, exist_ok=True)
     if not found:
         return [*md, "No text checkpoint is shipped.", ""]
     md += [
@@ -216,11 +219,13 @@ def text_section(
                 "(This model reads thinned lines, so its likelihoods are of other objects than the unconditional "
                 "models' and are not compared with theirs.)"
             )
-        png_dir = figs / f"{stem}-renders"
-        report = quality(path, meta, png_dir, num, styles, per_style)
+        with tempfile.TemporaryDirectory() as renders:  # each line's PNG there; only the contact sheet is kept
+            report = quality(path, meta, Path(renders), num, styles, per_style)
+            sheet = figs / f"{stem}-legibility.png"
+            shutil.copyfile(Path(renders) / "sheet.png", sheet)
         md += ["", "**Legibility and style** (`python -m model.textquality " + f"checkpoints/{path.name}" + "`):", ""]
         md += [f"- {line}" for line in textquality.summary_lines(report)]
-        rel = f"figures/{stem}-renders/sheet.png"
+        rel = f"figures/{sheet.name}"
         md += ["", f"![held-out texts, bias {defaults.TEXT_BIAS:g}]({rel})", ""]
         sweep = bias_sweep(path, meta)
         md += [

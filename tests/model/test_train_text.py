@@ -222,7 +222,7 @@ def test_results_section_for_a_text_checkpoint(trained, tmp_path, monkeypatch):
     own, wrong = (float(md.split(k)[1].split()[0].rstrip(",")) for k in ("own text ", "next line's text "))
     assert math.isfinite(own) and math.isfinite(wrong)
     assert "Mean CER by sampling bias" in md and "0: " in md and "2: " in md
-    for png in ("text-primed.png", "text-attention.png", "text-renders/sheet.png"):
+    for png in ("text-primed.png", "text-attention.png", "text-legibility.png"):
         assert (tmp_path / "figs" / png).read_bytes()[:4] == b"\x89PNG", png
 
 
