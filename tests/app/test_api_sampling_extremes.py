@@ -84,4 +84,10 @@ def test_the_bounds_are_documented_in_the_openapi_document(gmm_client):
         assert temperature["exclusiveMinimum"] == 0 and temperature["maximum"] == limits.MAX_TEMPERATURE
         assert f"at most {limits.MAX_TEMPERATURE:g}" in temperature["description"]
     bias = body["/generate/handwriting"]["properties"]["bias"]
-    assert bias["minimum"] == 0 and bias["maximum"] == limits.MAX_BIAS and f"{limits.MAX_BIAS:g}" in bias["description"]
+    number = next(s for s in bias.get("anyOf", [bias]) if s.get("type") == "number")  # optional: number or null
+    assert (
+        number["minimum"] == 0
+        and number["maximum"] == limits.MAX_BIAS
+        and f"{limits.MAX_BIAS:g}" in bias["description"]
+    )
+    assert "with `text`" in bias["description"]  # the default differs with text, and says so
