@@ -380,11 +380,28 @@ class TextVRNN(Recurrence):
             state = (h, c, win.kappa)
         xs, ph = torch.stack(outs, 1), torch.stack(phis, 1)
         start = (lengths - own.to(lengths.device)).tolist()  # the primed characters come first
+        first = [_new_text_start(xs[b, : int(ended_at[b])], ph[b], int(start[b])) for b in range(B)]
         return TextSample(
-            offsets=[xs[b, : int(ended_at[b])] for b in range(B)],
+            offsets=[xs[b, first[b] : int(ended_at[b])] for b in range(B)],
             finished=[bool(done[b]) for b in range(B)],
-            phi=[ph[b, : int(ended_at[b]), int(start[b]) : int(lengths[b])] for b in range(B)],
+            phi=[ph[b, first[b] : int(ended_at[b]), int(start[b]) : int(lengths[b])] for b in range(B)],
         )
+
+
+def _new_text_start(offsets: Tensor, phi: Tensor, start: int) -> int:
+    """Where a primed line's own text begins: a primed model first finishes the primed line's last stroke (the window
+    still on the primed characters and the space), then lifts the pen and moves to the new text. The points before the
+    last stroke start (a point after a pen lift) at or before the first step whose window is on the new text are
+    that tail, a stray mark before the first letter; they are dropped. 0 for an unprimed line (start 0), or when no
+    pen lift comes first."""
+    if start == 0 or len(offsets) == 0:
+        return 0
+    on_new = (phi[: len(offsets)].argmax(dim=-1) >= start).nonzero()
+    if len(on_new) == 0:
+        return 0
+    reached = int(on_new[0, 0])
+    lifts = (offsets[:reached, 2] > 0.5).nonzero()  # a point with pen = 1 ends a stroke; the next one starts one
+    return int(lifts[-1, 0]) + 1 if len(lifts) else 0
 
 
 def load_text_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[TextVRNN, dict[str, Any]]:

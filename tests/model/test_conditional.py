@@ -233,3 +233,21 @@ def test_the_hoisted_pass_has_the_step_by_step_gradients(family, output):
     (-elbo.mean()).backward()
     for n, p in m.named_parameters():
         torch.testing.assert_close(hoisted[n], p.grad, msg=n)
+
+
+def test_a_primed_line_starts_at_its_own_text_without_the_primed_strokes_tail():
+    """The points a primed model writes before it lifts the pen and moves to the new text (the window still on the
+    primed characters) are the primed line's tail, a stray mark before the first letter: dropped."""
+    from model.conditional import _new_text_start
+
+    offsets = torch.zeros(8, 3)
+    offsets[2, 2] = 1.0  # the tail's stroke ends at step 2; step 3 starts the new text's first stroke
+    phi = torch.zeros(8, 6)
+    phi[:4, 1] = 1.0  # on the primed characters (0-2: "ab ") until step 3
+    phi[4:, 4] = 1.0  # on the new text (from index 3) from step 4
+    assert _new_text_start(offsets, phi, start=3) == 3
+    assert _new_text_start(offsets, phi, start=0) == 0  # unprimed: nothing dropped
+    no_lift = offsets.clone()
+    no_lift[:, 2] = 0.0
+    assert _new_text_start(no_lift, phi, start=3) == 0  # no pen lift before the new text: nothing dropped
+    assert _new_text_start(offsets, torch.zeros(8, 6).index_fill(1, torch.tensor([1]), 1.0), start=3) == 0
