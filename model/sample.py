@@ -39,7 +39,7 @@ from .inference import (
 from .inference import InferenceError as SampleError
 from .inference import steps_for as steps_for  # re-exported: the command line's tests use it
 from .styles import Style, StylesError, load_styles, styles_path
-from .text import UnsupportedCharactersError, encode, normalise
+from .text import LineError, UnsupportedCharactersError, check_lines, normalise
 
 SPEECH_SUFFIXES = (".wav",)
 HANDWRITING_SUFFIXES = (".svg", ".json")
@@ -284,17 +284,13 @@ def _text_lines(text: str, alphabet: str, option: str) -> list[str]:
     """`text` split into lines at newlines (real ones, or the two characters \\n) and normalised as the model reads
     them; SampleError naming every character outside `alphabet` at once, or an empty line."""
     lines = [normalise(line) for line in text.replace("\\n", "\n").split("\n")]
-    missing: list[str] = []
-    for i, line in enumerate(lines, 1):
-        try:
-            encode(line, alphabet)
-        except UnsupportedCharactersError as e:
-            missing += e.characters
-        except ValueError as e:  # empty or too long
-            where = f" (line {i} of {len(lines)})" if len(lines) > 1 else ""
-            raise SampleError(f"{option}{where}: {e}") from None
-    if missing:
-        raise SampleError(f"{option}: {UnsupportedCharactersError(list(dict.fromkeys(missing)), alphabet)}")
+    try:
+        check_lines(lines, alphabet)
+    except LineError as e:  # empty or too long
+        where = f" (line {e.line} of {e.lines})" if e.lines > 1 else ""
+        raise SampleError(f"{option}{where}: {e}") from None
+    except UnsupportedCharactersError as e:
+        raise SampleError(f"{option}: {e}") from None
     return lines
 
 

@@ -75,6 +75,30 @@ def encode(text: str, alphabet: str, max_chars: int = MAX_TEXT_CHARS) -> Tensor:
     return torch.tensor([index[c] for c in line], dtype=torch.long)
 
 
+class LineError(ValueError):
+    """An empty or too long line among `lines` lines (`check_lines`): `line` is its number (1-based); the message is
+    `encode`'s."""
+
+    def __init__(self, message: str, line: int, lines: int):
+        super().__init__(message)
+        self.line, self.lines = line, lines
+
+
+def check_lines(lines: list[str], alphabet: str) -> None:
+    """Every line `encode`s: UnsupportedCharactersError naming every character outside `alphabet` in all the lines at
+    once, or LineError (a ValueError) for the first empty or too long line."""
+    missing: list[str] = []
+    for i, line in enumerate(lines, 1):
+        try:
+            encode(line, alphabet)
+        except UnsupportedCharactersError as e:
+            missing += e.characters
+        except ValueError as e:
+            raise LineError(str(e), i, len(lines)) from None
+    if missing:
+        raise UnsupportedCharactersError(list(dict.fromkeys(missing)), alphabet)
+
+
 def decode(indices: Tensor, alphabet: str) -> str:
     return "".join(alphabet[i] for i in indices.tolist())
 

@@ -35,8 +35,7 @@ import torch
 
 from model import inference, render
 from model.scoring import score_batch
-from model.text import UnsupportedCharactersError
-from model.text import encode as encode_text
+from model.text import check_lines
 from model.text import normalise as normalise_text
 
 from . import contract, limits
@@ -149,17 +148,12 @@ def _wrap(media_type: str, headers: dict[str, str], body: bytes | str) -> dict[s
 
 
 def _check_text(lines: list[str], alphabet: str, key: str) -> None:
-    """Refuse text a model cannot write: every character outside `alphabet` named at once (model.text)."""
-    missing: list[str] = []
-    for line in lines:
-        try:
-            encode_text(line, alphabet)
-        except UnsupportedCharactersError as e:
-            missing += e.characters
-        except ValueError as e:  # empty or too long: the contract's bounds make this rare
-            raise JobInputError(f"'{key}': {e}") from None
-    if missing:
-        raise JobInputError(f"'{key}': {UnsupportedCharactersError(list(dict.fromkeys(missing)), alphabet)}")
+    """Refuse text a model cannot write: every character outside `alphabet` named at once (model.text); an empty or
+    too long line (the contract's bounds make this rare) likewise."""
+    try:
+        check_lines(lines, alphabet)
+    except ValueError as e:
+        raise JobInputError(f"'{key}': {e}") from None
 
 
 def _json(headers: dict[str, str], obj: dict[str, Any]) -> dict[str, Any]:

@@ -136,3 +136,15 @@ def test_bad_arguments():
     layer.set_speed(0.2)  # at h = 0 the centres now advance 0.2 characters a step
     win = layer(torch.zeros(1, 4), layer.initial_kappa(1, torch.zeros(1)), *one_hot_batch([[0]], 3))
     assert win.kappa[0].tolist() == pytest.approx([0.2, 0.2])
+
+
+def test_check_lines_names_every_missing_character_at_once_and_numbers_a_bad_line():
+    from model.text import LineError, UnsupportedCharactersError, check_lines
+
+    check_lines(["abc", "cab"], "abc")
+    with pytest.raises(UnsupportedCharactersError) as e:
+        check_lines(["abx", "yb", "xa"], "abc")
+    assert e.value.characters == ["x", "y"]
+    with pytest.raises(LineError) as bad:
+        check_lines(["ab", "  ", "x"], "abc")  # the empty line comes first: its number, encode's message
+    assert (bad.value.line, bad.value.lines) == (2, 3) and "empty" in str(bad.value)
