@@ -75,6 +75,17 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     return meta
 
 
+def read_text_metadata(path: str | Path) -> dict[str, Any]:
+    """`read_metadata` of a text-conditioned checkpoint (its config has an alphabet); CheckpointError for another."""
+    meta = read_metadata(path)
+    if not meta["config"].get("alphabet"):
+        raise CheckpointError(
+            f"{path}: not a text checkpoint (its config has no alphabet); this needs a model that writes text "
+            "(`python -m model.train --condition text`)"
+        )
+    return meta
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[VRNN, dict[str, Any]]:
     """Rebuild the model from its JSON config and load the safetensors weights -> (model in eval mode, metadata).
     A text-conditioned model's checkpoint is refused with a pointer to `model.conditional.load_text_checkpoint`."""

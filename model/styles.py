@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from . import cli
-from .checkpoint import CheckpointError, read_metadata
+from .checkpoint import CheckpointError, read_text_metadata
 from .data import DataError
 from .data.corpus import SPLITS, Corpus
 from .data.handwriting import (
@@ -294,16 +294,9 @@ def add_styles(checkpoint: str | Path, new: list[Style], alphabet: str, replace:
 def text_alphabet(checkpoint: str | Path) -> str:
     """The alphabet of a text checkpoint; StylesError when it is not one."""
     try:
-        meta = read_metadata(checkpoint)
+        return str(read_text_metadata(checkpoint)["config"]["alphabet"])
     except CheckpointError as e:
         raise StylesError(str(e)) from None
-    alphabet = meta["config"].get("alphabet")
-    if not alphabet:
-        raise StylesError(
-            f"{checkpoint}: not a text checkpoint (its config has no alphabet); styles are for models that write "
-            "text (`python -m model.train --condition text`)"
-        )
-    return str(alphabet)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

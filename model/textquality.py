@@ -63,7 +63,7 @@ from typing import Any
 import numpy as np
 
 from . import cli, defaults
-from .checkpoint import CheckpointError, read_metadata
+from .checkpoint import CheckpointError, read_text_metadata
 from .data.normalise import subsample_points
 from .quality import WINDOW_POINTS, Reading, char_error_rate, line_style, read_png, render_png, tesseract_available
 from .styles import MAX_STYLES, Style, load_styles
@@ -580,15 +580,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.num is not None and args.num > len(texts):
             raise TextQualityError(f"--num {args.num}, but there are only {len(texts)} texts")
         try:
-            meta = read_metadata(args.checkpoint)
+            meta = read_text_metadata(args.checkpoint)
         except CheckpointError as e:
             raise TextQualityError(str(e)) from None
-        alphabet = meta["config"].get("alphabet")
-        if not alphabet:
-            raise TextQualityError(
-                f"{args.checkpoint}: not a text checkpoint (its config has no alphabet); train one with "
-                "`python -m model.train --condition text`"
-            )
+        alphabet = meta["config"]["alphabet"]
         check_alphabet(texts, alphabet)
         overlap = None
         if args.data is not None:
