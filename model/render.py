@@ -397,17 +397,7 @@ def latent_figure(
     ax_d.set_title(r"$\delta_t = \sum_j (\mu^j_{z,t} - \mu^j_{z,t-1})^2$ (posterior means)", fontsize=9, loc="left")
     _style(ax_d)
 
-    vmax = float(image.max()) if image.size and image.max() > 0 else 1.0
-    im = ax_k.imshow(
-        image,
-        aspect="auto",
-        origin="upper",
-        interpolation="nearest",
-        cmap="magma",
-        vmin=0.0,
-        vmax=vmax,
-        extent=(t_edges[0], t_edges[-1], len(order) - 0.5, -0.5),
-    )
+    im = _heatmap(ax_k, image, t_edges, "magma")
     ax_k.set_ylabel("z dimension\n(by total KL)", fontsize=9)
     shown = f"top {len(order)} of {Z}" if len(order) < Z else f"all {Z}"
     ax_k.set_title(f"KL(q || p) per step and latent dimension ({shown} dimensions, nats)", fontsize=9, loc="left")
@@ -424,10 +414,7 @@ def latent_figure(
     twin.set_yticks([])
     twin.set_xlim(t_edges[0], t_edges[-1])
     twin.legend(loc="upper right", fontsize=7, frameon=True, framealpha=0.7, handlelength=1.2)
-    cbar = fig.colorbar(im, cax=cax)
-    cbar.set_label("nats", fontsize=8)
-    cbar.ax.yaxis.set_major_formatter(_short_numbers())
-    cbar.ax.tick_params(labelsize=7)
+    _colorbar(fig, im, cax, "nats")
 
     if speech:
         wave = x.reshape(-1)
@@ -462,17 +449,7 @@ def _attention_panel(
     """The last row of `latent_figure`: a text model's window weight on each character (rows) at each step."""
     ax, cax = fig.add_subplot(grid[3, 0]), fig.add_subplot(grid[3, 1])
     U = att.shape[1]
-    vmax = float(att.max()) if att.size and att.max() > 0 else 1.0
-    im = ax.imshow(
-        att.T,
-        aspect="auto",
-        origin="upper",
-        interpolation="nearest",
-        cmap="viridis",
-        vmin=0.0,
-        vmax=vmax,
-        extent=(t_edges[0], t_edges[-1], U - 0.5, -0.5),
-    )
+    im = _heatmap(ax, att.T, t_edges, "viridis")
     ax.set_title("attention: the window's weight on each character of the text per step", fontsize=9, loc="left")
     ax.set_ylabel("character", fontsize=9)
     ax.set_xlabel(unit, fontsize=8)
@@ -481,8 +458,27 @@ def _attention_panel(
         ax.set_yticks(range(U), ["\u2423" if c == " " else c for c in characters], fontsize=7 if U > 30 else 8)
     else:
         ax.set_yticks([])
+    _colorbar(fig, im, cax, "weight")
+
+
+def _heatmap(ax: Any, image: np.ndarray, t_edges: np.ndarray, cmap: str) -> Any:
+    """`image` (rows, steps), non-negative, drawn over the steps' time span from 0 to its maximum, row 0 on top."""
+    vmax = float(image.max()) if image.size and image.max() > 0 else 1.0
+    return ax.imshow(
+        image,
+        aspect="auto",
+        origin="upper",
+        interpolation="nearest",
+        cmap=cmap,
+        vmin=0.0,
+        vmax=vmax,
+        extent=(t_edges[0], t_edges[-1], image.shape[0] - 0.5, -0.5),
+    )
+
+
+def _colorbar(fig: Any, im: Any, cax: Any, label: str) -> None:
     cbar = fig.colorbar(im, cax=cax)
-    cbar.set_label("weight", fontsize=8)
+    cbar.set_label(label, fontsize=8)
     cbar.ax.yaxis.set_major_formatter(_short_numbers())
     cbar.ax.tick_params(labelsize=7)
 
