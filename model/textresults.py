@@ -25,7 +25,7 @@ from .data.handwriting import offsets_to_strokes
 from .data.texts import corpus_texts
 from .evaluate import evaluate_sequences, load_corpus
 from .inference import generate_text, load
-from .styles import load_styles
+from .styles import Style, load_styles
 
 SCORED_LINES = 48  # test lines scored with their own text and with another's (one-sample ELBO, analytic KL)
 PRIME_TEXT = "a quiet harbour at dawn"  # the primed-samples figure's text (one of textquality.HELD_OUT_TEXTS)
@@ -49,10 +49,9 @@ def _test_lines(meta: dict[str, Any], stats: NormStats, limit: int) -> tuple[lis
     return seqs, [str(texts[i]) for i in keep]
 
 
-def text_worth(path: Path, meta: dict[str, Any], unconditional: Path | None) -> dict[str, Any]:
+def text_worth(model: TextVRNN, meta: dict[str, Any], unconditional: Path | None) -> dict[str, Any]:
     """ELBO per line (raw units) of the first SCORED_LINES test lines with their own text and with the next line's
     text, and, for a text model that reads every point, the unconditional model's ELBO of the same lines."""
-    model = _text_model(path)
     stats = NormStats.from_dict(meta["normalisation"])
     seqs, texts = _test_lines(meta, stats, SCORED_LINES)
     wrong = texts[1:] + texts[:1]
@@ -78,15 +77,15 @@ def text_worth(path: Path, meta: dict[str, Any], unconditional: Path | None) -> 
     return out
 
 
-def primed_figure(path: Path, meta: dict[str, Any], png: Path, styles: int = 3) -> list[str]:
-    """One text written unprimed and in `styles` named styles (each beside the writer's own line) -> PNG."""
+def primed_figure(model: TextVRNN, meta: dict[str, Any], named: list[Style], png: Path, styles: int = 3) -> list[str]:
+    """One text written unprimed and in the first `styles` of the `named` styles (each beside the writer's own line)
+    -> PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    model = _text_model(path)
-    named = list(load_styles(path, model.config.alphabet).values())[:styles]
+    named = named[:styles]
     rows: list[tuple[str, np.ndarray | None, np.ndarray]] = []
     unprimed, _ = generate_text(model, meta, [PRIME_TEXT], seed=FIGURE_SEED, bias=defaults.TEXT_BIAS)
     rows.append(("unprimed", None, unprimed[0]))
@@ -110,7 +109,7 @@ def primed_figure(path: Path, meta: dict[str, Any], png: Path, styles: int = 3) 
     return [s.name for s in named]
 
 
-def attention_figure(path: Path, meta: dict[str, Any], png: Path, text: str = PRIME_TEXT) -> bool:
+def attention_figure(model: TextVRNN, meta: dict[str, Any], png: Path, text: str = PRIME_TEXT) -> bool:
     """The window's weight on each character at each pen step of one written line, under the line -> PNG; returns
     whether the stopping rule fired."""
     import matplotlib
@@ -118,7 +117,6 @@ def attention_figure(path: Path, meta: dict[str, Any], png: Path, text: str = PR
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    model = _text_model(path)
     stats = NormStats.from_dict(meta["normalisation"])
     out = model.sample([text], bias=defaults.TEXT_BIAS, generator=torch.Generator().manual_seed(FIGURE_SEED))
     raw = stats.denormalise(out.offsets[0].detach().numpy())
@@ -142,11 +140,11 @@ def attention_figure(path: Path, meta: dict[str, Any], png: Path, text: str = PR
     return bool(out.finished[0])
 
 
-def quality(path: Path, meta: dict[str, Any], png_dir: Path, num: int, styles: int, per_style: int) -> dict[str, Any]:
-    """model.textquality's report (library sampler, the default text bias, seed 0), its renders' contact sheet in
-    png_dir."""
-    model = _text_model(path)
-    named = list(load_styles(path, model.config.alphabet).values())
+def quality(
+    model: TextVRNN, meta: dict[str, Any], named: list[Style], png_dir: Path, num: int, styles: int, per_style: int
+) -> dict[str, Any]:
+    """model.textquality's report (library sampler, the default text bias, seed 0) with the `named` styles, its
+    renders' contact sheet in png_dir."""
     options = textquality.Options(
         bias=defaults.TEXT_BIAS, seed=0, num=num, styles=styles, per_style=per_style, png_dir=png_dir
     )
@@ -159,9 +157,8 @@ SWEEP_BIASES = (0.0, 1.0, 1.5, 2.0, 2.5, 4.0)
 SWEEP_LINES = 12
 
 
-def bias_sweep(path: Path, meta: dict[str, Any]) -> dict[float, float]:
+def bias_sweep(model: TextVRNN, meta: dict[str, Any]) -> dict[float, float]:
     """Mean CER of the first SWEEP_LINES held-out texts at each of SWEEP_BIASES (seed 0)."""
-    model = _text_model(path)
     out = {}
     for b in SWEEP_BIASES:
         sampler = textquality.library_sampler(model, meta, bias=b)
@@ -200,7 +197,9 @@ def text_section(
     md.append("")
     for path, meta in found:
         stem = path.stem
-        worth = text_worth(path, meta, unconditional)
+        model = _text_model(path)  # loaded once for every figure and measure of this checkpoint
+        named = list(load_styles(path, model.config.alphabet).values())
+        worth = text_worth(model, meta, unconditional)
         n = worth["lines"]
         md += [
             f"### `{stem}`",
@@ -220,14 +219,14 @@ def text_section(
                 "models' and are not compared with theirs.)"
             )
         with tempfile.TemporaryDirectory() as renders:  # each line's PNG there; only the contact sheet is kept
-            report = quality(path, meta, Path(renders), num, styles, per_style)
+            report = quality(model, meta, named, Path(renders), num, styles, per_style)
             sheet = figs / f"{stem}-legibility.png"
             shutil.copyfile(Path(renders) / "sheet.png", sheet)
         md += ["", "**Legibility and style** (`python -m model.textquality " + f"checkpoints/{path.name}" + "`):", ""]
         md += [f"- {line}" for line in textquality.summary_lines(report)]
         rel = f"figures/{sheet.name}"
         md += ["", f"![held-out texts, bias {defaults.TEXT_BIAS:g}]({rel})", ""]
-        sweep = bias_sweep(path, meta)
+        sweep = bias_sweep(model, meta)
         md += [
             "Mean CER by sampling bias (the first "
             f"{SWEEP_LINES} held-out texts; the service writes text at {defaults.TEXT_BIAS:g} unless told): "
@@ -236,7 +235,7 @@ def text_section(
             "",
         ]
         primed_png = figs / f"{stem}-primed.png"
-        names = primed_figure(path, meta, primed_png)
+        names = primed_figure(model, meta, named, primed_png)
         md += [
             f"Samples of one text unprimed and primed with the styles {', '.join(names)} (left: the writer's line):",
             "",
@@ -244,7 +243,7 @@ def text_section(
             "",
         ]
         attention_png = figs / f"{stem}-attention.png"
-        finished = attention_figure(path, meta, attention_png)
+        finished = attention_figure(model, meta, attention_png)
         md += [
             "The attention window while writing one line (the stopping rule "
             + ("fired" if finished else "did not fire: the step cap ended the line")
