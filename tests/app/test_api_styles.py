@@ -8,34 +8,21 @@ from __future__ import annotations
 import base64
 import json
 
-import numpy as np
 import pytest
-from apikit import HAND, SPEECH, make_settings, redis_db, strokes_json, write_checkpoints
+from apikit import HAND, SPEECH, make_settings, redis_db, write_checkpoints, write_tiny_styles
 from fastapi.testclient import TestClient
-from tinyckpt import TEXT, TEXT_ALPHABET, write_tiny_text_checkpoint
+from tinyckpt import TEXT, write_tiny_text_checkpoint
 
 from app.main import create_app
 
 STYLE_TEXTS = {"w001": "hello world", "w002": "abc"}
 
 
-def _offsets(name):
-    """A style's line: the test strokes, scaled differently for each style (raw units, as an upload reads them)."""
-    from model.data import read_handwriting
-
-    x = read_handwriting(strokes_json())
-    x[:, :2] *= np.float32(1.5 if name == "w002" else 1.0)
-    return x
-
-
 @pytest.fixture(scope="module")
 def style_dir(tmp_path_factory):
-    from model.styles import make_style, write_styles
-
     directory = write_checkpoints(tmp_path_factory.mktemp("style-checkpoints"))
-    ckpt = write_tiny_text_checkpoint(directory / f"{TEXT}.safetensors")
-    styles = [make_style(n, n, t, _offsets(n), TEXT_ALPHABET) for n, t in STYLE_TEXTS.items()]
-    write_styles(ckpt, styles)
+    # Each style's line: the test strokes, scaled by 1 and 1.5 (raw units, as an upload reads them).
+    write_tiny_styles(write_tiny_text_checkpoint(directory / f"{TEXT}.safetensors"), STYLE_TEXTS)
     return directory
 
 
