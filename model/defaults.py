@@ -58,6 +58,16 @@ MAX_IS_BATCH = 4096
 # 2000 rows of its 20 x 200 mixture per chunk).
 NO_GRAD_CHUNK_BYTES = 256 * 2**20
 
+# The modalities whose models sample with `model.paired`'s products (every row of a batch as it is in a batch of
+# two, a lone row beside a zero row), the others with PyTorch's own (a lone row through the matrix-vector kernel,
+# rows of a batch through `model.rowwise`). Measured on this project's 2-core CPU, one thread, 16 rows of 160 steps:
+# the speech VRNN-Gauss 96 ms paired against 246 ms row by row (one row: 46 against 44 ms); the handwriting
+# VRNN-GMM's 54-wide layers give their paired bits only in chunks of 2, and its lone 700-step request (the issue's
+# 150 ms target) would pay 18% for the zero row: handwriting keeps the plain kernels.
+PAIRED_MODALITIES = ("speech",)
+# Rows of the probe that finds which chunk sizes of a layer's product give every row its paired bits (`model.paired`).
+PAIRED_PROBE_ROWS = 16
+
 # Graves' sampling bias a text model writes with when none is given (the service's `bias` with `text`, `model.sample
 # --text`, `model.textquality`): on the shipped text model, Tesseract's mean character error rate on 12 held-out
 # texts was 0.42 at bias 0, 0.34 at 1, 0.37 at 1.5, 0.32 at 2, 0.37 at 2.5 and 0.33 at 4 (docs/RESULTS.md's sweep).

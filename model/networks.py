@@ -142,8 +142,11 @@ class DiagonalGaussianOutput(_OutputHead):
 
     def forward(self, hidden: Tensor) -> DiagonalMixture:
         """hidden (N, width) -> DiagonalMixture with mu, std (N, K, D)."""
-        n, kd = hidden.shape[0], self.k * self.x_dim
-        a = self.hidden_to_params(hidden)
+        return self.params(self.hidden_to_params(hidden))
+
+    def params(self, a: Tensor) -> DiagonalMixture:
+        """The elementwise rest of `forward`, from the head's Linear output a (N, 2KD [+ K])."""
+        n, kd = a.shape[0], self.k * self.x_dim
         mu = a[:, :kd].reshape(n, self.k, self.x_dim)
         std = _positive(a[:, kd : 2 * kd], self.std_floor).reshape(n, self.k, self.x_dim)
         logits = a[:, 2 * kd :] if self.k > 1 else None
@@ -168,8 +171,11 @@ class BivariateOutput(_OutputHead):
         _init_head(self.hidden_to_params, [slice(2 * k, 4 * k)])
 
     def forward(self, hidden: Tensor) -> BivariateMixture:
-        n, k = hidden.shape[0], self.k
-        a = self.hidden_to_params(hidden)
+        return self.params(self.hidden_to_params(hidden))
+
+    def params(self, a: Tensor) -> BivariateMixture:
+        """The elementwise rest of `forward`, from the head's Linear output a (N, 5K + 1 [+ K])."""
+        n, k = a.shape[0], self.k
         mu = a[:, : 2 * k].reshape(n, k, 2)
         std = _positive(a[:, 2 * k : 4 * k], self.std_floor).reshape(n, k, 2)
         rho = torch.tanh(a[:, 4 * k : 5 * k]) * defaults.RHO_LIMIT

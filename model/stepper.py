@@ -11,11 +11,16 @@ family, output, mode and shipped checkpoint.
 It reads plain modules only (`model.rowwise` copies compute row by row and keep their module path), and the
 weights as they are when it is built: build a new one after the weights change (`VRNN.sample` builds one per
 call, which costs a few microseconds).
+
+`Stepper(model, paired=True)` runs the same steps on `model.paired`'s products (every row as it is in a batch of
+two, whatever the batch): what `VRNN.sample(paired=True)` and a paired `model.engine.SamplingEngine` use, so that a
+batch's every row is its solo sample at a matrix-matrix product's cost.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import Any, cast
 
 import torch
@@ -23,46 +28,66 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .networks import MLP, GaussianLatent
+from .paired import RowOp, accumulate_op, head_op, linear_op, lstm_op
 
-Layer = tuple[Tensor, Tensor]
+Linear = Callable[[Tensor], Tensor]  # x -> x W^T + b
+Accumulate = Callable[[Tensor, Tensor], Tensor]  # (x, out) -> out + x W^T (in place for the plain product)
+
+
+def _linear(weight: Tensor, bias: Tensor | None, ops: list[RowOp] | None) -> Linear:
+    """One layer's product: PyTorch's own, or (given a list `ops` that collects them) `model.paired`'s."""
+    if ops is not None:
+        ops.append(linear_op(weight, bias))
+        return cast(Linear, ops[-1])
+    return lambda x: F.linear(x, weight, bias)
+
+
+def _accumulate(weight: Tensor, ops: list[RowOp] | None) -> Accumulate:
+    if ops is not None:
+        ops.append(accumulate_op(weight))
+        return cast(Accumulate, ops[-1])
+    weight_t = weight.t()
+    return lambda x, out: out.addmm_(x, weight_t)
 
 
 class _MLP:
     """`networks.MLP.forward`: the first layer on one input (`F.linear`) or block by block (`F.linear` on the
     first block, `addmm_` for the others), ReLU in place, then Linear + ReLU per further layer."""
 
-    def __init__(self, net: MLP):
+    def __init__(self, net: MLP, ops: list[RowOp] | None):
         first = cast(nn.Linear, net.layers[0])
-        self.weight, self.bias = first.weight, first.bias
         blocks = net.first_layer_blocks()
-        self.first_block = blocks[0]
-        self.more_blocks_t = tuple(w.t() for w in blocks[1:])
+        self.whole = _linear(first.weight, first.bias, ops)
+        self.first_block = _linear(blocks[0], first.bias, ops)
+        self.more_blocks = tuple(_accumulate(w, ops) for w in blocks[1:])
         later = (cast(nn.Linear, m) for m in itertools.islice(net.layers, 1, None))
-        self.rest: tuple[Layer, ...] = tuple((m.weight, m.bias) for m in later)
+        self.rest = tuple(_linear(m.weight, m.bias, ops) for m in later)
 
     def __call__(self, *inputs: Tensor) -> Tensor:
         if len(inputs) == 1:
-            x = F.linear(inputs[0], self.weight, self.bias)
+            x = self.whole(inputs[0])
         else:
-            x = F.linear(inputs[0], self.first_block, self.bias)
-            for inp, w_t in zip(inputs[1:], self.more_blocks_t, strict=True):
-                x.view(-1, x.shape[-1]).addmm_(inp.reshape(-1, inp.shape[-1]), w_t)
+            x = self.first_block(inputs[0])
+            flat = x.view(-1, x.shape[-1])
+            for inp, more in zip(inputs[1:], self.more_blocks, strict=True):
+                flat = more(inp.reshape(-1, inp.shape[-1]), flat)
+            x = flat.view(x.shape)
         x = F.relu(x, inplace=True)
-        for w, b in self.rest:
-            x = F.relu(F.linear(x, w, b))
+        for layer in self.rest:
+            x = F.relu(layer(x))
         return x
 
 
 class _Latent:
     """`networks.GaussianLatent.forward`: MLP, the head's Linear, then (mu, softplus(a) + floor)."""
 
-    def __init__(self, latent: GaussianLatent):
-        self.net = _MLP(latent.net)
-        self.weight, self.bias = latent.hidden_to_params.weight, latent.hidden_to_params.bias
+    def __init__(self, latent: GaussianLatent, ops: list[RowOp] | None):
+        self.net = _MLP(latent.net, ops)
+        self.head = _linear(latent.hidden_to_params.weight, latent.hidden_to_params.bias, ops)
         self.z_dim, self.std_floor = latent.z_dim, latent.std_floor
 
     def __call__(self, *inputs: Tensor) -> tuple[Tensor, Tensor]:
-        mu, a = F.linear(self.net(*inputs), self.weight, self.bias).split(self.z_dim, dim=-1)
+        mu, a = self.head(self.net(*inputs)).split(self.z_dim, dim=-1)
         return mu, F.softplus(a) + self.std_floor
 
 
@@ -73,20 +98,52 @@ class Stepper:
     h, c = stepper.advance(x, pz, h, c)        # phi_x(x_t) -> LSTM
     """
 
-    def __init__(self, model: Any):
+    def __init__(self, model: Any, paired: bool = False):
+        self.paired = paired
+        ops: list[RowOp] | None = [] if paired else None  # the paired products, for the sizes they share
         self.has_latent = model.phi_z is not None
-        self.phi_x = _MLP(model.phi_x)
-        self.phi_z = _MLP(model.phi_z) if self.has_latent else None
-        self.prior = _Latent(model.prior) if model.prior is not None else None
-        self.decoder = _MLP(model.decoder.net)
-        self.head = model.decoder.head.forward  # the head's own arithmetic (one Linear, then elementwise)
+        self.phi_x = _MLP(model.phi_x, ops)
+        self.phi_z = _MLP(model.phi_z, ops) if self.has_latent else None
+        self.prior = _Latent(model.prior, ops) if model.prior is not None else None
+        self.decoder = _MLP(model.decoder.net, ops)
+        head = model.decoder.head
+        if ops is not None:  # the head's Linear and its elementwise arithmetic, paired together (paired.head_op)
+            ops.append(head_op(head))
+            self.head = ops[-1]
+        else:
+            self.head = head.forward  # the head's own arithmetic (one Linear, then elementwise)
         rnn = model.rnn
         self.lstm = (rnn.weight_ih, rnn.weight_hh, rnn.bias_ih, rnn.bias_hh)
+        self.paired_lstm = lstm_op(rnn) if paired else None
+        if ops is not None and self.paired_lstm is not None:
+            ops.append(self.paired_lstm)
+        self.ops = ops or []
+        # A batch size that every paired product computes in one chunk runs the plain step: the same calls (the
+        # paired products call PyTorch's own on such a batch), without their Python overhead.
+        self._plain = Stepper(model) if paired else None
+        self._key: tuple | None = None  # (threads, dtype) of `_sizes`: the stepper's weights fix the device
+        self._sizes: frozenset[int] = frozenset()
+
+    def _one_chunk(self, like: Tensor) -> frozenset[int]:
+        """The batch sizes every paired product computes in one chunk (at this dtype and thread count)."""
+        key = (torch.get_num_threads(), like.dtype)
+        if key != self._key:
+            sets = [frozenset(op.sizes(like)) for op in self.ops]
+            self._sizes, self._key = frozenset.intersection(*sets) if sets else frozenset(), key
+        return self._sizes
 
     def emit(self, h: Tensor, z_noise: Tensor | None, *extra: Tensor) -> tuple[Any, Tensor | None]:
         """The output distribution's parameters for x_t (the head's tuple) and phi_z(z_t) (None without a latent);
         z_t = mu_p + std_p * z_noise (N(0, I) for VRNN-I: mu 0, std 1, as `Recurrence._prior` gives). `extra`: what
         every network also reads (a text model's window vector w_t)."""
+        if self.paired and h.shape[0] == 1:  # a lone row beside a zero row: each product then runs on a pair as is
+            params, pz = self._emit(pad_row(h), None if z_noise is None else pad_row(z_noise), *map(pad_row, extra))
+            return first_row(params), None if pz is None else pz[:1]
+        if self._plain is not None and h.shape[0] in self._one_chunk(h):
+            return self._plain._emit(h, z_noise, *extra)
+        return self._emit(h, z_noise, *extra)
+
+    def _emit(self, h: Tensor, z_noise: Tensor | None, *extra: Tensor) -> tuple[Any, Tensor | None]:
         if self.phi_z is None:
             return self.head(self.decoder(h, *extra)), None
         assert z_noise is not None
@@ -98,8 +155,31 @@ class Stepper:
         return self.head(self.decoder(pz, h, *extra)), pz
 
     def advance(self, x: Tensor, pz: Tensor | None, h: Tensor, c: Tensor, *extra: Tensor) -> tuple[Tensor, Tensor]:
+        if self.paired and h.shape[0] == 1:
+            h2, c2 = self._advance(
+                pad_row(x), None if pz is None else pad_row(pz), pad_row(h), pad_row(c), *map(pad_row, extra)
+            )
+            return h2[:1], c2[:1]
+        if self._plain is not None and h.shape[0] in self._one_chunk(h):
+            return self._plain._advance(x, pz, h, c, *extra)
+        return self._advance(x, pz, h, c, *extra)
+
+    def _advance(self, x: Tensor, pz: Tensor | None, h: Tensor, c: Tensor, *extra: Tensor) -> tuple[Tensor, Tensor]:
         px = self.phi_x(x)
         parts = [px, *([] if pz is None else [pz]), *extra]
         rnn_in = torch.cat(parts, dim=-1) if len(parts) > 1 else px
+        if self.paired_lstm is not None:
+            h2, c2 = self.paired_lstm(rnn_in, h, c)
+            return h2, c2
         h2, c2 = torch.lstm_cell(rnn_in, (h, c), *self.lstm)
         return h2, c2
+
+
+def pad_row(x: Tensor) -> Tensor:
+    """x (1, n) with a zero row below it: a lone row's batch of two for a paired stepper."""
+    return torch.cat([x, x.new_zeros(x.shape)])
+
+
+def first_row(params: Any) -> Any:
+    """Row 0 of an output head's parameter tuple (a NamedTuple of (B, ...) tensors, some None)."""
+    return type(params)(*(None if f is None else f[:1] for f in params))

@@ -35,7 +35,7 @@ from .networks import (
     init_lstm,
     lstm_pointwise,
 )
-from .stepper import Stepper
+from .stepper import Stepper, first_row, pad_row
 
 # Weight initialisations: "default" (PyTorch's Linear init, small output heads, orthogonal recurrent
 # weights and a forget-gate bias of 1) and "cle" (the authors': `networks.init_cle`).
@@ -111,6 +111,11 @@ class Recurrence(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.rnn.weight_hh.device
+
+    @property
+    def samples_paired(self) -> bool:
+        """Whether sampling computes its products as `model.paired` does (defaults.PAIRED_MODALITIES)."""
+        return self.config.modality in defaults.PAIRED_MODALITIES
 
     def _dtype(self) -> torch.dtype:
         return self.rnn.weight_hh.dtype
@@ -382,6 +387,7 @@ class VRNN(Recurrence):
         bias: float = 0.0,
         mean: bool | str = False,
         reference: bool = False,
+        paired: bool | None = None,
     ) -> Tensor:
         """Generate (num_samples, steps, D) from the model, in the model's (normalised) space.
 
@@ -393,7 +399,9 @@ class VRNN(Recurrence):
         "component-mean" follow the same trajectory.
         `prime` (T0, D) or (num_samples, T0, D) is read first through the posterior; the result
         holds only the continuation. A fixed `generator` reproduces the samples exactly. The steps run through
-        `model.stepper` (the same bits as the modules give); `reference` runs them through the modules instead."""
+        `model.stepper` (the same bits as the modules give); `reference` runs them through the modules instead.
+        `paired` (default: `samples_paired`) computes the steps' products as `model.paired` does: every row then
+        gets the bits it gets alone (with `distributions.RowGenerators`, row r is the solo sample of generator r)."""
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
         mode = sampling_mode(steps, temperature, bias, mean)
@@ -411,7 +419,10 @@ class VRNN(Recurrence):
         noise = self._noise(generator)
         out = []
         if not reference and type(self.rnn) is nn.LSTMCell and type(self.phi_x) is MLP:
-            stepper = Stepper(self)  # the same operations without the module machinery (model.stepper)
+            # the same operations without the module machinery (model.stepper)
+            stepper = Stepper(self, paired=self.samples_paired if paired is None else paired)
+            if stepper.paired and N == 1:  # the state keeps a second row, so every product runs on a pair as is
+                return self._sample_lone(stepper, h, c, steps, noise, generator, mode, temperature, bias)
             for t in range(steps):
                 params, pz_t = stepper.emit(h, None if self.phi_z is None else noise(t, (1, N))[0])
                 x, emitted = draw(head, params, mode, generator, temperature, bias)
@@ -429,6 +440,25 @@ class VRNN(Recurrence):
             out.append(emitted)
             px = self.phi_x(x)
             h, c = self.rnn(px if self.phi_z is None else torch.cat([px, pz], dim=-1), (h, c))
+        return torch.stack(out, dim=1)
+
+    def _sample_lone(
+        self, stepper: Stepper, h: Tensor, c: Tensor, steps: int, noise: Any, generator: Any, *draw_args: Any
+    ) -> Tensor:
+        """`sample`'s loop for one paired row: a zero row beside it in the state and in the inputs (buffers written
+        in place: the step copies what it reads), the draw on the row's own parameters."""
+        h, c = pad_row(h), pad_row(c)
+        eps = h.new_zeros(2, self.config.z_dim)
+        x_in = h.new_zeros(2, self.config.x_dim)
+        head, out = self.decoder.head, []
+        for t in range(steps):
+            if self.phi_z is not None:
+                eps[:1] = noise(t, (1, 1))[0]
+            params, pz_t = stepper.emit(h, None if self.phi_z is None else eps)
+            x, emitted = draw(head, first_row(params), draw_args[0], generator, *draw_args[1:])
+            out.append(emitted)
+            x_in[:1] = x
+            h, c = stepper.advance(x_in, pz_t, h, c)
         return torch.stack(out, dim=1)
 
     @torch.no_grad()

@@ -191,6 +191,13 @@ def test_checkpoints_are_mounted_read_only(base, name):
     assert (ROOT / interpolate(source)).is_dir()
 
 
+def test_workers_run_several_jobs_at_once_so_generation_batches(base):
+    """Slots let concurrent generation jobs share a model's sampling engine (docs/SERVICE.md); one slot would run
+    the stack's requests one at a time per worker."""
+    slots = int(interpolate(base["services"]["worker"]["environment"]["WORKER_SLOTS"]))
+    assert slots >= 4
+
+
 def test_api(base):
     api = base["services"]["api"]
     assert interpolate(api["ports"]) == ["8000:8000"]

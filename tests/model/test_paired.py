@@ -1,0 +1,124 @@
+"""model.paired: every row of a batch computed as it is in a batch of two, so that batched sampling gives each row
+its solo sample at a matrix-matrix product's cost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model import load_checkpoint
+from model.distributions import RowGenerators
+from model.paired import RowOp, linear_op, lstm_op, plan
+from model.stepper import Stepper
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEECH = sorted(p.stem for p in (ROOT / "checkpoints").glob("speech-*.safetensors"))
+
+
+@pytest.fixture(scope="module", params=SPEECH)
+def speech(request):
+    m, _ = load_checkpoint(ROOT / "checkpoints" / f"{request.param}.safetensors")
+    return m.eval()
+
+
+@pytest.mark.parametrize("rows", range(1, 40))
+@pytest.mark.parametrize("sizes", [(), (2,), (9, 8, 7, 6, 5, 4, 3, 2), (15, 4, 2)])
+def test_a_plan_covers_the_rows_with_valid_chunks(rows, sizes):
+    chunks = plan(rows, sizes)
+    assert sum(chunks) == rows
+    assert all(m in sizes or m == 1 for m in chunks)
+    assert chunks.count(1) <= (rows if not sizes else 1)
+
+
+def test_a_layer_gives_each_row_its_paired_bits_in_any_batch():
+    torch.manual_seed(0)
+    w, b = torch.randn(300, 222), torch.randn(300)
+    op = linear_op(w, b)
+    x = torch.randn(37, 222)
+    assert 2 in op.sizes(x)
+    out = op(x)
+    for r in range(37):
+        pair = F.linear(torch.cat([x[r : r + 1], torch.zeros(1, 222)]), w, b)[:1]
+        assert torch.equal(out[r : r + 1], pair), r
+    assert torch.equal(op(x[5:6]), F.linear(torch.cat([x[5:6], torch.zeros(1, 222)]), w, b)[:1])
+
+
+def test_the_probe_can_refuse_a_layout():
+    """A function whose rows mix (not a per-row kernel) passes no chunk size; every row then runs in a pair of its
+    own, so each still gets what it gets beside a zero row."""
+    op = RowOp(lambda x: x - x.mean(0, keepdim=True), [8], ("mixing", 8))
+    x = torch.randn(5, 8)
+    assert op.sizes(x) == ()
+    out = op(x)
+    for r in range(5):
+        assert torch.equal(out[r], x[r] - torch.cat([x[r : r + 1], torch.zeros(1, 8)]).mean(0)), r
+
+
+def test_the_lstm_cell_gives_each_row_its_paired_bits():
+    torch.manual_seed(1)
+    cell = torch.nn.LSTMCell(200, 256)
+    op = lstm_op(cell)
+    x, h, c = torch.randn(13, 200), torch.randn(13, 256), torch.randn(13, 256)
+    h2, c2 = op(x, h, c)
+    for r in range(13):
+        pair = [torch.cat([t[r : r + 1], torch.zeros_like(t[:1])]) for t in (x, h, c)]
+        weights = (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+        ph, pc = torch.lstm_cell(pair[0], (pair[1], pair[2]), *weights)
+        assert torch.equal(h2[r], ph[0]) and torch.equal(c2[r], pc[0]), r
+
+
+@pytest.mark.parametrize("mode", ["sample", "component-mean", "mean"])
+@torch.inference_mode()
+def test_every_row_of_a_paired_batch_is_its_seeds_solo_sample(speech, mode):
+    """The speech models sample paired by default: a batch of 11 (more than one chunk of most layers) with one
+    generator per row gives each row its seed's solo sample, bit for bit, over 40 steps with a temperature."""
+    assert speech.samples_paired
+    seeds = list(range(20, 31))
+    kw = {"steps": 40, "temperature": 0.8, "mean": mode}
+    batch = speech.sample(len(seeds), generator=RowGenerators([torch.Generator().manual_seed(s) for s in seeds]), **kw)
+    for r, seed in enumerate(seeds):
+        alone = speech.sample(1, generator=torch.Generator().manual_seed(seed), **kw)[0]
+        assert torch.equal(batch[r], alone), (r, mode)
+
+
+@torch.inference_mode()
+def test_paired_and_plain_products_differ_so_the_test_above_can_fail(speech):
+    """A lone row on PyTorch's own products runs the matrix-vector kernel: not its paired bits (on this project's
+    CPUs; were they equal, the batch test would prove less)."""
+    runs = [speech.sample(1, 40, generator=torch.Generator().manual_seed(3), paired=p)[0] for p in (True, False)]
+    assert not torch.equal(runs[0], runs[1])
+
+
+@torch.inference_mode()
+def test_a_handwriting_model_samples_plain_by_default_and_paired_when_asked():
+    """Handwriting keeps PyTorch's own products (defaults.PAIRED_MODALITIES); asked, it samples paired, and its
+    54-wide layers (chunks of two at most) still give every row its solo bits."""
+    model, _ = load_checkpoint(ROOT / "checkpoints" / "handwriting-vrnn-gmm.safetensors")
+    model.eval()
+    assert not model.samples_paired
+    seeds = [3, 1, 4, 1, 5]
+    kw = {"steps": 60, "bias": 1.0, "paired": True}
+    batch = model.sample(5, generator=RowGenerators([torch.Generator().manual_seed(s) for s in seeds]), **kw)
+    for r, seed in enumerate(seeds):
+        assert torch.equal(batch[r], model.sample(1, generator=torch.Generator().manual_seed(seed), **kw)[0]), r
+
+
+@torch.inference_mode()
+def test_the_stepper_pads_a_lone_row_itself(speech):
+    """`Stepper(paired=True)` given one row runs it beside a zero row: what a sampler that keeps the second row in
+    its state (VRNN.sample, the engine) computes."""
+    stepper = Stepper(speech, paired=True)
+    g = torch.Generator().manual_seed(0)
+    H, Z = speech.config.h_dim, speech.config.z_dim
+    h, c = torch.randn(2, H, generator=g), torch.randn(2, H, generator=g)
+    eps = torch.randn(2, Z, generator=g) if speech.phi_z is not None else None
+    lone = stepper.emit(h[:1], None if eps is None else eps[:1])
+    both = stepper.emit(h, eps)
+    assert all(a is None or torch.equal(a, b[:1]) for a, b in zip(lone[0], both[0], strict=True))
+    x = torch.randn(2, speech.config.x_dim, generator=g)
+    lone_state = stepper.advance(x[:1], None if lone[1] is None else lone[1], h[:1], c[:1])
+    both_state = stepper.advance(x, both[1], h, c)
+    assert all(torch.equal(a, b[:1]) for a, b in zip(lone_state, both_state, strict=True))
