@@ -148,13 +148,19 @@ def bench_sampling(cfg: ModelConfig, seconds: float, repeats: int, device: torch
     model = build_model(cfg).to(device).eval()
     steps = round(seconds * defaults.SAMPLE_RATE / cfg.x_dim)
     model.sample(1, 2)
-    t = statistics.median(
-        _timed(lambda: model.sample(1, steps, generator=None), device) for _ in range(max(1, repeats // 2))
-    )
+
+    def timed(paired: bool) -> float:
+        runs = (_timed(lambda: model.sample(1, steps, paired=paired), device) for _ in range(max(3, repeats)))
+        return statistics.median(runs)
+
+    t, t_plain = timed(model.samples_paired), timed(not model.samples_paired)
+    if not model.samples_paired:
+        t, t_plain = t_plain, t
     return {
         "audio_seconds": steps * cfg.x_dim / defaults.SAMPLE_RATE,
         "steps": steps,
-        "seconds": t,
+        "seconds": t,  # as the model samples (paired, model.paired, for speech)
+        "seconds_one_row_kernel": t_plain,  # PyTorch's one-row products (paired=False)
         "real_time_factor": t / (steps * cfg.x_dim / defaults.SAMPLE_RATE),
     }
 
@@ -193,20 +199,24 @@ def bench_engine(cfg: ModelConfig, steps: int, requests: int, repeats: int, devi
         for s in range(requests):
             model.sample(1, steps, generator=torch.Generator(device=device).manual_seed(s))
 
-    def batched() -> None:
-        engine = SamplingEngine(model, max_batch=requests)
+    def batched(paired: bool | None) -> None:
+        engine = SamplingEngine(model, max_batch=requests, paired=paired)
         for s in range(requests):
             engine.submit(steps=steps, seed=s)
         engine.run_until_idle()
 
     n = max(1, repeats // 2)
     t_seq = statistics.median(_timed(one_by_one, device) for _ in range(n))
-    t_eng = statistics.median(_timed(batched, device) for _ in range(n))
+    t_eng = statistics.median(_timed(lambda: batched(None), device) for _ in range(n))
+    # the same engine computing a batch row by row (model.rowwise: what a model that is not paired does)
+    t_rows = statistics.median(_timed(lambda: batched(False), device) for _ in range(n))
     return {
         "requests": requests,
         "steps": steps,
-        "seconds": {"one_by_one": t_seq, "engine": t_eng},
+        "paired": model.samples_paired,
+        "seconds": {"one_by_one": t_seq, "engine": t_eng, "engine_row_by_row": t_rows},
         "throughput_ratio": t_seq / t_eng,
+        "throughput_ratio_row_by_row": t_seq / t_rows,
     }
 
 
@@ -293,7 +303,9 @@ def markdown_report(r: dict, command: list[str]) -> str:
         f"{100 * ll['fraction_of_matmul_rate']['importance_sampled']:.0f}% of the machine's matmul rate against the "
         f"ELBO pass's {100 * ll['fraction_of_matmul_rate']['elbo']:.0f}%.",
         f"- Sampling {sm['audio_seconds']:.1f} s of speech ({sm['steps']} frames): {sm['seconds']:.3f} s, "
-        f"real-time factor **{sm['real_time_factor']:.3f}** (below 1: faster than real time).",
+        f"real-time factor **{sm['real_time_factor']:.3f}** (below 1: faster than real time); "
+        f"{sm['seconds_one_row_kernel']:.3f} s on PyTorch's one-row products (`paired=False`), which a paired "
+        "sample (`model.paired`: every product as in a batch of two) gives up so that batches keep its bits.",
     ]
     if "handwriting_step" in r:
         hw = r["handwriting_step"]
@@ -308,7 +320,9 @@ def markdown_report(r: dict, command: list[str]) -> str:
         lines.append(
             f"- {en['requests']} concurrent sampling requests of {en['steps']} steps: one after another "
             f"{en['seconds']['one_by_one']:.3f} s, batched by `model.engine` (each row bit for bit its solo sample) "
-            f"{en['seconds']['engine']:.3f} s: **{en['throughput_ratio']:.1f}x** the throughput."
+            f"{en['seconds']['engine']:.3f} s: **{en['throughput_ratio']:.1f}x** the throughput "
+            f"({'paired' if en['paired'] else 'row by row'}; the same engine computing the batch row by row, "
+            f"`model.rowwise`: {en['seconds']['engine_row_by_row']:.3f} s, {en['throughput_ratio_row_by_row']:.1f}x)."
         )
     lines.append("")
     return "\n".join(lines)

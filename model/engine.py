@@ -150,7 +150,7 @@ class BatchThread:
 class SamplingEngine(BatchThread):
     thread_name = "vrnn-sampling-engine"
 
-    def __init__(self, model: VRNN, max_batch: int = 16, max_wait_s: float = 0.0):
+    def __init__(self, model: VRNN, max_batch: int = 16, max_wait_s: float = 0.0, paired: bool | None = None):
         if max_batch < 1 or not (max_wait_s >= 0 and math.isfinite(max_wait_s)):
             raise ValueError(f"need max_batch >= 1 and max_wait_s >= 0, got {max_batch}, {max_wait_s}")
         super().__init__()
@@ -158,7 +158,7 @@ class SamplingEngine(BatchThread):
         # A paired model (VRNN.samples_paired) runs every step of every batch through the paired stepper, whose rows
         # are their solo bits at any batch; the others run a lone row through the plain stepper and a batch through
         # a copy of the same class that is row-invariant inside (model.rowwise).
-        self.paired = model.samples_paired
+        self.paired = model.samples_paired if paired is None else paired  # (VRNN.sample's `paired` must agree)
         self.fast = cast(VRNN, rowwise_copy(self.model))
         self.stepper = Stepper(self.model, paired=self.paired)
         self.max_batch, self.max_wait_s = max_batch, max_wait_s
