@@ -161,6 +161,10 @@ class SamplingEngine(BatchThread):
         self.paired = model.samples_paired if paired is None else paired  # (VRNN.sample's `paired` must agree)
         self.fast = cast(VRNN, rowwise_copy(self.model))
         self.stepper = Stepper(self.model, paired=self.paired)
+        cfg = self.model.config
+        dev, dt = self.model.device, self.model._dtype()
+        self._lone_eps = torch.zeros(2, cfg.z_dim, device=dev, dtype=dt)  # a lone paired row's inputs, zero row below
+        self._lone_x = torch.zeros(2, cfg.x_dim, device=dev, dtype=dt)
         self.max_batch, self.max_wait_s = max_batch, max_wait_s
         self.stats = EngineStats()
         self._rows: list[_Request] = []
@@ -207,19 +211,23 @@ class SamplingEngine(BatchThread):
 
     def step(self) -> bool:
         """Admit waiting requests, run one step for every row, finish rows that are done. False when idle."""
-        self._admit()
-        if not self._rows:
-            return False
-        try:
-            self._step()
-        except Exception as e:  # a fault of this step fails the requests in it; the engine keeps serving
-            for r in self._rows:
-                if not r.future.done():
-                    r.future.set_exception(e)
-            self._rows, self._h, self._c = [], None, None
+        with torch.inference_mode():  # (once per step: entering it costs as much as a small product)
+            self._admit()
+            if not self._rows:
+                return False
+            try:
+                self._step()
+            except Exception as e:
+                self._fail(e)
         return True
 
-    @torch.inference_mode()
+    def _fail(self, e: Exception) -> None:
+        """A fault of a step fails the requests in it; the engine keeps serving."""
+        for r in self._rows:
+            if not r.future.done():
+                r.future.set_exception(e)
+        self._rows, self._h, self._c = [], None, None
+
     def _admit(self) -> None:
         joined: list[tuple[_Request, Tensor, Tensor]] = []
         while len(self._rows) + len(joined) < self.max_batch:
@@ -255,7 +263,6 @@ class SamplingEngine(BatchThread):
         x_tm, _ = m._prepare(request.prime.unsqueeze(0), None)
         return m._posterior_pass(x_tm, m._noise(request.generator)).state  # alone, as VRNN.sample reads it
 
-    @torch.inference_mode()
     def _step(self) -> None:
         fast, rows = self.fast, self._rows
         assert self._h is not None and self._c is not None
@@ -271,10 +278,14 @@ class SamplingEngine(BatchThread):
         # A paired row alone keeps a second row in the state (dropped when others join), so that every product runs
         # on a pair as it is: the solo sampler's arithmetic (VRNN.sample), without padding each product.
         lone = self.paired and n == 1
-        if lone and h.shape[0] == 1:
-            h, c = pad_row(h), pad_row(c)
+        if lone:
+            if h.shape[0] == 1:
+                h, c = pad_row(h), pad_row(c)
+            if noise is not None:
+                self._lone_eps[:1] = noise  # (buffers: the step copies what it reads)
+                noise = self._lone_eps
         if lean:
-            params, pz = self.stepper.emit(h, pad_row(noise) if lone and noise is not None else noise)
+            params, pz = self.stepper.emit(h, noise)
             if lone:
                 params = first_row(params)
         elif noise is None:
@@ -286,8 +297,11 @@ class SamplingEngine(BatchThread):
             params = fast.decoder(pz, h)
         head = fast.decoder.head
         groups: dict[tuple[str, float, float], list[int]] = collections.defaultdict(list)
-        for i, r in enumerate(rows):
-            groups[(r.mode, r.temperature, r.bias)].append(i)
+        if n == 1:
+            groups[(rows[0].mode, rows[0].temperature, rows[0].bias)] = [0]
+        else:
+            for i, r in enumerate(rows):
+                groups[(r.mode, r.temperature, r.bias)].append(i)
         if len(groups) == 1:  # every row draws with the same settings (always so for one row): no scatter
             (mode, temperature, bias), idx = next(iter(groups.items()))
             x, emitted = draw(head, params, mode, _generators(rows, idx), temperature, bias)
@@ -297,14 +311,17 @@ class SamplingEngine(BatchThread):
             for (mode, temperature, bias), idx in groups.items():
                 sub = params if len(idx) == n else _rows_of(params, idx)
                 x[idx], emitted[idx] = draw(head, sub, mode, _generators(rows, idx), temperature, bias)
+        if lone:
+            self._lone_x[:1] = x
+            x = self._lone_x
         if lean:
-            self._h, self._c = self.stepper.advance(pad_row(x) if lone else x, pz, h, c)
+            self._h, self._c = self.stepper.advance(x, pz, h, c)
         else:
             px = fast.phi_x(x)
             self._h, self._c = fast.rnn(px if pz is None else torch.cat([px, pz], dim=-1), (h, c))
         keep = []
         for i, r in enumerate(rows):
-            r.out.append(emitted[i].clone())
+            r.out.append(emitted[0] if n == 1 else emitted[i].clone())  # (a lone row's is a fresh tensor)
             if len(r.out) == r.steps:
                 r.future.set_result(torch.stack(r.out))
             else:
