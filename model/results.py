@@ -18,7 +18,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from . import render
+from . import defaults, render
 from .checkpoint import CheckpointError, read_metadata
 from .data import DataError, NormStats
 from .evaluate import load_corpus
@@ -167,11 +167,17 @@ def figures(found, out: Path, seed: int) -> list[str]:
         lines = {"training examples": [corpus.stats.denormalise(x) for x in corpus.train[:3]]}
         for path, _ in found["handwriting"]:
             model, meta = load(path)
-            raws = generate(model, meta, num=3, steps=700, seed=seed)
+            raws = generate(model, meta, num=3, steps=700, seed=seed, bias=defaults.HANDWRITING_BIAS)
             lines[meta["name"]] = raws
             (samples / f"{path.stem}.svg").write_text(cast(str, render_sample(meta, raws[0])))  # handwriting: SVG
         (figs / "fig4-handwriting.png").write_bytes(render.handwriting_figure(lines))
-        md += ["![Figure 4](figures/fig4-handwriting.png)", ""]
+        md += [
+            "![Figure 4](figures/fig4-handwriting.png)",
+            "",
+            f"Figure 4's samples: 700 steps each at the service's default Graves bias ({defaults.HANDWRITING_BIAS:g}; "
+            f"`model.defaults.HANDWRITING_BIAS`), seed {seed}.",
+            "",
+        ]
     return md
 
 

@@ -123,8 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--bias",
         type=NON_NEGATIVE,
         metavar="B",
-        help=f"Graves' sampling bias, >= 0 (0 = none; default 0, with --text {defaults.TEXT_BIAS:g}: the most legible "
-        "setting measured)",
+        help=f"Graves' sampling bias, >= 0 (0 = none; default {defaults.HANDWRITING_BIAS:g} for handwriting, "
+        f"{defaults.TEXT_BIAS:g} with --text, 0 for speech: the most legible settings measured)",
     )
     p.add_argument("--mean", action="store_true", help="write and feed back the decoder mean instead of a sample")
     p.add_argument(
@@ -231,7 +231,7 @@ def run(args: argparse.Namespace) -> list[str]:
         seconds=args.seconds,
         seed=seed,
         temperature=1.0 if args.temperature is None else args.temperature,
-        bias=args.bias or 0.0,
+        bias=(0.0 if speech else defaults.HANDWRITING_BIAS) if args.bias is None else args.bias,
         mean="component-mean" if args.component_mean else args.mean,
         prime=prime,
     )

@@ -24,6 +24,7 @@ from . import limits
 DEFAULT_DURATION_S = 2.0  # seconds of speech; the paper's Figure 3 samples are 2.0 s long
 DEFAULT_STEPS = 700  # pen steps of handwriting: about one IAM-OnDB line
 TEXT_BIAS = 2.0  # the bias of a request with `text` that gives none (model.defaults.TEXT_BIAS: a test keeps them equal)
+HANDWRITING_BIAS = 1.0  # the bias of an unconditional handwriting request that gives none (model.defaults'; tested)
 DEFAULT_NUM_SAMPLES = 40  # the paper's K for the IS estimate
 DEFAULT_COLOR = "#1a1a1a"
 DEFAULT_STROKE_WIDTH = 2.0
@@ -282,8 +283,9 @@ class HandwritingRequest(_Params):
         None,
         ge=0,
         le=limits.MAX_BIAS,
-        description=f"Graves' sampling bias, from 0 (none) to {limits.MAX_BIAS:g}: higher writes neater. Omitted: 0 "
-        f"for an unconditional line, {TEXT_BIAS:g} with `text` (the most legible setting measured, docs/RESULTS.md).",
+        description=f"Graves' sampling bias, from 0 (none) to {limits.MAX_BIAS:g}: higher writes neater. Omitted: "
+        f"{HANDWRITING_BIAS:g} for an unconditional line, {TEXT_BIAS:g} with `text` (the most legible settings "
+        "measured, docs/RESULTS.md).",
     )
     temperature: Temperature = 1.0
     prime_b64: Annotated[str | None, Base64] = Field(

@@ -220,7 +220,7 @@ class Jobs:
         """Sample a line of handwriting -> SVG, or with format "json" the raw pen offsets."""
         p = parse_params("generate_handwriting", params)
         steps, seed, temperature = p.steps, _seed(p.seed), p.temperature
-        bias = 0.0 if p.bias is None else p.bias
+        bias = contract.HANDWRITING_BIAS if p.bias is None else p.bias
         try:
             color = render.check_colour(p.color)
         except ValueError as e:

@@ -358,16 +358,18 @@ def test_scoring_and_analysis_with_text_through_redis_give_the_embedded_bytes(te
         assert result.content == tc.post(url, json=body).content
 
 
-def test_bias_defaults_to_the_text_bias_with_text_and_to_0_without(tc):
-    """An omitted bias is model.defaults.TEXT_BIAS with text (the most legible setting measured) and 0 without; the
-    API's copy of the number (worker.contract.TEXT_BIAS: it does not import the model package) is the same."""
+def test_bias_defaults_to_the_text_bias_with_text_and_to_the_handwriting_bias_without(tc):
+    """An omitted bias is model.defaults.TEXT_BIAS with text and HANDWRITING_BIAS without (the most legible settings
+    measured); the API's copies of the numbers (worker.contract: it does not import the model package) are the
+    same."""
     from model import defaults
     from worker import contract
 
     assert contract.TEXT_BIAS == defaults.TEXT_BIAS > 0
+    assert contract.HANDWRITING_BIAS == defaults.HANDWRITING_BIAS > 0
     text = {"text": "hello", "seed": 4}
     assert _write(tc, text).content == _write(tc, {**text, "bias": defaults.TEXT_BIAS}).content
     assert _write(tc, text).content != _write(tc, {**text, "bias": 0}).content
     plain = {"model": HAND, "seed": 4, "steps": 30}
-    assert _write(tc, plain).content == _write(tc, {**plain, "bias": 0}).content
-    assert _write(tc, plain).content != _write(tc, {**plain, "bias": defaults.TEXT_BIAS}).content
+    assert _write(tc, plain).content == _write(tc, {**plain, "bias": defaults.HANDWRITING_BIAS}).content
+    assert _write(tc, plain).content != _write(tc, {**plain, "bias": 0}).content

@@ -225,6 +225,13 @@ def test_demo_page(browser, server, files):
     steps = d.find_element(By.ID, "hw-steps")
     steps.clear()
     steps.send_keys("150")
+    # An untouched bias slider leaves bias out: the service's defaults (1 for a line, 2 with text) apply.
+    assert d.find_element(By.ID, "hw-bias-out").text == "default"
+    d.execute_script(RECORD_FETCH)
+    d.find_element(By.ID, "hw-generate").click()
+    _wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#hw-output svg"), "the default-bias handwriting")
+    assert json.loads(d.execute_script("return window.hwRequests[0]")["body"]) == {"steps": 150}
+    d.execute_script("document.getElementById('hw-output').replaceChildren()")  # (so the next wait sees the next SVG)
     d.execute_script(
         "const b = document.getElementById('hw-bias'); b.value = '1.5'; b.dispatchEvent(new Event('input'));"
     )
