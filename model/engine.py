@@ -282,7 +282,7 @@ class SamplingEngine(BatchThread):
             if h.shape[0] == 1:
                 h, c = pad_row(h), pad_row(c)
             if noise is not None:
-                self._lone_eps[:1] = noise  # (buffers: the step copies what it reads)
+                self._lone_eps[0].copy_(noise[0])  # (buffers: the step copies what it reads)
                 noise = self._lone_eps
         if lean:
             params, pz = self.stepper.emit(h, noise)
@@ -312,7 +312,7 @@ class SamplingEngine(BatchThread):
                 sub = params if len(idx) == n else _rows_of(params, idx)
                 x[idx], emitted[idx] = draw(head, sub, mode, _generators(rows, idx), temperature, bias)
         if lone:
-            self._lone_x[:1] = x
+            self._lone_x[0].copy_(x[0])
             x = self._lone_x
         if lean:
             self._h, self._c = self.stepper.advance(x, pz, h, c)
