@@ -203,3 +203,35 @@ def test_handwriting_command_line_with_texts(tmp_path):
     assert (tmp_path / "l0.png").is_file()
     (tmp_path / "texts.txt").write_text(texts[0] + "\n")
     assert quality.main(argv) == 2  # one text for two files
+
+
+def _ceiling_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "legibility_ceiling.py"
+    spec = importlib.util.spec_from_file_location("legibility_ceiling", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_ceiling_scripts_non_words_keep_the_lines_letters_and_word_lengths():
+    import random
+
+    v = _ceiling_script().variants("the quiet garden, please!", random.Random(3))
+    assert v["words"] == "the quiet garden, please!"
+    for name in ("shuffled letters", "random letters"):
+        assert [len(w) for w in v[name].split()] == [3, 5, 7, 7], name
+    assert sorted(v["shuffled letters"].replace(" ", "")) == sorted(v["words"].replace(" ", ""))
+    assert v["shuffled letters"] != v["words"]
+
+
+@needs_tesseract
+def test_the_ceiling_script_reads_each_set_with_the_corpus_writers(tmp_path, capsys):
+    writer = {"id": "w001", "font": "scripts", "size": 1.0, "aspect": 1.0, "slant": 0.1, "letter_spacing": 1.0,
+              "word_spacing": 10.0, "jitter": 0.05, "drift": 0.0, "speed": 1.5}  # fmt: skip
+    (tmp_path / "manifest.json").write_text(json.dumps({"writers": [writer]}))
+    assert _ceiling_script().main(["--data", str(tmp_path), "--lines", "2"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"{name}: " in out for name in ("words", "shuffled letters", "random letters")), out
