@@ -321,7 +321,7 @@ class SamplingEngine(BatchThread):
             self._h, self._c = fast.rnn(px if pz is None else torch.cat([px, pz], dim=-1), (h, c))
         keep = []
         for i, r in enumerate(rows):
-            r.out.append(emitted[0] if n == 1 else emitted[i].clone())  # (a lone row's is a fresh tensor)
+            r.out.append(emitted[i].clone())  # (a view would keep the step's parameters alive in the mean modes)
             if len(r.out) == r.steps:
                 r.future.set_result(torch.stack(r.out))
             else:

@@ -87,20 +87,24 @@ class RowOp:
 
     def __init__(self, fn: Callable[..., Output], widths: Sequence[int], layout: Hashable):
         self.fn, self.widths, self.layout = fn, tuple(widths), layout
-        self._key: tuple | None = None  # the last (dtype, device, threads) asked for, its sizes and their set
-        self._sizes: tuple[int, ...] = ()
-        self._valid: frozenset[int] = frozenset()
+        # the last (dtype, device, threads) asked for, with its sizes and their set: one tuple, replaced whole, so a
+        # thread never reads one key's sizes with another's set
+        self._last: tuple[tuple, tuple[int, ...], frozenset[int]] = ((), (), frozenset())
 
     def sizes(self, like: Tensor) -> tuple[int, ...]:
         """The chunk sizes that give every row its paired bits (probed once per layout and thread count)."""
-        key = (like.dtype, like.device.type, torch.get_num_threads())
-        if key != self._key:
+        return self._lookup(like)[1]
+
+    def _lookup(self, like: Tensor) -> tuple[tuple, tuple[int, ...], frozenset[int]]:
+        key = (like.dtype, like.device, torch.get_num_threads())
+        last = self._last
+        if key != last[0]:
             full = (self.layout, *key)
             with _LOCK:
                 if full not in _SIZES:
                     _SIZES[full] = self._probe(like.dtype, like.device)
-            self._sizes, self._valid, self._key = _SIZES[full], frozenset(_SIZES[full]), key
-        return self._sizes
+            last = self._last = (key, _SIZES[full], frozenset(_SIZES[full]))
+        return last
 
     def _probe(self, dtype: torch.dtype, device: torch.device) -> tuple[int, ...]:
         n = defaults.PAIRED_PROBE_ROWS
@@ -126,8 +130,8 @@ class RowOp:
         if rows == 1:
             return _rows(self.fn(*map(_pad, xs)), 0, 1)
         xs = tuple(x.contiguous() for x in xs)
-        sizes = self.sizes(xs[0])
-        if rows in self._valid:  # the common case: one chunk
+        _, sizes, valid = self._lookup(xs[0])
+        if rows in valid:  # the common case: one chunk
             return self.fn(*xs)
         parts, i = [], 0
         for m in plan(rows, sizes):
@@ -159,8 +163,22 @@ def head_op(head: Any) -> RowOp:
     too, and keeps only the chunk sizes whose rows come out whole."""
     linear = head.hidden_to_params
     assert isinstance(linear, nn.Linear)
-    layout = ("head", type(head).__name__, tuple(linear.weight.shape), linear.weight.stride())
+    shape = (getattr(head, "k", None), getattr(head, "x_dim", None))
+    layout = ("head", type(head).__name__, shape, tuple(linear.weight.shape), linear.weight.stride())
     return RowOp(lambda hidden: head.params(F.linear(hidden, linear.weight, linear.bias)), [linear.in_features], layout)
+
+
+def latent_head_op(latent: Any) -> RowOp:
+    """hidden -> (mu, softplus(a) + floor) of a `networks.GaussianLatent`'s head, paired: its softplus is
+    elementwise work that a threaded kernel may split mid-row too (see `head_op`)."""
+    w, b, z_dim, floor = latent.hidden_to_params.weight, latent.hidden_to_params.bias, latent.z_dim, latent.std_floor
+
+    def fn(hidden: Tensor) -> tuple[Tensor, Tensor]:
+        mu, a = F.linear(hidden, w, b).split(z_dim, dim=-1)
+        return mu, F.softplus(a) + floor
+
+    layout = ("latent", z_dim, floor, tuple(w.shape), w.stride())
+    return RowOp(fn, [w.shape[1]], layout)
 
 
 def lstm_op(cell: nn.LSTMCell) -> RowOp:

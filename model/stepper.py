@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .networks import MLP, GaussianLatent
-from .paired import RowOp, accumulate_op, head_op, linear_op, lstm_op
+from .paired import RowOp, accumulate_op, head_op, latent_head_op, linear_op, lstm_op
 
 Linear = Callable[[Tensor], Tensor]  # x -> x W^T + b
 Accumulate = Callable[[Tensor, Tensor], Tensor]  # (x, out) -> out + x W^T (in place for the plain product)
@@ -83,10 +83,17 @@ class _Latent:
 
     def __init__(self, latent: GaussianLatent, ops: list[RowOp] | None):
         self.net = _MLP(latent.net, ops)
-        self.head = _linear(latent.hidden_to_params.weight, latent.hidden_to_params.bias, ops)
+        self.head = _linear(latent.hidden_to_params.weight, latent.hidden_to_params.bias, None)
         self.z_dim, self.std_floor = latent.z_dim, latent.std_floor
+        self.paired_head = None
+        if ops is not None:  # the head's Linear and softplus paired together (paired.latent_head_op)
+            ops.append(latent_head_op(latent))
+            self.paired_head = ops[-1]
 
     def __call__(self, *inputs: Tensor) -> tuple[Tensor, Tensor]:
+        if self.paired_head is not None:
+            mu, std = self.paired_head(self.net(*inputs))
+            return mu, std
         mu, a = self.head(self.net(*inputs)).split(self.z_dim, dim=-1)
         return mu, F.softplus(a) + self.std_floor
 

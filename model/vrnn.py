@@ -413,7 +413,16 @@ class VRNN(Recurrence):
             if prime.dim() != 3 or prime.shape[0] not in (1, N):
                 raise ValueError(f"prime must be (T0, {cfg.x_dim}) or ({N}, T0, {cfg.x_dim}), got {tuple(prime.shape)}")
             x_tm, _ = self._prepare(prime.expand(N, -1, -1), None)
-            state = self._posterior_pass(x_tm, self._noise(generator)).state
+            paired_rows = (self.samples_paired if paired is None else paired) and not reference
+            if paired_rows and N > 1 and isinstance(generator, RowGenerators) and len(generator) == N:
+                # each row reads its prime alone, with its own generator, as its solo sample (and the engine) does
+                states = [
+                    self._posterior_pass(x_tm[:, r : r + 1], self._noise(g)).state
+                    for r, g in enumerate(generator.generators)
+                ]
+                state = (torch.cat([s[0] for s in states]), torch.cat([s[1] for s in states]))
+            else:
+                state = self._posterior_pass(x_tm, self._noise(generator)).state
         h, c = state
         head = self.decoder.head
         noise = self._noise(generator)

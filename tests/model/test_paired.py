@@ -122,3 +122,34 @@ def test_the_stepper_pads_a_lone_row_itself(speech):
     lone_state = stepper.advance(x[:1], None if lone[1] is None else lone[1], h[:1], c[:1])
     both_state = stepper.advance(x, both[1], h, c)
     assert all(torch.equal(a, b[:1]) for a, b in zip(lone_state, both_state, strict=True))
+
+
+@torch.inference_mode()
+def test_a_primed_paired_batch_reads_each_rows_prime_alone(speech):
+    """With a prime, each row of a batch reads it with its own generator, as its solo sample does."""
+    prime = torch.randn(6, speech.config.x_dim, generator=torch.Generator().manual_seed(8))
+    seeds = [4, 9, 16, 25, 36]
+    gens = RowGenerators([torch.Generator().manual_seed(s) for s in seeds])
+    batch = speech.sample(len(seeds), 20, generator=gens, prime=prime)
+    for r, seed in enumerate(seeds):
+        alone = speech.sample(1, 20, generator=torch.Generator().manual_seed(seed), prime=prime)[0]
+        assert torch.equal(batch[r], alone), r
+
+
+@torch.inference_mode()
+def test_rows_stay_whole_where_threads_split_a_large_batchs_elementwise_work():
+    """At two threads PyTorch splits an elementwise kernel over more than 32,768 values among the threads at a fixed
+    element count, wherever that falls in a row; the latent and output heads' softplus runs inside paired ops,
+    whose chunks keep rows whole. 1,101 rows of the speech VRNN-Gauss: the rows around the split are their solo
+    samples."""
+    model, _ = load_checkpoint(ROOT / "checkpoints" / "speech-vrnn-gauss.safetensors")
+    model.eval()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        n = 1101
+        batch = model.sample(n, 2, generator=RowGenerators([torch.Generator().manual_seed(s) for s in range(n)]))
+        for r in (0, 549, 550, 551, n - 1):
+            assert torch.equal(batch[r], model.sample(1, 2, generator=torch.Generator().manual_seed(r))[0]), r
+    finally:
+        torch.set_num_threads(threads)
