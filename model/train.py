@@ -918,6 +918,7 @@ def metadata(
             "free_bits_mode": conf.free_bits_mode if conf.free_bits else None,
             "seed": conf.seed,
             "finished": not partial,
+            **({"init_from": conf.init_from} if conf.init_from else {}),  # continued from another checkpoint
         },
         "metrics": metrics or {"valid_elbo": state.best_valid_elbo},
         **condition,
