@@ -104,6 +104,12 @@ def _recipe(training: dict[str, Any]) -> str:
         parts.append(f"--kl-warmup {training['kl_warmup']}")
     if training.get("stateful"):
         parts.append("--stateful")
+    from .train import PRESETS
+
+    if training.get("max_len") != PRESETS.get(training.get("preset") or "", {}).get("max_len"):
+        parts.append(f"--max-len {training['max_len']}")
+    if training.get("init_from"):  # steps and minutes are then this run's, after the checkpoint it started from
+        parts.append(f"--init-from {Path(training['init_from']).name}")
     return " ".join(parts) or "-"
 
 
