@@ -167,9 +167,8 @@ def bench_sampling(cfg: ModelConfig, seconds: float, repeats: int, device: torch
         runs = (_timed(lambda: model.sample(1, steps, paired=paired), device) for _ in range(max(3, repeats)))
         return statistics.median(runs)
 
-    t, t_plain = timed(model.samples_paired), timed(not model.samples_paired)
-    if not model.samples_paired:
-        t, t_plain = t_plain, t
+    t_plain = timed(False)
+    t = timed(True) if model.samples_paired else t_plain
     return {
         "audio_seconds": steps * cfg.x_dim / defaults.SAMPLE_RATE,
         "steps": steps,

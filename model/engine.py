@@ -36,7 +36,7 @@ from torch import Tensor
 from .distributions import RowGenerators, randn
 from .rowwise import rowwise_copy
 from .runtime import apply_threads
-from .stepper import Stepper, first_row, pad_row
+from .stepper import LoneRow, Stepper, first_row
 from .vrnn import VRNN, draw, sampling_mode
 
 
@@ -161,10 +161,7 @@ class SamplingEngine(BatchThread):
         self.paired = model.samples_paired if paired is None else paired  # (VRNN.sample's `paired` must agree)
         self.fast = cast(VRNN, rowwise_copy(self.model))
         self.stepper = Stepper(self.model, paired=self.paired)
-        cfg = self.model.config
-        dev, dt = self.model.device, self.model._dtype()
-        self._lone_eps = torch.zeros(2, cfg.z_dim, device=dev, dtype=dt)  # a lone paired row's inputs, zero row below
-        self._lone_x = torch.zeros(2, cfg.x_dim, device=dev, dtype=dt)
+        self._lone = LoneRow(self.model)  # a paired row alone runs above a zero row
         self.max_batch, self.max_wait_s = max_batch, max_wait_s
         self.stats = EngineStats()
         self._rows: list[_Request] = []
@@ -280,10 +277,9 @@ class SamplingEngine(BatchThread):
         lone = self.paired and n == 1
         if lone:
             if h.shape[0] == 1:
-                h, c = pad_row(h), pad_row(c)
+                h, c = self._lone.state(h, c)
             if noise is not None:
-                self._lone_eps[0].copy_(noise[0])  # (buffers: the step copies what it reads)
-                noise = self._lone_eps
+                noise = self._lone.noise(noise)
         if lean:
             params, pz = self.stepper.emit(h, noise)
             if lone:
@@ -312,8 +308,7 @@ class SamplingEngine(BatchThread):
                 sub = params if len(idx) == n else _rows_of(params, idx)
                 x[idx], emitted[idx] = draw(head, sub, mode, _generators(rows, idx), temperature, bias)
         if lone:
-            self._lone_x[0].copy_(x[0])
-            x = self._lone_x
+            x = self._lone.input(x)
         if lean:
             self._h, self._c = self.stepper.advance(x, pz, h, c)
         else:

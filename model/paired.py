@@ -41,7 +41,7 @@ _SIZES: dict[tuple, tuple[int, ...]] = {}
 _LOCK = threading.Lock()
 
 
-def _pad(x: Tensor) -> Tensor:
+def pad_row(x: Tensor) -> Tensor:
     """x (1, n) with a zero row below it: a lone row's reference batch."""
     return torch.cat([x, x.new_zeros(x.shape)])
 
@@ -110,7 +110,7 @@ class RowOp:
         n = defaults.PAIRED_PROBE_ROWS
         g = torch.Generator(device=device).manual_seed(0)
         xs = [torch.randn(n, w, generator=g, device=device, dtype=dtype) for w in self.widths]
-        alone = [_rows(self.fn(*(_pad(x[r : r + 1]) for x in xs)), 0, 1) for r in range(n)]
+        alone = [_rows(self.fn(*(pad_row(x[r : r + 1]) for x in xs)), 0, 1) for r in range(n)]
         second = self.fn(*(torch.cat([x.new_zeros(1, x.shape[1]), x[:1]]) for x in xs))
         if not _equal(_rows(second, 1, 2), alone[0]):  # the pair itself depends on where the row sits
             return ()
@@ -128,7 +128,7 @@ class RowOp:
     def __call__(self, *xs: Tensor) -> Output:
         rows = xs[0].shape[0]
         if rows == 1:
-            return _rows(self.fn(*map(_pad, xs)), 0, 1)
+            return _rows(self.fn(*map(pad_row, xs)), 0, 1)
         xs = tuple(x.contiguous() for x in xs)
         _, sizes, valid = self._lookup(xs[0])
         if rows in valid:  # the common case: one chunk
@@ -136,7 +136,7 @@ class RowOp:
         parts, i = [], 0
         for m in plan(rows, sizes):
             part = tuple(x[i : i + m] for x in xs)
-            parts.append(self.fn(*part) if m > 1 else _rows(self.fn(*map(_pad, part)), 0, 1))
+            parts.append(self.fn(*part) if m > 1 else _rows(self.fn(*map(pad_row, part)), 0, 1))
             i += m
         return _cat(parts)
 
@@ -168,17 +168,24 @@ def head_op(head: Any) -> RowOp:
     return RowOp(lambda hidden: head.params(F.linear(hidden, linear.weight, linear.bias)), [linear.in_features], layout)
 
 
-def latent_head_op(latent: Any) -> RowOp:
-    """hidden -> (mu, softplus(a) + floor) of a `networks.GaussianLatent`'s head, paired: its softplus is
-    elementwise work that a threaded kernel may split mid-row too (see `head_op`)."""
+def latent_head(latent: Any) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+    """hidden -> (mu, softplus(a) + floor) of a `networks.GaussianLatent`'s head (its Linear, then elementwise), as
+    `GaussianLatent.forward` computes it after its network."""
     w, b, z_dim, floor = latent.hidden_to_params.weight, latent.hidden_to_params.bias, latent.z_dim, latent.std_floor
 
     def fn(hidden: Tensor) -> tuple[Tensor, Tensor]:
         mu, a = F.linear(hidden, w, b).split(z_dim, dim=-1)
         return mu, F.softplus(a) + floor
 
-    layout = ("latent", z_dim, floor, tuple(w.shape), w.stride())
-    return RowOp(fn, [w.shape[1]], layout)
+    return fn
+
+
+def latent_head_op(latent: Any) -> RowOp:
+    """`latent_head`, paired: its softplus is elementwise work that a threaded kernel may split mid-row too (see
+    `head_op`)."""
+    w = latent.hidden_to_params.weight
+    layout = ("latent", latent.z_dim, latent.std_floor, tuple(w.shape), w.stride())
+    return RowOp(latent_head(latent), [w.shape[1]], layout)
 
 
 def lstm_op(cell: nn.LSTMCell) -> RowOp:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .networks import MLP, GaussianLatent
-from .paired import RowOp, accumulate_op, head_op, latent_head_op, linear_op, lstm_op
+from .paired import RowOp, accumulate_op, head_op, latent_head, latent_head_op, linear_op, lstm_op, pad_row
 
 Linear = Callable[[Tensor], Tensor]  # x -> x W^T + b
 Accumulate = Callable[[Tensor, Tensor], Tensor]  # (x, out) -> out + x W^T (in place for the plain product)
@@ -83,19 +83,13 @@ class _Latent:
 
     def __init__(self, latent: GaussianLatent, ops: list[RowOp] | None):
         self.net = _MLP(latent.net, ops)
-        self.head = _linear(latent.hidden_to_params.weight, latent.hidden_to_params.bias, None)
-        self.z_dim, self.std_floor = latent.z_dim, latent.std_floor
-        self.paired_head = None
+        self.head = latent_head(latent)
         if ops is not None:  # the head's Linear and softplus paired together (paired.latent_head_op)
             ops.append(latent_head_op(latent))
-            self.paired_head = ops[-1]
+            self.head = cast(Callable[[Tensor], tuple[Tensor, Tensor]], ops[-1])
 
     def __call__(self, *inputs: Tensor) -> tuple[Tensor, Tensor]:
-        if self.paired_head is not None:
-            mu, std = self.paired_head(self.net(*inputs))
-            return mu, std
-        mu, a = self.head(self.net(*inputs)).split(self.z_dim, dim=-1)
-        return mu, F.softplus(a) + self.std_floor
+        return self.head(self.net(*inputs))
 
 
 class Stepper:
@@ -121,8 +115,9 @@ class Stepper:
             self.head = head.forward  # the head's own arithmetic (one Linear, then elementwise)
         rnn = model.rnn
         self.lstm = (rnn.weight_ih, rnn.weight_hh, rnn.bias_ih, rnn.bias_hh)
-        self.paired_lstm = lstm_op(rnn) if paired else None
-        if ops is not None and self.paired_lstm is not None:
+        self.paired_lstm = None
+        if ops is not None:
+            self.paired_lstm = lstm_op(rnn)
             ops.append(self.paired_lstm)
         self.ops = ops or []
         # A batch size that every paired product computes in one chunk runs the plain step: the same calls (the
@@ -143,9 +138,6 @@ class Stepper:
         """The output distribution's parameters for x_t (the head's tuple) and phi_z(z_t) (None without a latent);
         z_t = mu_p + std_p * z_noise (N(0, I) for VRNN-I: mu 0, std 1, as `Recurrence._prior` gives). `extra`: what
         every network also reads (a text model's window vector w_t)."""
-        if self.paired and h.shape[0] == 1:  # a lone row beside a zero row: each product then runs on a pair as is
-            params, pz = self._emit(pad_row(h), None if z_noise is None else pad_row(z_noise), *map(pad_row, extra))
-            return first_row(params), None if pz is None else pz[:1]
         if self._plain is not None and h.shape[0] in self._one_chunk(h):
             return self._plain._emit(h, z_noise, *extra)
         return self._emit(h, z_noise, *extra)
@@ -162,11 +154,6 @@ class Stepper:
         return self.head(self.decoder(pz, h, *extra)), pz
 
     def advance(self, x: Tensor, pz: Tensor | None, h: Tensor, c: Tensor, *extra: Tensor) -> tuple[Tensor, Tensor]:
-        if self.paired and h.shape[0] == 1:
-            h2, c2 = self._advance(
-                pad_row(x), None if pz is None else pad_row(pz), pad_row(h), pad_row(c), *map(pad_row, extra)
-            )
-            return h2[:1], c2[:1]
         if self._plain is not None and h.shape[0] in self._one_chunk(h):
             return self._plain._advance(x, pz, h, c, *extra)
         return self._advance(x, pz, h, c, *extra)
@@ -182,9 +169,31 @@ class Stepper:
         return h2, c2
 
 
-def pad_row(x: Tensor) -> Tensor:
-    """x (1, n) with a zero row below it: a lone row's batch of two for a paired stepper."""
-    return torch.cat([x, x.new_zeros(x.shape)])
+class LoneRow:
+    """One row sampled paired on its own (`VRNN.sample`, the engine): it runs as the first row of a batch of two whose
+    second row starts as zeros (`state`) and gets zeros as every step's inputs (`noise`, `input`), so that each
+    product runs on a pair as it is, with no padding per product. The input buffers are written in place: a step
+    copies what it reads."""
+
+    def __init__(self, model: Any):
+        cfg, dev, dtype = model.config, model.device, model._dtype()
+        self._eps = torch.zeros(2, cfg.z_dim, device=dev, dtype=dtype)
+        self._x = torch.zeros(2, cfg.x_dim, device=dev, dtype=dtype)
+
+    @staticmethod
+    def state(h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        """A lone row's (h, c), each (1, H), with the zero row below it."""
+        return pad_row(h), pad_row(c)
+
+    def noise(self, eps: Tensor) -> Tensor:
+        """The row's z noise (1, Z) above a zero row."""
+        self._eps[0].copy_(eps[0])
+        return self._eps
+
+    def input(self, x: Tensor) -> Tensor:
+        """The row's drawn x_t (1, D) above a zero row."""
+        self._x[0].copy_(x[0])
+        return self._x
 
 
 def first_row(params: Any) -> Any:

@@ -35,7 +35,7 @@ from .networks import (
     init_lstm,
     lstm_pointwise,
 )
-from .stepper import Stepper, first_row, pad_row
+from .stepper import LoneRow, Stepper, first_row
 
 # Weight initialisations: "default" (PyTorch's Linear init, small output heads, orthogonal recurrent
 # weights and a forget-gate bias of 1) and "cle" (the authors': `networks.init_cle`).
@@ -405,6 +405,7 @@ class VRNN(Recurrence):
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
         mode = sampling_mode(steps, temperature, bias, mean)
+        paired = self.samples_paired if paired is None else paired
         N, cfg = num_samples, self.config
         state = self._zero_state(N)
         if prime is not None:
@@ -413,8 +414,7 @@ class VRNN(Recurrence):
             if prime.dim() != 3 or prime.shape[0] not in (1, N):
                 raise ValueError(f"prime must be (T0, {cfg.x_dim}) or ({N}, T0, {cfg.x_dim}), got {tuple(prime.shape)}")
             x_tm, _ = self._prepare(prime.expand(N, -1, -1), None)
-            paired_rows = (self.samples_paired if paired is None else paired) and not reference
-            if paired_rows and N > 1 and isinstance(generator, RowGenerators) and len(generator) == N:
+            if paired and not reference and N > 1 and isinstance(generator, RowGenerators) and len(generator) == N:
                 # each row reads its prime alone, with its own generator, as its solo sample (and the engine) does
                 states = [
                     self._posterior_pass(x_tm[:, r : r + 1], self._noise(g)).state
@@ -429,7 +429,7 @@ class VRNN(Recurrence):
         out = []
         if not reference and type(self.rnn) is nn.LSTMCell and type(self.phi_x) is MLP:
             # the same operations without the module machinery (model.stepper)
-            stepper = Stepper(self, paired=self.samples_paired if paired is None else paired)
+            stepper = Stepper(self, paired=paired)
             if stepper.paired and N == 1:  # the state keeps a second row, so every product runs on a pair as is
                 return self._sample_lone(stepper, h, c, steps, noise, generator, mode, temperature, bias)
             for t in range(steps):
@@ -454,20 +454,16 @@ class VRNN(Recurrence):
     def _sample_lone(
         self, stepper: Stepper, h: Tensor, c: Tensor, steps: int, noise: Any, generator: Any, *draw_args: Any
     ) -> Tensor:
-        """`sample`'s loop for one paired row: a zero row beside it in the state and in the inputs (buffers written
-        in place: the step copies what it reads), the draw on the row's own parameters."""
-        h, c = pad_row(h), pad_row(c)
-        eps = h.new_zeros(2, self.config.z_dim)
-        x_in = h.new_zeros(2, self.config.x_dim)
+        """`sample`'s loop for one paired row (`stepper.LoneRow`: a zero row beside it), the draw on its own
+        parameters."""
+        lone = LoneRow(self)
+        h, c = lone.state(h, c)
         head, out = self.decoder.head, []
         for t in range(steps):
-            if self.phi_z is not None:
-                eps[:1] = noise(t, (1, 1))[0]
-            params, pz_t = stepper.emit(h, None if self.phi_z is None else eps)
+            params, pz_t = stepper.emit(h, None if self.phi_z is None else lone.noise(noise(t, (1, 1))[0]))
             x, emitted = draw(head, first_row(params), draw_args[0], generator, *draw_args[1:])
             out.append(emitted)
-            x_in[:1] = x
-            h, c = stepper.advance(x_in, pz_t, h, c)
+            h, c = stepper.advance(lone.input(x), pz_t, h, c)
         return torch.stack(out, dim=1)
 
     @torch.no_grad()

@@ -108,8 +108,8 @@ def test_a_handwriting_model_samples_plain_by_default_and_paired_when_asked():
 
 @torch.inference_mode()
 def test_the_stepper_pads_a_lone_row_itself(speech):
-    """`Stepper(paired=True)` given one row runs it beside a zero row: what a sampler that keeps the second row in
-    its state (VRNN.sample, the engine) computes."""
+    """`Stepper(paired=True)` given one row runs each product on it beside a zero row (`paired.RowOp`): what a sampler
+    that keeps the second row in its state (VRNN.sample, the engine: `stepper.LoneRow`) computes."""
     stepper = Stepper(speech, paired=True)
     g = torch.Generator().manual_seed(0)
     H, Z = speech.config.h_dim, speech.config.z_dim
