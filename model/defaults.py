@@ -58,13 +58,17 @@ MAX_IS_BATCH = 4096
 # 2000 rows of its 20 x 200 mixture per chunk).
 NO_GRAD_CHUNK_BYTES = 256 * 2**20
 
-# The modalities whose models sample with `model.paired`'s products (every row of a batch as it is in a batch of
-# two, a lone row beside a zero row), the others with PyTorch's own (a lone row through the matrix-vector kernel,
-# rows of a batch through `model.rowwise`). Measured on this project's 2-core CPU, one thread, 16 rows of 160 steps:
-# the speech VRNN-Gauss 96 ms paired against 246 ms row by row (one row: 46 against 44 ms); the handwriting
-# VRNN-GMM's 54-wide layers give their paired bits only in chunks of 2, and its lone 700-step request (the issue's
-# 150 ms target) would pay 18% for the zero row: handwriting keeps the plain kernels.
-PAIRED_MODALITIES = ("speech",)
+# A model samples with `model.paired`'s products (every row of a batch as it is in a batch of two, a lone row beside
+# a zero row) where that pays on the machine at hand: where every product of its sampling step computes a batch of at
+# least this many rows in one call with each row's paired bits (probed per layout, dtype, device and thread count:
+# `stepper.paired_pays`). Elsewhere a lone row takes PyTorch's one-row kernel and a batch runs row by row
+# (`model.rowwise`). Measured (16 rows of 160 steps, one thread): on the Intel Xeon the speech layers keep their
+# bits in one product of up to 9-15 rows, and the speech VRNN-Gauss took 96 ms paired against 246 ms row by row
+# (one row: 46 against 44 ms); the handwriting VRNN-GMM's 54-wide layers only in pairs, where the zero row would
+# cost its lone 700-step request 18%. On the AMD EPYC, MKL's small products keep no row's bits beyond a pair, and
+# some not even a pair's (a row's bits depend on its place): paired sampling there cost a lone speech row 90 ms
+# against 48 ms and 16 rows 633 ms against 418 ms row by row, so no model samples paired.
+PAIRED_MIN_ROWS = 4
 # Rows of the probe that finds which chunk sizes of a layer's product give every row its paired bits (`model.paired`).
 PAIRED_PROBE_ROWS = 16
 

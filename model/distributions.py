@@ -148,12 +148,23 @@ def randn(
     return torch.cat([torch.randn(one, generator=g, device=device, dtype=dtype) for g in gens], dim=row_dim)
 
 
+def _multinomial(probs: Tensor, generator: torch.Generator | None) -> Tensor:
+    """`torch.multinomial(probs, 1, generator=generator)` for rows of valid probabilities (finite, >= 0, a positive
+    sum: a softmax's), without its input checks (five reductions and two host syncs, most of a handwriting step's
+    draw): ATen's one-sample path itself (the Gumbel-max trick, exponentiated: q ~ Exp(1), argmax of p / q), the
+    same operations on the same generator, so the same index and the same generator state after it
+    (tests/model/test_distributions.py)."""
+    q = torch.empty_like(probs).exponential_(1, generator=generator)
+    torch.div(probs, q, out=q)
+    return q.argmax(-1, keepdim=True)
+
+
 def multinomial_one(probs: Tensor, generator: Generator) -> Tensor:
     """One index per row of probs (N, K) -> (N, 1)."""
     if not isinstance(generator, RowGenerators):
-        return torch.multinomial(probs, 1, generator=generator)
+        return _multinomial(probs, generator)
     gens = _per_row(generator, probs.shape[0])
-    return torch.cat([torch.multinomial(probs[r : r + 1], 1, generator=g) for r, g in enumerate(gens)])
+    return torch.cat([_multinomial(probs[r : r + 1], g) for r, g in enumerate(gens)])
 
 
 def bernoulli(p: Tensor, generator: Generator) -> Tensor:
@@ -164,19 +175,22 @@ def bernoulli(p: Tensor, generator: Generator) -> Tensor:
     return torch.cat([torch.bernoulli(p[r : r + 1], generator=g) for r, g in enumerate(gens)])
 
 
-def _pick_component(logits: Tensor | None, generator: Generator) -> Tensor | None:
-    """Index (N,) of one mixture component per row, drawn with its weight."""
+def _pick_component(logits: Tensor | None, generator: Generator) -> Tensor | int | None:
+    """Index (N,) of one mixture component per row, drawn with its weight; for one row, the index as an int (read
+    once: `_take` then slices each parameter at it without building a row index)."""
     if logits is None:
         return None
-    return multinomial_one(F.softmax(logits, dim=-1), generator).squeeze(-1)
+    k = multinomial_one(F.softmax(logits, dim=-1), generator).squeeze(-1)
+    return int(k) if k.shape[0] == 1 else k
 
 
-def _take(values: Tensor, index: Tensor | None) -> Tensor:
-    """values (N, K, ...) -> (N, ...) at component index (N,) (the only one when index is None)."""
+def _take(values: Tensor, index: Tensor | int | None) -> Tensor:
+    """values (N, K, ...) -> (N, ...) at component index (N,) (the only one when index is None; for one row an int,
+    the same elements as the general case)."""
     if index is None:
         return values[:, 0]
-    if values.shape[0] == 1:
-        return values[:, int(index)]  # the same elements as the general case, without building the row index
+    if isinstance(index, int):
+        return values[:, index]
     return values[torch.arange(values.shape[0], device=values.device), index]
 
 

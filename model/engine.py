@@ -4,9 +4,11 @@ Requests for one model join a running batch at a step boundary; a row whose requ
 and a waiting request takes its place. Each row keeps its own random stream (`distributions.RowGenerators`) and
 the arithmetic is row-invariant, so every request returns bit for bit what
 `model.sample(num_samples=1, generator=torch.Generator().manual_seed(seed), ...)` returns alone, whichever
-requests it shared steps with (tests/model/test_engine.py). A paired model (`VRNN.samples_paired`: the speech
-models) computes every step of every batch on `model.paired`'s products, a batch costing little more than a row
-(16 speech rows of 160 steps: 2.2x one row); the others compute a batch row by row (`model.rowwise`: 5.6x).
+requests it shared steps with (tests/model/test_engine.py). A paired model (`VRNN.samples_paired`: where this
+machine's kernels keep a batch's bits, the speech models on the Intel Xeon) computes every step of every batch on
+`model.paired`'s products, a batch costing little more than a row (there: 16 speech rows of 160 steps 2.2x one
+row); the others compute a batch row by row (`model.rowwise`: 5.6x there; on the AMD EPYC, where no model pairs,
+16 speech rows cost 8.7x one row).
 
     engine = SamplingEngine(model, max_batch=16, max_wait_s=0.0).start()   # a background thread
     future = engine.submit(steps=160, seed=7, temperature=1.0)             # concurrent.futures.Future

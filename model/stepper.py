@@ -20,6 +20,8 @@ batch's every row is its solo sample at a matrix-matrix product's cost.
 from __future__ import annotations
 
 import itertools
+import threading
+import weakref
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -27,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import defaults
 from .networks import MLP, GaussianLatent
 from .paired import RowOp, accumulate_op, head_op, latent_head, latent_head_op, linear_op, lstm_op, pad_row
 
@@ -167,6 +170,28 @@ class Stepper:
             return h2, c2
         h2, c2 = torch.lstm_cell(rnn_in, (h, c), *self.lstm)
         return h2, c2
+
+
+_PAYS: weakref.WeakKeyDictionary[Any, dict[tuple, bool]] = weakref.WeakKeyDictionary()
+_PAYS_LOCK = threading.Lock()
+
+
+def paired_pays(model: Any) -> bool:
+    """Whether `model` should sample paired on this machine, at this thread's thread count: whether every product of
+    its sampling step computes a batch of defaults.PAIRED_MIN_ROWS rows or more in one call with each row's paired
+    bits (`model.paired`'s probe, which reads bits, not times: the answer is the same in every process of a machine).
+    Where it does not, a paired batch would run in small chunks (or a pair per row) and a lone row would pay for its
+    zero row for nothing. Models the stepper does not read (other module types) sample plain."""
+    if type(model.rnn) is not nn.LSTMCell or type(model.phi_x) is not MLP:
+        return False
+    like = torch.empty(0, device=model.device, dtype=model._dtype())
+    key = (torch.get_num_threads(), like.dtype, like.device)
+    with _PAYS_LOCK:
+        known = _PAYS.setdefault(model, {})
+        if key not in known:
+            sizes = Stepper(model, paired=True)._one_chunk(like)
+            known[key] = max(sizes, default=0) >= defaults.PAIRED_MIN_ROWS
+        return known[key]
 
 
 class LoneRow:

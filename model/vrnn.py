@@ -35,7 +35,7 @@ from .networks import (
     init_lstm,
     lstm_pointwise,
 )
-from .stepper import LoneRow, Stepper, first_row
+from .stepper import LoneRow, Stepper, first_row, paired_pays
 
 # Weight initialisations: "default" (PyTorch's Linear init, small output heads, orthogonal recurrent
 # weights and a forget-gate bias of 1) and "cle" (the authors': `networks.init_cle`).
@@ -114,8 +114,10 @@ class Recurrence(nn.Module):
 
     @property
     def samples_paired(self) -> bool:
-        """Whether sampling computes its products as `model.paired` does (defaults.PAIRED_MODALITIES)."""
-        return self.config.modality in defaults.PAIRED_MODALITIES
+        """Whether sampling computes its products as `model.paired` does: where this machine's kernels, at this
+        thread's thread count, give a batch of defaults.PAIRED_MIN_ROWS rows or more its paired bits in one product
+        in every layer (`stepper.paired_pays`; probed once per layout)."""
+        return paired_pays(self)
 
     def _dtype(self) -> torch.dtype:
         return self.rnn.weight_hh.dtype

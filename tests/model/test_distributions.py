@@ -521,3 +521,23 @@ def test_reference_helpers_are_consistent_with_numpy():
     std = torch.tensor([2.0, 3.0], dtype=F64)
     cov = _covariance(std, torch.tensor(-0.5, dtype=F64)).numpy()
     np.testing.assert_allclose(cov, [[4.0, -3.0], [-3.0, 9.0]])
+
+
+@pytest.mark.parametrize("shape", [(1, 20), (7, 20), (1, 2), (3, 121)])
+def test_the_component_draw_is_torch_multinomial_bit_for_bit(shape):
+    """The samplers draw a mixture component with ATen's one-sample multinomial path minus its input checks: the
+    same index as `torch.multinomial(p, 1)` and the same generator state after it, over many draws (zeros too)."""
+    from model.distributions import multinomial_one
+
+    g = torch.Generator().manual_seed(0)
+    for trial in range(200):
+        logits = torch.randn(shape, generator=g) * (0.3 + trial / 20)
+        probs = F.softmax(logits, dim=-1)
+        if trial % 3 == 0:
+            probs[:, : shape[1] // 2] = 0.0  # components with no weight are never drawn
+        ours, theirs = torch.Generator().manual_seed(trial), torch.Generator().manual_seed(trial)
+        k = multinomial_one(probs, ours)
+        assert torch.equal(k, torch.multinomial(probs, 1, generator=theirs)), trial
+        assert torch.equal(torch.rand(4, generator=ours), torch.rand(4, generator=theirs)), trial
+        if trial % 3 == 0:
+            assert (k >= shape[1] // 2).all()

@@ -3,6 +3,7 @@ its solo sample at a matrix-matrix product's cost."""
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,8 @@ def test_a_layer_gives_each_row_its_paired_bits_in_any_batch():
     w, b = torch.randn(300, 222), torch.randn(300)
     op = linear_op(w, b)
     x = torch.randn(37, 222)
-    assert 2 in op.sizes(x)
+    sizes = op.sizes(x)  # (on the AMD EPYC a pair's bits already depend on the row's place: none)
+    assert sizes == () or sizes[-1] == 2
     out = op(x)
     for r in range(37):
         pair = F.linear(torch.cat([x[r : r + 1], torch.zeros(1, 222)]), w, b)[:1]
@@ -73,11 +75,11 @@ def test_the_lstm_cell_gives_each_row_its_paired_bits():
 @pytest.mark.parametrize("mode", ["sample", "component-mean", "mean"])
 @torch.inference_mode()
 def test_every_row_of_a_paired_batch_is_its_seeds_solo_sample(speech, mode):
-    """The speech models sample paired by default: a batch of 11 (more than one chunk of most layers) with one
-    generator per row gives each row its seed's solo sample, bit for bit, over 40 steps with a temperature."""
-    assert speech.samples_paired
+    """Sampled paired, a batch of 11 (more than one chunk of most layers on the Xeon; a pair per row where a layer
+    keeps no batch's bits) with one generator per row gives each row its seed's solo sample, bit for bit, over 40
+    steps with a temperature."""
     seeds = list(range(20, 31))
-    kw = {"steps": 40, "temperature": 0.8, "mean": mode}
+    kw = {"steps": 40, "temperature": 0.8, "mean": mode, "paired": True}
     batch = speech.sample(len(seeds), generator=RowGenerators([torch.Generator().manual_seed(s) for s in seeds]), **kw)
     for r, seed in enumerate(seeds):
         alone = speech.sample(1, generator=torch.Generator().manual_seed(seed), **kw)[0]
@@ -93,12 +95,11 @@ def test_paired_and_plain_products_differ_so_the_test_above_can_fail(speech):
 
 
 @torch.inference_mode()
-def test_a_handwriting_model_samples_plain_by_default_and_paired_when_asked():
-    """Handwriting keeps PyTorch's own products (defaults.PAIRED_MODALITIES); asked, it samples paired, and its
-    54-wide layers (chunks of two at most) still give every row its solo bits."""
+def test_a_handwriting_model_samples_paired_when_asked():
+    """The handwriting VRNN-GMM's 54-wide layers keep their paired bits in pairs at most (so it samples plain by
+    default: `stepper.paired_pays`); asked, it samples paired, and every row still gets its solo bits."""
     model, _ = load_checkpoint(ROOT / "checkpoints" / "handwriting-vrnn-gmm.safetensors")
     model.eval()
-    assert not model.samples_paired
     seeds = [3, 1, 4, 1, 5]
     kw = {"steps": 60, "bias": 1.0, "paired": True}
     batch = model.sample(5, generator=RowGenerators([torch.Generator().manual_seed(s) for s in seeds]), **kw)
@@ -130,9 +131,9 @@ def test_a_primed_paired_batch_reads_each_rows_prime_alone(speech):
     prime = torch.randn(6, speech.config.x_dim, generator=torch.Generator().manual_seed(8))
     seeds = [4, 9, 16, 25, 36]
     gens = RowGenerators([torch.Generator().manual_seed(s) for s in seeds])
-    batch = speech.sample(len(seeds), 20, generator=gens, prime=prime)
+    batch = speech.sample(len(seeds), 20, generator=gens, prime=prime, paired=True)
     for r, seed in enumerate(seeds):
-        alone = speech.sample(1, 20, generator=torch.Generator().manual_seed(seed), prime=prime)[0]
+        alone = speech.sample(1, 20, generator=torch.Generator().manual_seed(seed), prime=prime, paired=True)[0]
         assert torch.equal(batch[r], alone), r
 
 
@@ -148,8 +149,57 @@ def test_rows_stay_whole_where_threads_split_a_large_batchs_elementwise_work():
     torch.set_num_threads(2)
     try:
         n = 1101
-        batch = model.sample(n, 2, generator=RowGenerators([torch.Generator().manual_seed(s) for s in range(n)]))
+        gens = RowGenerators([torch.Generator().manual_seed(s) for s in range(n)])
+        batch = model.sample(n, 2, generator=gens, paired=True)
         for r in (0, 549, 550, 551, n - 1):
-            assert torch.equal(batch[r], model.sample(1, 2, generator=torch.Generator().manual_seed(r))[0]), r
+            alone = model.sample(1, 2, generator=torch.Generator().manual_seed(r), paired=True)[0]
+            assert torch.equal(batch[r], alone), r
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize(
+    ("sizes", "pays"), [((), False), ((2,), False), ((3, 2), False), ((4, 3, 2), True), ((15, 9, 4, 3, 2), True)]
+)
+@torch.inference_mode()
+def test_a_model_samples_paired_where_its_layers_keep_a_batchs_bits(monkeypatch, sizes, pays):
+    """`samples_paired` follows the probe: paired where every product keeps a batch of defaults.PAIRED_MIN_ROWS (4)
+    rows or more in one call, plain elsewhere; `VRNN.sample` and the engine follow it (a lone row's bits tell)."""
+    import model.stepper as stepper_module
+    from model.engine import SamplingEngine
+
+    monkeypatch.setattr(stepper_module, "_PAYS", weakref.WeakKeyDictionary())
+    monkeypatch.setattr(RowOp, "sizes", lambda self, like: sizes)
+    model, _ = load_checkpoint(ROOT / "checkpoints" / "speech-vrnn-gauss.safetensors")
+    model.eval()
+    assert model.samples_paired is pays
+    solo = {p: model.sample(1, 12, generator=torch.Generator().manual_seed(5), paired=p)[0] for p in (True, False)}
+    assert not torch.equal(solo[True], solo[False])  # (so the comparisons below can fail)
+    assert torch.equal(model.sample(1, 12, generator=torch.Generator().manual_seed(5))[0], solo[pays])
+    engine = SamplingEngine(model, max_batch=4).start()
+    try:
+        assert engine.paired is pays
+        assert torch.equal(engine.submit(12, seed=5).result(timeout=60), solo[pays])
+    finally:
+        engine.stop()
+
+
+def test_the_decision_is_cached_per_thread_count(monkeypatch):
+    """The probe runs once per model and thread count (a kernel's choice depends on the thread count)."""
+    import model.stepper as stepper_module
+
+    calls = []
+    monkeypatch.setattr(stepper_module, "_PAYS", weakref.WeakKeyDictionary())
+    monkeypatch.setattr(RowOp, "sizes", lambda self, like: calls.append(torch.get_num_threads()) or (8, 4, 2))
+    model, _ = load_checkpoint(ROOT / "checkpoints" / "handwriting-vrnn-gmm.safetensors")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert model.samples_paired and model.samples_paired
+        once = len(calls)
+        assert once > 0
+        torch.set_num_threads(2)
+        assert model.samples_paired
+        assert len(calls) == 2 * once
     finally:
         torch.set_num_threads(threads)
