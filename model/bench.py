@@ -242,6 +242,17 @@ def pick_device(name: str) -> torch.device:
         raise SystemExit(f"error: {e}") from None
 
 
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux; the kernels' speed and rounding depend on it), or a generic one."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return "cpu: " + line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m model.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -260,7 +271,7 @@ def main(argv: list[str] | None = None) -> dict:
     repeats = 2 if args.quick else args.repeats
     peak = matmul_rate(device, n=256 if args.quick else 2048)
     result = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "malloc_tuned": malloc_tuned,
@@ -278,15 +289,45 @@ def main(argv: list[str] | None = None) -> dict:
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write("\n")
     if args.report:
-        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.report).write_text(markdown_report(result, ["python", "-m", "model.bench", *(argv or sys.argv[1:])]))
+        report = Path(args.report)
+        report.parent.mkdir(parents=True, exist_ok=True)
+        section = markdown_report(result, ["python", "-m", "model.bench", *(argv or sys.argv[1:])])
+        report.write_text(merge_report(report.read_text() if report.exists() else "", section))
     return result
 
 
+REPORT_TITLE = "# Benchmarks of the model library"
+REPORT_INTRO = (
+    "Speed and rounding depend on the machine's kernels, so every machine has its own section: `python -m "
+    "model.bench --report FILE.md` replaces the section of the machine it runs on (its CPU or GPU and thread "
+    "count) and keeps the others."
+)
+
+
+def machine_heading(r: dict) -> str:
+    return f"## {r['device']}, {r['threads']} thread{'s' if r['threads'] != 1 else ''}"
+
+
+def merge_report(old: str, section: str) -> str:
+    """`old` (a report, or "") with `section` (one machine's, starting with its "## " heading) in place of the
+    section of the same heading, or after the others."""
+    heading = section.splitlines()[0]
+    sections: list[list[str]] = []
+    for line in old.splitlines():
+        if line.startswith("## "):
+            sections.append([line])
+        elif sections:
+            sections[-1].append(line)
+    kept = ["\n".join(lines).strip() for lines in sections if lines[0] != heading]
+    at = next((i for i, lines in enumerate(sections) if lines[0] == heading), len(kept))
+    kept.insert(at, section.strip())
+    return "\n\n".join([REPORT_TITLE, REPORT_INTRO, *kept]) + "\n"
+
+
 def markdown_report(r: dict, command: list[str]) -> str:
-    """The numbers of one run as Markdown, with the command that produced them."""
+    """The numbers of one run as one machine's Markdown section, with the command that produced them."""
     lines = [
-        "# Benchmarks of the model library",
+        machine_heading(r),
         "",
         f"Produced by `{' '.join(command)}` on {r['device']} ({r['threads']} threads, torch {r['torch']}).",
         f"Model: {r['config']['family']} / {r['config']['output']}, x_dim={r['config']['x_dim']}, "
@@ -294,7 +335,7 @@ def markdown_report(r: dict, command: list[str]) -> str:
         f"mlp_width={r['config']['mlp_width']} ({r['params']:,} parameters). "
         f"Matrix-multiply rate of this machine: {r['matmul_flops_per_second'] / 1e9:.0f} GFLOP/s.",
         "",
-        "## Training step (forward, backward, Adam)",
+        "### Training step (forward, backward, Adam)",
         "",
         "| batch | T | hoisted s/step | reference s/step | speed-up | hoisted % of matmul rate | reference % |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -308,7 +349,7 @@ def markdown_report(r: dict, command: list[str]) -> str:
     ll, sm = r["log_likelihood"], r["sampling"]
     lines += [
         "",
-        "## Likelihood and sampling",
+        "### Likelihood and sampling",
         "",
         f"- IS estimate with K={ll['num_samples']} on B={ll['batch']}: {ll['seconds']['importance_sampled']:.3f} s, "
         f"one ELBO pass {ll['seconds']['elbo']:.4f} s: **{ll['is_over_elbo']:.1f}x** "

@@ -29,3 +29,20 @@ def test_bench_quick_prints_the_summary():
 def test_bench_rejects_bad_arguments():
     proc = subprocess.run([sys.executable, "-m", "model.bench", "--batch", "0"], capture_output=True, text=True)
     assert proc.returncode == 2 and "must be positive" in proc.stderr
+
+
+def test_a_report_keeps_other_machines_sections_and_replaces_its_own():
+    from model.bench import REPORT_TITLE, merge_report
+
+    a1, b1, a2 = (
+        "## cpu: A, 2 threads\n\nfirst run of A",
+        "## cpu: B, 2 threads\n\nB's numbers",
+        "## cpu: A, 2 threads\n\nA again",
+    )
+    one = merge_report("", a1)
+    assert one.startswith(REPORT_TITLE) and "first run of A" in one
+    two = merge_report(one, b1)
+    assert two.index("first run of A") < two.index("B's numbers")
+    three = merge_report(two, a2)
+    assert "first run of A" not in three and three.index("A again") < three.index("B's numbers")
+    assert three.count("## cpu: A") == 1 and merge_report(three, a2) == three
