@@ -187,7 +187,8 @@ def bench_step(cfg: ModelConfig, steps: int, repeats: int, device: torch.device)
     model = build_model(cfg).to(device).eval()
 
     def run(reference: bool) -> torch.Tensor:
-        return model.sample(1, steps, generator=torch.Generator(device=device).manual_seed(1), reference=reference)
+        g = torch.Generator(device=device).manual_seed(1)
+        return model.sample(1, steps, generator=g, reference=reference, paired=False)  # (the module loop's kernels)
 
     if not torch.equal(run(False), run(True)):
         raise RuntimeError("the lean sampling step and the module loop gave different samples")
@@ -250,7 +251,7 @@ def cpu_name() -> str:
                 return "cpu: " + line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or "cpu"
+    return "cpu: " + (platform.processor() or "unknown")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -313,6 +314,8 @@ def merge_report(old: str, section: str) -> str:
     section of the same heading, or after the others."""
     heading = section.splitlines()[0]
     sections: list[list[str]] = []
+    if not old.startswith(f"{REPORT_TITLE}\n\n{REPORT_INTRO}"):  # not a per-machine report: replaced whole
+        old = ""
     for line in old.splitlines():
         if line.startswith("## "):
             sections.append([line])

@@ -150,12 +150,13 @@ def randn(
 
 def _multinomial(probs: Tensor, generator: torch.Generator | None) -> Tensor:
     """`torch.multinomial(probs, 1, generator=generator)` for rows of valid probabilities (finite, >= 0, a positive
-    sum: a softmax's), without its input checks (five reductions and two host syncs, most of a handwriting step's
+    sum: a softmax's), without its input checks (reductions and host syncs that were most of a handwriting step's
     draw): ATen's one-sample path itself (the Gumbel-max trick, exponentiated: q ~ Exp(1), argmax of p / q), the
     same operations on the same generator, so the same index and the same generator state after it
-    (tests/model/test_distributions.py)."""
+    (tests/model/test_distributions.py). An index has no gradient: `probs` is read detached (as multinomial does).
+    Unlike multinomial it does not raise on NaN probabilities: the jobs check their output for non-finite values."""
     q = torch.empty_like(probs).exponential_(1, generator=generator)
-    torch.div(probs, q, out=q)
+    torch.div(probs.detach(), q, out=q)
     return q.argmax(-1, keepdim=True)
 
 

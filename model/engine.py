@@ -160,6 +160,9 @@ class SamplingEngine(BatchThread):
         # A paired model (VRNN.samples_paired) runs every step of every batch through the paired stepper, whose rows
         # are their solo bits at any batch; the others run a lone row through the plain stepper and a batch through
         # a copy of the same class that is row-invariant inside (model.rowwise).
+        # decided at this thread's thread count, which the batch loop then takes too (model.runtime.apply_threads): a
+        # kernel's choice, and so whether pairing pays, depends on it
+        self.threads = torch.get_num_threads()
         self.paired = model.samples_paired if paired is None else paired  # (VRNN.sample's `paired` must agree)
         self.fast = cast(VRNN, rowwise_copy(self.model))
         self.stepper = Stepper(self.model, paired=self.paired)
@@ -196,7 +199,7 @@ class SamplingEngine(BatchThread):
     # ------------------------------------------------------------------ the batch loop
 
     def _loop(self) -> None:
-        apply_threads()  # this thread's own OpenMP setting (model.runtime)
+        apply_threads(self.threads)  # this thread's own OpenMP setting (model.runtime): its creator's
         while True:
             with self._cond:
                 while not self._waiting and not self._rows and not self._stopping:

@@ -177,21 +177,23 @@ _PAYS_LOCK = threading.Lock()
 
 
 def paired_pays(model: Any) -> bool:
-    """Whether `model` should sample paired on this machine, at this thread's thread count: whether every product of
-    its sampling step computes a batch of defaults.PAIRED_MIN_ROWS rows or more in one call with each row's paired
-    bits (`model.paired`'s probe, which reads bits, not times: the answer is the same in every process of a machine).
-    Where it does not, a paired batch would run in small chunks (or a pair per row) and a lone row would pay for its
-    zero row for nothing. Models the stepper does not read (other module types) sample plain."""
+    """Whether `model` should sample paired on this machine, at this thread's thread count: whether the products of
+    its sampling step share a batch size of defaults.PAIRED_MIN_ROWS rows or more that each computes in one call with
+    every row's paired bits (`model.paired`'s probe, which reads bits, not times: every process of a machine decides
+    alike). Where they do not, a paired batch would run in small chunks (or a pair per row) and a lone row would pay
+    for its zero row for nothing. Models the stepper does not read (other module types) sample plain."""
     if type(model.rnn) is not nn.LSTMCell or type(model.phi_x) is not MLP:
         return False
     like = torch.empty(0, device=model.device, dtype=model._dtype())
     key = (torch.get_num_threads(), like.dtype, like.device)
-    with _PAYS_LOCK:
-        known = _PAYS.setdefault(model, {})
-        if key not in known:
-            sizes = Stepper(model, paired=True)._one_chunk(like)
-            known[key] = max(sizes, default=0) >= defaults.PAIRED_MIN_ROWS
+    known = _PAYS.get(model)
+    if known is not None and key in known:  # (the common case, without the lock)
         return known[key]
+    sizes = Stepper(model, paired=True)._one_chunk(like)  # (model.paired's probes: each layout once, under its lock)
+    pays = max(sizes, default=0) >= defaults.PAIRED_MIN_ROWS
+    with _PAYS_LOCK:
+        _PAYS.setdefault(model, {})[key] = pays
+    return pays
 
 
 class LoneRow:

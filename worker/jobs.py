@@ -211,6 +211,8 @@ class Jobs:
         raw = self._sample(
             name, model, meta, seconds=duration, seed=seed, temperature=temperature, mean=mean, prime=prime
         )
+        if not np.isfinite(raw).all():
+            raise FloatingPointError(f"model {name!r} produced non-finite audio (seed {seed})")
         wave = raw.reshape(-1)[: max(1, round(duration * rate))]
         headers = {"X-Model": name, "X-Seed": str(seed), "X-Output": "mean" if mean else "sample"}
         headers["X-Sample-Rate"] = str(rate)

@@ -46,3 +46,15 @@ def test_a_report_keeps_other_machines_sections_and_replaces_its_own():
     three = merge_report(two, a2)
     assert "first run of A" not in three and three.index("A again") < three.index("B's numbers")
     assert three.count("## cpu: A") == 1 and merge_report(three, a2) == three
+
+
+def test_a_report_in_another_format_is_replaced_whole():
+    """A file that is not a per-machine report (an older report, other prose) is not mined for sections."""
+    from model.bench import REPORT_INTRO, merge_report
+
+    old = (
+        "# Benchmarks of the model library\n\nProduced by x.\n\n## Training step\n\nold\n\n## Likelihood and sampling\n"
+    )
+    new = merge_report(old, "## cpu: A, 2 threads\n\nnumbers")
+    assert REPORT_INTRO in new and "## Training step" not in new and "Produced by x." not in new
+    assert new.count("## ") == 1

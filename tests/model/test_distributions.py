@@ -541,3 +541,19 @@ def test_the_component_draw_is_torch_multinomial_bit_for_bit(shape):
         assert torch.equal(torch.rand(4, generator=ours), torch.rand(4, generator=theirs)), trial
         if trial % 3 == 0:
             assert (k >= shape[1] // 2).all()
+
+
+def test_the_component_draw_works_under_autograd_and_per_row():
+    """Parameters that carry gradients draw as multinomial does (an index has no gradient), and with RowGenerators
+    row r draws from generator r: what multinomial gives that row alone."""
+    from model.distributions import RowGenerators, multinomial_one
+
+    logits = torch.randn(3, 20, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    probs = F.softmax(logits, dim=-1)
+    k = multinomial_one(probs, torch.Generator().manual_seed(2))
+    assert torch.equal(k, torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(2)))
+    rows = multinomial_one(probs, RowGenerators([torch.Generator().manual_seed(s) for s in (4, 5, 6)]))
+    for r, s in enumerate((4, 5, 6)):
+        assert torch.equal(
+            rows[r], torch.multinomial(probs[r : r + 1], 1, generator=torch.Generator().manual_seed(s))[0]
+        )

@@ -118,3 +118,34 @@ def test_a_failing_step_fails_its_requests_and_the_engine_goes_on(model, monkeyp
     good = engine.submit(steps=4, seed=2)
     engine.run_until_idle()
     assert torch.equal(good.result(), alone(model, 4, 2))
+
+
+def test_the_batch_loop_runs_at_its_creators_thread_count(monkeypatch):
+    """Whether a model samples paired is decided at the thread count of the thread that builds the engine (a kernel's
+    choice depends on it), so the batch loop takes that count, whatever the process's count is when it starts."""
+    import model.engine as engine_module
+
+    m, _ = load_checkpoint(ROOT / "checkpoints" / "speech-vrnn-gauss.safetensors")
+    m.eval()
+    seen: list[int | None] = []
+    monkeypatch.setattr(engine_module, "apply_threads", lambda threads=None: seen.append(threads))
+    built: list[SamplingEngine] = []
+    threads = torch.get_num_threads()
+
+    def build() -> None:
+        torch.set_num_threads(1)  # this thread's own count (OpenMP keeps it per thread)
+        built.append(SamplingEngine(m, max_batch=2))
+
+    torch.set_num_threads(2)
+    try:
+        t = threading.Thread(target=build)
+        t.start()
+        t.join()
+        engine = built[0].start()
+        try:
+            engine.submit(3, seed=1).result(timeout=60)
+        finally:
+            engine.stop()
+    finally:
+        torch.set_num_threads(threads)
+    assert built[0].threads == 1 and seen == [1]

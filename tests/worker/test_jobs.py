@@ -63,6 +63,22 @@ def test_generate_speech_wav_at_the_models_rate_and_exact_length() -> None:
     json.dumps(r)  # JSON-safe, as RQ's JSON serializer needs
 
 
+@pytest.mark.parametrize(("job", "params"), [("generate_speech", {"duration_s": 0.3}), ("generate_handwriting", {})])
+def test_a_model_that_samples_nan_fails_its_job_instead_of_returning_silence(monkeypatch, job, params) -> None:
+    """The component draw does not check its probabilities (distributions._multinomial), and a WAV would turn NaN
+    into silence: the job checks what the model produced."""
+    from model import inference
+
+    real = inference.generate
+
+    def nan_generate(*args, **kwargs):
+        return [np.full_like(a, np.nan) for a in real(*args, **kwargs)]
+
+    monkeypatch.setattr(inference, "generate", nan_generate)
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        getattr(jobs, job)({**params, "seed": 3})
+
+
 def test_seeds_give_identical_bytes_and_a_drawn_seed_is_reported() -> None:
     a = jobs.generate_speech({"duration_s": 0.1, "seed": 7, "temperature": 0.8})
     b = jobs.generate_speech({"duration_s": 0.1, "seed": 7, "temperature": 0.8})
