@@ -106,6 +106,18 @@ def build_parser() -> argparse.ArgumentParser:
         "capitals, j, z, apostrophes, quotes and brackets put in, so that every character of a text model's "
         "default alphabet occurs; for --condition text) (default: %(default)s)",
     )
+    handwriting.add_argument(
+        "--extra-train-seeds",
+        type=cli.seed,
+        nargs="+",
+        default=[],
+        metavar="N",
+        help="also write the corpora of these seeds (their writers named v001..., u001..., a letter each) as training "
+        "material only: "
+        "form lists beside the corpus (trainset.txt, testset_v.txt, testset_t.txt) keep the validation and test "
+        "writers that --seed's corpus alone gets, so models trained on either are scored on the same lines "
+        "(docs/RESULTS.md: what it does for the handwriting VRNN-GMM)",
+    )
 
     return parser
 
@@ -126,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     data_dir = KINDS[args.corpus]
+    extra = tuple(getattr(args, "extra_train_seeds", []))
+    if args.seed in extra or len(set(extra)) != len(extra) or len(extra) > 22:
+        parser.error(f"--extra-train-seeds must be at most 22 distinct seeds that differ from --seed {args.seed}")
     _check_out(parser, args.out, data_dir, args.force)
     show = not args.quiet and args.size == "full"
     start = time.perf_counter()
@@ -134,8 +149,15 @@ def main(argv: list[str] | None = None) -> int:
             m = build_speech_demo(args.out, args.size, args.seed, args.synth, args.jobs, progress=show)
             what = f"{m['utterances']} utterances, {m['total_seconds'] / 60:.1f} min of audio ({m['synthesiser']})"
         else:
-            m = build_handwriting_demo(args.out, args.size, args.seed, progress=show, texts=args.texts)
-            what = f"{m['lines']} lines, {m['points']} points, {len(m['writers'])} writers"
+            m = build_handwriting_demo(
+                args.out, args.size, args.seed, progress=show, texts=args.texts, extra_train_seeds=extra
+            )
+            extra_lines = sum(e["lines"] for e in m.get("extra_train_seeds", []))
+            extra_points = sum(e["points"] for e in m.get("extra_train_seeds", []))
+            what = f"{m['lines'] + extra_lines} lines, {m['points'] + extra_points} points, {len(m['writers'])} writers"
+            if extra_lines:
+                extra_writers = sum(e["writers"] for e in m["extra_train_seeds"])
+                what += f" ({extra_lines} lines by {extra_writers} writers for training only)"
     except PrepareError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

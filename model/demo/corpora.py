@@ -112,46 +112,38 @@ def build_handwriting_demo(
     lines: int | None = None,
     writers: int | None = None,
     texts: str = "grammar",
+    extra_train_seeds: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     """Write the handwriting demo into out/lineStrokes/ and out/manifest.json; returns the manifest. `texts`:
     "grammar" (the lines of the shipped models' corpus) or "alphabet" (the grammar's lines with tokens it never
     writes put in, so that every character of a text model's default alphabet occurs: digits, capitals, j, z,
-    apostrophes, quotes, brackets, ...)."""
-    from .hershey import font_source, load_font
-    from .sentences import alphabet_line, text_line
+    apostrophes, quotes, brackets, ...).
+
+    `extra_train_seeds`: also write the corpus of each of these seeds, its writers renamed v001..., u001..., ... (a
+    letter each, counting down from w; the manifest names their seeds), as more training material: IAM-OnDB-style
+    form lists beside it (trainset.txt, testset_v.txt, testset_t.txt; what the loader's default split reads first)
+    keep exactly the validation and test writers that the corpus of `seed` alone gets by writer, and put every
+    extra writer in training, so models trained on either corpus are scored on the same lines."""
+    from .hershey import font_source
+    from .writers import DEMO_FONTS
 
     if texts not in HANDWRITING_TEXTS:
         raise ValueError(f"texts must be one of {HANDWRITING_TEXTS}, got {texts!r}")
-    make_line = text_line if texts == "grammar" else alphabet_line
-    from .writers import DEMO_FONTS, draw_writer, line_strokes_xml, write_line
-
+    extra = tuple(extra_train_seeds)
+    if seed in extra or len(set(extra)) != len(extra) or len(extra) > len(EXTRA_PREFIXES):
+        most = len(EXTRA_PREFIXES)
+        raise ValueError(
+            f"extra_train_seeds must be at most {most} distinct seeds other than {seed}, got {list(extra)}"
+        )
     n_lines = lines or defaults.HANDWRITING_DEMO_LINES[size]
     n_writers = min(writers or defaults.HANDWRITING_DEMO_WRITERS[size], n_lines)
-    try:
-        fonts = {name: load_font(name) for name in DEMO_FONTS}
-    except DataError as e:
-        raise PrepareError(str(e)) from None
-    style_rng = np.random.default_rng([seed, 0])
-    people = [draw_writer(style_rng, f"w{k + 1:03d}") for k in range(n_writers)]
-    text_rng = random.Random(f"lines-{seed}" if texts == "grammar" else f"{texts}-lines-{seed}")
     stage = _stage(out)
     try:
-        records: list[dict[str, Any]] = []
-        bar = _bar(n_lines, "writing", progress)
-        for i in range(n_lines):
-            k, j = i % n_writers, i // n_writers  # writers take turns, so any prefix of lines has them all
-            w = people[k]
-            rng = np.random.default_rng([seed, 1, i])
-            text = make_line(text_rng)
-            origin = (float(rng.uniform(100, 400)), float(rng.uniform(600, 900)))
-            strokes = write_line(text, fonts[w.font], w, rng, origin)
-            name = f"lineStrokes/{w.id}/{w.id}-{j + 1:03d}.xml"
-            (stage / name).parent.mkdir(parents=True, exist_ok=True)
-            (stage / name).write_text(
-                line_strokes_xml(strokes, w.id, text, f"{w.id}-{j + 1:03d}", 100.0 * i), encoding="utf-8"
-            )
-            records.append({"file": name, "writer": w.id, "text": text, "points": int(sum(len(s) for s in strokes))})
-            bar.update(1)
+        bar = _bar(n_lines * (1 + len(extra)), "writing", progress)
+        people, records = _write_lines(stage, seed, n_lines, n_writers, texts, "w", bar)
+        extras = [
+            (s, *_write_lines(stage, s, n_lines, n_writers, texts, EXTRA_PREFIXES[i], bar)) for i, s in enumerate(extra)
+        ]
         bar.close()
         manifest = {
             "kind": "handwriting-demo",
@@ -166,10 +158,67 @@ def build_handwriting_demo(
         }
         if texts != "grammar":  # (the grammar's manifest stays as it was)
             manifest["texts"] = texts
-        _publish(stage, out, "lineStrokes", manifest)
+        lists: dict[str, list[str]] = {}
+        if extras:
+            from ..data.corpus import split_items
+            from ..data.defaults import SPLIT_FRACTIONS, SPLIT_SEED
+
+            train, valid, test = split_items(sorted(w.id for w in people), SPLIT_FRACTIONS, SPLIT_SEED)
+            extra_ids = [w.id for _, more, _ in extras for w in more]
+            lists = {"trainset.txt": train + extra_ids, "testset_v.txt": valid, "testset_t.txt": test}
+            manifest["extra_train_seeds"] = [
+                {"seed": s, "writers": len(more), "lines": len(recs), "points": int(sum(r["points"] for r in recs))}
+                for s, more, recs in extras
+            ]
+            manifest["writers"] += [w.to_dict() for _, more, _ in extras for w in more]
+            manifest["files"] = records + [r for _, _, recs in extras for r in recs]
+        for name, ids in lists.items():
+            (stage / name).write_text("\n".join(ids) + "\n")
+        _publish(stage, out, "lineStrokes", manifest, extra=tuple(lists), stale=SPLIT_LIST_FILES)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return manifest
+
+
+# Writer names of the extra seeds' corpora, in order: v001..., u001..., ... a001 (the base corpus's are w001...).
+EXTRA_PREFIXES = tuple(chr(c) for c in range(ord("v"), ord("a") - 1, -1))
+# The form lists an extended corpus writes (data.handwriting.IAM_SPLIT_FILES reads them); a rebuild removes old ones.
+SPLIT_LIST_FILES = ("trainset.txt", "testset_v.txt", "testset_t.txt")
+
+
+def _write_lines(
+    stage: Path, seed: int, n_lines: int, n_writers: int, texts: str, prefix: str, bar: Any
+) -> tuple[list[Any], list[dict[str, Any]]]:
+    """The `n_lines` lines of the corpus of `seed` into stage/lineStrokes/, by writers named prefix001...: (the
+    writers, one record per line)."""
+    from .hershey import load_font
+    from .sentences import alphabet_line, text_line
+    from .writers import DEMO_FONTS, draw_writer, line_strokes_xml, write_line
+
+    make_line = text_line if texts == "grammar" else alphabet_line
+    try:
+        fonts = {name: load_font(name) for name in DEMO_FONTS}
+    except DataError as e:
+        raise PrepareError(str(e)) from None
+    style_rng = np.random.default_rng([seed, 0])
+    people = [draw_writer(style_rng, f"{prefix}{k + 1:03d}") for k in range(n_writers)]
+    text_rng = random.Random(f"lines-{seed}" if texts == "grammar" else f"{texts}-lines-{seed}")
+    records: list[dict[str, Any]] = []
+    for i in range(n_lines):
+        k, j = i % n_writers, i // n_writers  # writers take turns, so any prefix of lines has them all
+        w = people[k]
+        rng = np.random.default_rng([seed, 1, i])
+        text = make_line(text_rng)
+        origin = (float(rng.uniform(100, 400)), float(rng.uniform(600, 900)))
+        strokes = write_line(text, fonts[w.font], w, rng, origin)
+        name = f"lineStrokes/{w.id}/{w.id}-{j + 1:03d}.xml"
+        (stage / name).parent.mkdir(parents=True, exist_ok=True)
+        (stage / name).write_text(
+            line_strokes_xml(strokes, w.id, text, f"{w.id}-{j + 1:03d}", 100.0 * i), encoding="utf-8"
+        )
+        records.append({"file": name, "writer": w.id, "text": text, "points": int(sum(len(s) for s in strokes))})
+        bar.update(1)
+    return people, records
 
 
 # Output folder -----------------------------------------------------------------------------------
@@ -182,9 +231,16 @@ def _stage(out: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=".partial-", dir=out))
 
 
-def _publish(stage: Path, out: Path, data_dir: str, manifest: dict[str, Any]) -> None:
+def _publish(
+    stage: Path, out: Path, data_dir: str, manifest: dict[str, Any], extra: tuple[str, ...] = (), stale: tuple = ()
+) -> None:
+    """Move stage's `data_dir`, manifest and `extra` files into `out`, replacing what was there, and remove `out`'s
+    files named in `stale` that this build did not write."""
     (stage / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    for name in (data_dir, "manifest.json"):
+    for name in stale:
+        if name not in extra and (out / name).is_file():
+            (out / name).unlink()
+    for name in (data_dir, "manifest.json", *extra):
         target = out / name
         if target.is_dir():
             shutil.rmtree(target)

@@ -71,6 +71,33 @@ def test_alphabet_texts_cover_a_text_models_alphabet_and_leave_the_grammar_corpu
     assert _files(again) == _files(plain)
 
 
+def test_extra_training_writers_keep_the_base_corpus_split(tmp_path, capsys):
+    """--extra-train-seeds: the corpora of other seeds join as training material only; form lists keep exactly the
+    validation and test lines of the base corpus (so models trained on either are scored on the same lines), the
+    base corpus's files are byte for byte its own, and a rebuild without the option removes the lists."""
+    plain, more = tmp_path / "plain", tmp_path / "more"
+    assert prepare.main(["handwriting-demo", "--out", str(plain), "--size", "small", "--quiet"]) == 0
+    argv = ["handwriting-demo", "--out", str(more), "--size", "small", "--extra-train-seeds", "1", "2"]
+    assert prepare.main(argv) == 0
+    assert "72 lines" in capsys.readouterr().out
+    manifest = json.loads((more / "manifest.json").read_text())
+    assert [e["seed"] for e in manifest["extra_train_seeds"]] == [1, 2] and len(manifest["writers"]) == 12
+    assert {w["id"] for w in manifest["writers"]} >= {"w001", "v001", "u004"}
+    base = _files(plain / "lineStrokes")
+    assert {k: v for k, v in _files(more / "lineStrokes").items() if k.startswith("w")} == base
+    a, b = load_handwriting_corpus(plain), load_handwriting_corpus(more)
+    assert a.split_by == "writer" and b.split_by == "iam"
+    assert b.names["valid"] == a.names["valid"] and b.names["test"] == a.names["test"]
+    assert set(a.names["train"]) < set(b.names["train"]) and len(b.train) == len(a.train) + 48
+    assert all(Path(n).parts[1].startswith(("v", "u")) for n in set(b.names["train"]) - set(a.names["train"]))
+
+    assert prepare.main(["handwriting-demo", "--out", str(more), "--size", "small", "--force", "--quiet"]) == 0
+    assert not list(more.glob("*.txt")) and _files(more) == _files(plain)
+    with pytest.raises(SystemExit) as e:
+        prepare.main(["handwriting-demo", "--out", str(tmp_path / "x"), "--extra-train-seeds", "0"])
+    assert e.value.code == 2 and "differ from --seed 0" in capsys.readouterr().err
+
+
 def test_writer_style_is_a_latent_factor(tmp_path):
     out = tmp_path / "hw"
     prepare.build_handwriting_demo(out, "small", seed=0)
