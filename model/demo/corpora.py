@@ -145,7 +145,7 @@ def build_handwriting_demo(
             (s, *_write_lines(stage, s, n_lines, n_writers, texts, EXTRA_PREFIXES[i], bar)) for i, s in enumerate(extra)
         ]
         bar.close()
-        manifest = {
+        manifest: dict[str, Any] = {
             "kind": "handwriting-demo",
             "size": size,
             "seed": seed,
