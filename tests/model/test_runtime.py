@@ -111,7 +111,7 @@ for key, fix in (("fresh", False), ("applied", True)):
 engine = SamplingEngine(build_model(ModelConfig(modality="handwriting", family="rnn", output="gauss", x_dim=3, h_dim=8,
                                                 mlp_layers=1, mlp_width=8, z_dim=2)), max_batch=2)
 import model.engine as eng
-eng.apply_threads = lambda: (apply_threads(), seen.__setitem__("engine", omp()))
+eng.apply_threads = lambda threads=None: (apply_threads(threads), seen.__setitem__("engine", omp()))
 engine.start(); engine.stop()
 print(seen["fresh"], seen["applied"], seen["engine"], omp())
 """
