@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         "material only: "
         "form lists beside the corpus (trainset.txt, testset_v.txt, testset_t.txt) keep the validation and test "
         "writers that --seed's corpus alone gets, so models trained on either are scored on the same lines "
-        "(docs/RESULTS.md: what it does for the handwriting VRNN-GMM)",
+        "(the shipped handwriting VRNN-GMM's last training: --extra-train-seeds 1 2; docs/RESULTS.md)",
     )
 
     return parser

@@ -82,7 +82,7 @@ def details(found: dict[str, list[tuple[Path, dict[str, Any]]]]) -> list[str]:
                 f"{t['steps']} ({t['best_step']}) | {t['minutes']:.1f} | {x.get('stopped', '')} | "
                 f"{x['test_sequences']} | {x['test_elbo_per_frame']:.3f} | {x['test_log_likelihood_per_frame']:.3f} | "
                 f"{_kl(x)} | {x['raw']['log_likelihood']:.1f} | {x['raw']['log_likelihood_per_frame']:.3f} | "
-                f"{_recipe(t)} |"
+                f"{_recipe(t, meta.get('dataset', {}))} |"
             )
     return lines
 
@@ -93,9 +93,13 @@ def _kl(metrics: dict[str, Any]) -> str:
     return "-" if kl is None or metrics.get("exact") else f"{kl:.3g}"
 
 
-def _recipe(training: dict[str, Any]) -> str:
-    """The training options that departed from the plain defaults, as command-line flags."""
+def _recipe(training: dict[str, Any], dataset: dict[str, Any] | None = None) -> str:
+    """The training options that departed from the plain defaults, as command-line flags (and the corpus, where it
+    is not the preset's own)."""
     parts = [f"--recipe {training['recipe']}"] if training.get("recipe", "default") != "default" else []
+    corpus = Path(str((dataset or {}).get("path") or "")).name
+    if corpus and training.get("preset") and corpus != training["preset"]:
+        parts.insert(0, f"--data {corpus}")
     if training.get("free_bits"):
         parts.append(
             f"--free-bits {training['free_bits']:g}" + (" (dim)" if training.get("free_bits_mode") == "dim" else "")
@@ -104,10 +108,13 @@ def _recipe(training: dict[str, Any]) -> str:
         parts.append(f"--kl-warmup {training['kl_warmup']}")
     if training.get("stateful"):
         parts.append("--stateful")
-    from .train import PRESETS
+    from .train import OPTION_DEFAULTS, PRESETS
 
-    if training.get("max_len") != PRESETS.get(training.get("preset") or "", {}).get("max_len"):
+    preset = PRESETS.get(training.get("preset") or "", {})
+    if training.get("max_len") != preset.get("max_len"):
         parts.append(f"--max-len {training['max_len']}")
+    if training.get("lr") is not None and training["lr"] != preset.get("lr", OPTION_DEFAULTS["lr"]):
+        parts.append(f"--lr {training['lr']:g}")
     if training.get("init_from"):  # steps and minutes are then this run's, after the checkpoint it started from
         parts.append(f"--init-from {Path(training['init_from']).name}")
     return " ".join(parts) or "-"
