@@ -21,7 +21,13 @@ from typing import Any
 
 from . import cli
 from .demo import defaults
-from .demo.corpora import HANDWRITING_TEXTS, PrepareError, build_handwriting_demo, build_speech_demo
+from .demo.corpora import (
+    HANDWRITING_TEXTS,
+    PrepareError,
+    build_handwriting_demo,
+    build_speech_demo,
+    extra_seeds_problem,
+)
 
 SIZES = ("small", "full")
 KINDS = {"speech-demo": "wav", "handwriting-demo": "lineStrokes"}
@@ -139,8 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     data_dir = KINDS[args.corpus]
     extra = tuple(getattr(args, "extra_train_seeds", []))
-    if args.seed in extra or len(set(extra)) != len(extra) or len(extra) > 22:
-        parser.error(f"--extra-train-seeds must be at most 22 distinct seeds that differ from --seed {args.seed}")
+    problem = extra_seeds_problem(args.seed, extra, "--seed")
+    if problem:
+        parser.error(f"--extra-train-seeds {problem}")
     _check_out(parser, args.out, data_dir, args.force)
     show = not args.quiet and args.size == "full"
     start = time.perf_counter()

@@ -172,6 +172,12 @@ class Stepper:
         return h2, c2
 
 
+def reads(model: Any) -> bool:
+    """Whether the stepper can read `model`'s weights: plain modules (not `model.rowwise` copies, whose products
+    compute row by row)."""
+    return type(model.rnn) is nn.LSTMCell and type(model.phi_x) is MLP
+
+
 _PAYS: weakref.WeakKeyDictionary[Any, dict[tuple, bool]] = weakref.WeakKeyDictionary()
 _PAYS_LOCK = threading.Lock()
 
@@ -182,7 +188,7 @@ def paired_pays(model: Any) -> bool:
     every row's paired bits (`model.paired`'s probe, which reads bits, not times: every process of a machine decides
     alike). Where they do not, a paired batch would run in small chunks (or a pair per row) and a lone row would pay
     for its zero row for nothing. Models the stepper does not read (other module types) sample plain."""
-    if type(model.rnn) is not nn.LSTMCell or type(model.phi_x) is not MLP:
+    if not reads(model):
         return False
     like = torch.empty(0, device=model.device, dtype=model._dtype())
     key = (torch.get_num_threads(), like.dtype, like.device)

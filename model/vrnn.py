@@ -36,6 +36,7 @@ from .networks import (
     lstm_pointwise,
 )
 from .stepper import LoneRow, Stepper, first_row, paired_pays
+from .stepper import reads as stepper_reads
 
 # Weight initialisations: "default" (PyTorch's Linear init, small output heads, orthogonal recurrent
 # weights and a forget-gate bias of 1) and "cle" (the authors': `networks.init_cle`).
@@ -429,7 +430,7 @@ class VRNN(Recurrence):
         head = self.decoder.head
         noise = self._noise(generator)
         out = []
-        if not reference and type(self.rnn) is nn.LSTMCell and type(self.phi_x) is MLP:
+        if not reference and stepper_reads(self):
             # the same operations without the module machinery (model.stepper)
             stepper = Stepper(self, paired=paired)
             if stepper.paired and N == 1:  # the state keeps a second row, so every product runs on a pair as is

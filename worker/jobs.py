@@ -142,6 +142,13 @@ def _read_upload(meta: dict[str, Any], data: bytes, label: str) -> np.ndarray:
     return x
 
 
+def _check_sampled(raws: list[np.ndarray], name: str, seed: int, what: str) -> None:
+    """FloatingPointError unless every value the model sampled is finite (a NaN would be a silent WAV or an
+    invisible stroke, and the component draw does not check its probabilities: distributions._multinomial)."""
+    if not all(np.isfinite(raw).all() for raw in raws):
+        raise FloatingPointError(f"model {name!r} produced non-finite {what} (seed {seed})")
+
+
 def _wrap(media_type: str, headers: dict[str, str], body: bytes | str) -> dict[str, Any]:
     raw = body.encode("utf-8") if isinstance(body, str) else body
     return {"media_type": media_type, "headers": headers, "body_b64": base64.b64encode(raw).decode("ascii")}
@@ -211,8 +218,7 @@ class Jobs:
         raw = self._sample(
             name, model, meta, seconds=duration, seed=seed, temperature=temperature, mean=mean, prime=prime
         )
-        if not np.isfinite(raw).all():
-            raise FloatingPointError(f"model {name!r} produced non-finite audio (seed {seed})")
+        _check_sampled([raw], name, seed, "audio")
         wave = raw.reshape(-1)[: max(1, round(duration * rate))]
         headers = {"X-Model": name, "X-Seed": str(seed), "X-Output": "mean" if mean else "sample"}
         headers["X-Sample-Rate"] = str(rate)
@@ -245,8 +251,7 @@ class Jobs:
             _check_media(prime_data, None, "handwriting", name)
             prime = _read_upload(meta, prime_data, "the prime")
         raw = self._sample(name, model, meta, steps=steps, seed=seed, temperature=temperature, bias=bias, prime=prime)
-        if not np.isfinite(raw).all():
-            raise FloatingPointError(f"model {name!r} produced non-finite pen offsets (seed {seed})")
+        _check_sampled([raw], name, seed, "pen offsets")
         headers = {"X-Model": name, "X-Seed": str(seed), "X-Output": "sample"}
         if p.format == "json":
             offsets = inference.offset_rows(raw)
@@ -315,8 +320,7 @@ class Jobs:
                 )
         except inference.InferenceError as e:
             raise JobInputError(str(e)) from None
-        if not all(np.isfinite(raw).all() for raw in raws):
-            raise FloatingPointError(f"model {name!r} produced non-finite pen offsets (seed {seed})")
+        _check_sampled(raws, name, seed, "pen offsets")
         headers = {"X-Model": name, "X-Seed": str(seed), "X-Output": "sample"}
         if p.format == "json":
             return _json(headers, inference.text_sample_json(name, seed, lines, cap, finished, raws))

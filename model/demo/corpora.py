@@ -124,26 +124,27 @@ def build_handwriting_demo(
     form lists beside it (trainset.txt, testset_v.txt, testset_t.txt; what the loader's default split reads first)
     keep exactly the validation and test writers that the corpus of `seed` alone gets by writer, and put every
     extra writer in training, so models trained on either corpus are scored on the same lines."""
-    from .hershey import font_source
+    from .hershey import font_source, load_font
     from .writers import DEMO_FONTS
 
     if texts not in HANDWRITING_TEXTS:
         raise ValueError(f"texts must be one of {HANDWRITING_TEXTS}, got {texts!r}")
     extra = tuple(extra_train_seeds)
-    if seed in extra or len(set(extra)) != len(extra) or len(extra) > len(EXTRA_PREFIXES):
-        most = len(EXTRA_PREFIXES)
-        raise ValueError(
-            f"extra_train_seeds must be at most {most} distinct seeds other than {seed}, got {list(extra)}"
-        )
+    problem = extra_seeds_problem(seed, extra)
+    if problem:
+        raise ValueError(f"extra_train_seeds {problem}, got {list(extra)}")
     n_lines = lines or defaults.HANDWRITING_DEMO_LINES[size]
     n_writers = min(writers or defaults.HANDWRITING_DEMO_WRITERS[size], n_lines)
+    try:
+        fonts = {name: load_font(name) for name in DEMO_FONTS}
+    except DataError as e:
+        raise PrepareError(str(e)) from None
     stage = _stage(out)
     try:
         bar = _bar(n_lines * (1 + len(extra)), "writing", progress)
-        people, records = _write_lines(stage, seed, n_lines, n_writers, texts, "w", bar)
-        extras = [
-            (s, *_write_lines(stage, s, n_lines, n_writers, texts, EXTRA_PREFIXES[i], bar)) for i, s in enumerate(extra)
-        ]
+        corpus = (fonts, n_lines, n_writers, texts, bar)
+        people, records = _write_lines(stage, seed, "w", *corpus)
+        extras = [(s, *_write_lines(stage, s, EXTRA_PREFIXES[i], *corpus)) for i, s in enumerate(extra)]
         bar.close()
         manifest: dict[str, Any] = {
             "kind": "handwriting-demo",
@@ -186,20 +187,22 @@ EXTRA_PREFIXES = tuple(chr(c) for c in range(ord("v"), ord("a") - 1, -1))
 SPLIT_LIST_FILES = ("trainset.txt", "testset_v.txt", "testset_t.txt")
 
 
+def extra_seeds_problem(seed: int, extra: tuple[int, ...], seed_name: str = "seed") -> str | None:
+    """What is wrong with `extra` as the extra training seeds of the corpus of `seed` (None: nothing)."""
+    if seed in extra or len(set(extra)) != len(extra) or len(extra) > len(EXTRA_PREFIXES):
+        return f"must be at most {len(EXTRA_PREFIXES)} distinct seeds that differ from {seed_name} {seed}"
+    return None
+
+
 def _write_lines(
-    stage: Path, seed: int, n_lines: int, n_writers: int, texts: str, prefix: str, bar: Any
+    stage: Path, seed: int, prefix: str, fonts: dict[str, Any], n_lines: int, n_writers: int, texts: str, bar: Any
 ) -> tuple[list[Any], list[dict[str, Any]]]:
     """The `n_lines` lines of the corpus of `seed` into stage/lineStrokes/, by writers named prefix001...: (the
     writers, one record per line)."""
-    from .hershey import load_font
     from .sentences import alphabet_line, text_line
-    from .writers import DEMO_FONTS, draw_writer, line_strokes_xml, write_line
+    from .writers import draw_writer, line_strokes_xml, write_line
 
     make_line = text_line if texts == "grammar" else alphabet_line
-    try:
-        fonts = {name: load_font(name) for name in DEMO_FONTS}
-    except DataError as e:
-        raise PrepareError(str(e)) from None
     style_rng = np.random.default_rng([seed, 0])
     people = [draw_writer(style_rng, f"{prefix}{k + 1:03d}") for k in range(n_writers)]
     text_rng = random.Random(f"lines-{seed}" if texts == "grammar" else f"{texts}-lines-{seed}")
