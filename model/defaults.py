@@ -67,7 +67,10 @@ NO_GRAD_CHUNK_BYTES = 256 * 2**20
 # (one row: 46 against 44 ms); the handwriting VRNN-GMM's 54-wide layers only in pairs, where the zero row would
 # cost its lone 700-step request 18%. On the AMD EPYC, MKL's small products keep no row's bits beyond a pair, and
 # some not even a pair's (a row's bits depend on its place): paired sampling there cost a lone speech row 90 ms
-# against 48 ms and 16 rows 633 ms against 418 ms row by row, so no model samples paired.
+# against 48 ms and 16 rows 633 ms against 418 ms row by row, so no model sampled paired there. Since then a paired
+# stepper on the CPU takes `model.native`'s products where they build (x86-64 with AVX2 + FMA and a C compiler): each
+# row's bits independent of the batch by construction, every model pays on every such machine (the AMD EPYC: 16
+# speech rows of 160 steps in 133-149 ms against 418 ms row by row), and a lone row needs no zero row.
 PAIRED_MIN_ROWS = 4
 # Rows of the probe that finds which chunk sizes of a layer's product give every row its paired bits (`model.paired`).
 PAIRED_PROBE_ROWS = 16

@@ -279,7 +279,7 @@ class SamplingEngine(BatchThread):
         lean = n == 1 or self.paired  # a row alone, or paired rows: the stepper (no module machinery)
         # A paired row alone keeps a second row in the state (dropped when others join), so that every product runs
         # on a pair as it is: the solo sampler's arithmetic (VRNN.sample), without padding each product.
-        lone = self.paired and n == 1
+        lone = n == 1 and self.stepper.pads_lone_row(h)
         if lone:
             if h.shape[0] == 1:
                 h, c = self._lone.state(h, c)

@@ -16,7 +16,9 @@ its own pair. A layout whose pair already depends on the row's place computes ev
 (`F.linear`, `addmm`, `torch.lstm_cell`: its two products are such kernels and its gate arithmetic is elementwise).
 
 `model.stepper.Stepper(model, paired=True)` runs every product of a sampling step as a `RowOp`: a solo sample and
-every row of a batched one then get the same bits (tests/model/test_paired.py). A batch of 16 speech rows costs
+every row of a batched one then get the same bits (tests/model/test_paired.py). On the CPU its products are
+`model.native`'s where that library builds: row-invariant at every size by construction, which the same probe
+confirms (size 1 included: a lone row then runs as it is); PyTorch's elsewhere (a GPU, no compiler). A batch of 16 speech rows costs
 2.2x one row instead of 5.6x row by row (`model.rowwise`) on the Intel Xeon. `stepper.paired_pays` says which
 models sample this way on the machine at hand (on the AMD EPYC, where MKL's small products keep no batch's bits and
 some layouts not even a pair's, none).
@@ -36,8 +38,8 @@ from . import defaults
 
 Output = Any  # a tensor, or a tuple (a NamedTuple too) of tensors and Nones
 
-# Valid chunk sizes per (layout, dtype, device, threads), largest first: always ending in 2, or empty when even a
-# pair depends on where the row sits.
+# Valid chunk sizes per (layout, dtype, device, threads), largest first: ending in 2, or in 1 where a lone row as it
+# is gets its paired bits too; empty when even a pair depends on where the row sits.
 _SIZES: dict[tuple, tuple[int, ...]] = {}
 _LOCK = threading.Lock()
 
@@ -72,7 +74,7 @@ def _cat(parts: list[Any]) -> Output:
 
 def plan(rows: int, sizes: Sequence[int]) -> list[int]:
     """Chunks for `rows` rows: the largest valid size that fits, again and again; 1 for a row that is left (it
-    runs beside a zero row). Without valid sizes, every row alone."""
+    runs beside a zero row unless 1 is valid). Without valid sizes, every row alone."""
     chunks = []
     while rows > 0:
         m = next((s for s in sizes if s <= rows), 1)
@@ -115,7 +117,8 @@ class RowOp:
         second = self.fn(*(torch.cat([x.new_zeros(1, x.shape[1]), x[:1]]) for x in xs))
         if not _equal(_rows(second, 1, 2), alone[0]):  # the pair itself depends on where the row sits
             return ()
-        sizes = []
+        # 1: a lone row computed as it is gets its paired bits (row-invariant products: model.native)
+        sizes = [1] if all(_equal(self.fn(*(x[r : r + 1] for x in xs)), alone[r]) for r in range(n)) else []
         for m in range(2, n + 1):
             if all(
                 _equal(_rows(out, i, i + 1), alone[start + i])
@@ -128,8 +131,6 @@ class RowOp:
 
     def __call__(self, *xs: Tensor) -> Output:
         rows = xs[0].shape[0]
-        if rows == 1:
-            return _rows(self.fn(*map(pad_row, xs)), 0, 1)
         xs = tuple(x.contiguous() for x in xs)
         _, sizes, valid = self._lookup(xs[0])
         if rows in valid:  # the common case: one chunk
@@ -137,7 +138,7 @@ class RowOp:
         parts, i = [], 0
         for m in plan(rows, sizes):
             part = tuple(x[i : i + m] for x in xs)
-            parts.append(self.fn(*part) if m > 1 else _rows(self.fn(*map(pad_row, part)), 0, 1))
+            parts.append(self.fn(*part) if m in valid else _rows(self.fn(*map(pad_row, part)), 0, 1))
             i += m
         return _cat(parts)
 

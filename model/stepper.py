@@ -22,8 +22,8 @@ from __future__ import annotations
 import itertools
 import threading
 import weakref
-from collections.abc import Callable
-from typing import Any, cast
+from collections.abc import Callable, Hashable, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +32,17 @@ from torch import Tensor, nn
 from . import defaults
 from .networks import MLP, GaussianLatent
 from .paired import RowOp, accumulate_op, head_op, latent_head, latent_head_op, linear_op, lstm_op, pad_row
+
+if TYPE_CHECKING:
+    from .native import Product
+
+
+def _native() -> Any:
+    """`model.native`, imported when first needed (so `python -m model.native` runs it once, not twice)."""
+    from . import native
+
+    return native
+
 
 Linear = Callable[[Tensor], Tensor]  # x -> x W^T + b
 Accumulate = Callable[[Tensor, Tensor], Tensor]  # (x, out) -> out + x W^T (in place for the plain product)
@@ -95,6 +106,97 @@ class _Latent:
         return self.head(self.net(*inputs))
 
 
+Wrap = Callable[[Callable[..., Any], Sequence[int], Hashable], Callable[..., Any]]  # (fn, widths, layout) -> op
+
+
+def _raw(fn: Callable[..., Any], widths: Sequence[int], layout: Hashable) -> Callable[..., Any]:
+    return fn
+
+
+def _row_op(ops: list[RowOp]) -> Wrap:
+    def wrap(fn: Callable[..., Any], widths: Sequence[int], layout: Hashable) -> Callable[..., Any]:
+        ops.append(RowOp(fn, widths, ("native", *_tuple(layout), tuple(widths))))
+        return ops[-1]
+
+    return wrap
+
+
+def _tuple(layout: Hashable) -> tuple:
+    return layout if isinstance(layout, tuple) else (layout,)
+
+
+class _NativeMLP:
+    """`networks.MLP.forward` on `model.native`'s products: each layer one call (its input blocks side by side,
+    then the bias and ReLU). The layers' values differ from PyTorch's by float32 rounding only."""
+
+    def __init__(self, owner: Any, net: MLP, wrap: Wrap):
+        layers = [cast(nn.Linear, m) for m in net.layers]
+        first, blocks = layers[0], net.first_layer_blocks()
+        n = first.out_features
+
+        def op(ws: Sequence[Tensor], b: Tensor | None) -> Callable[..., Any]:
+            return wrap(_native().product(owner, ws, b, relu=True), [int(w.shape[1]) for w in ws], ("mlp", n, len(ws)))
+
+        self.whole = op([first.weight], first.bias)
+        self.split = op(blocks, first.bias) if 1 < len(blocks) <= _native().MAX_BLOCKS else None
+        self.rest = tuple(op([m.weight], m.bias) for m in layers[1:])
+
+    def __call__(self, *inputs: Tensor) -> Tensor:
+        if len(inputs) == 1:
+            x = self.whole(inputs[0])
+        elif self.split is not None:
+            x = self.split(*inputs)
+        else:  # (more input blocks than one call takes)
+            x = self.whole(torch.cat(inputs, dim=-1))
+        for layer in self.rest:
+            x = layer(x)
+        return x
+
+
+def _native_linear(owner: Any, linear: nn.Linear) -> Product:
+    return _native().product(owner, [linear.weight], linear.bias)
+
+
+class _NativeLatent:
+    def __init__(self, owner: Any, latent: GaussianLatent, wrap: Wrap):
+        self.net = _NativeMLP(owner, latent.net, wrap)
+        linear, z_dim, floor = _native_linear(owner, latent.hidden_to_params), latent.z_dim, latent.std_floor
+
+        def head(hidden: Tensor) -> tuple[Tensor, Tensor]:
+            mu, a = linear(hidden).split(z_dim, dim=-1)
+            return mu, F.softplus(a) + floor
+
+        self.head = wrap(head, [linear.widths[0]], ("latent", z_dim, floor, linear.n))
+
+    def __call__(self, *inputs: Tensor) -> tuple[Tensor, Tensor]:
+        return cast(tuple[Tensor, Tensor], self.head(self.net(*inputs)))
+
+
+def _native_head(owner: Any, head: Any, wrap: Wrap) -> Callable[[Tensor], Any]:
+    linear = _native_linear(owner, head.hidden_to_params)
+    shape = (type(head).__name__, getattr(head, "k", None), getattr(head, "x_dim", None), linear.n)
+    return wrap(lambda hidden: head.params(linear(hidden)), [linear.widths[0]], ("head", *shape))
+
+
+LstmStep = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]  # (x, h, c) -> (h, c)
+
+
+def _native_lstm(owner: Any, cell: nn.LSTMCell, wrap: Wrap) -> LstmStep:
+    """`torch.lstm_cell`: the gates x W_ih^T + h W_hh^T + (b_ih + b_hh) in one native call, then its pointwise
+    arithmetic (PyTorch's; elementwise, so a row's values do not depend on the others)."""
+    gates_of = _native().product(owner, [cell.weight_ih, cell.weight_hh], (cell.bias_ih, cell.bias_hh))
+
+    def fn(x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        gates = gates_of(x, h)
+        s = torch.sigmoid(gates)
+        i, f, _, o = s.chunk(4, 1)
+        g = torch.tanh(gates[:, 2 * cell.hidden_size : 3 * cell.hidden_size])
+        c2 = torch.addcmul(f * c, i, g)
+        return o * torch.tanh(c2), c2
+
+    return wrap(fn, [cell.input_size, cell.hidden_size, cell.hidden_size], ("lstm", cell.hidden_size))
+
+
 class Stepper:
     """One sampling step of a plain (not row-wise) `VRNN` or `conditional.TextVRNN`, split where the caller draws x_t:
 
@@ -102,32 +204,56 @@ class Stepper:
     h, c = stepper.advance(x, pz, h, c)        # phi_x(x_t) -> LSTM
     """
 
-    def __init__(self, model: Any, paired: bool = False):
-        self.paired = paired
+    def __init__(self, model: Any, paired: bool = False, kernel: str | None = None):
+        """`kernel`: whose products, "torch" (PyTorch's) or "native" (`model.native`'s, row-invariant by
+        construction); by default native for a paired stepper where they run (float32 on the CPU, the library
+        built), else torch."""
+        if kernel is None:
+            like = torch.empty(0, dtype=model._dtype(), device=model.device)
+            kernel = "native" if paired and _native().usable(like) else "torch"
+        if kernel not in ("torch", "native"):
+            raise ValueError(f"kernel must be 'torch' or 'native', got {kernel!r}")
+        self.paired, self.kernel = paired, kernel
         ops: list[RowOp] | None = [] if paired else None  # the paired products, for the sizes they share
         self.has_latent = model.phi_z is not None
-        self.phi_x = _MLP(model.phi_x, ops)
-        self.phi_z = _MLP(model.phi_z, ops) if self.has_latent else None
-        self.prior = _Latent(model.prior, ops) if model.prior is not None else None
-        self.decoder = _MLP(model.decoder.net, ops)
-        head = model.decoder.head
-        if ops is not None:  # the head's Linear and its elementwise arithmetic, paired together (paired.head_op)
-            ops.append(head_op(head))
-            self.head = ops[-1]
-        else:
-            self.head = head.forward  # the head's own arithmetic (one Linear, then elementwise)
         rnn = model.rnn
         self.lstm = (rnn.weight_ih, rnn.weight_hh, rnn.bias_ih, rnn.bias_hh)
-        self.paired_lstm = None
-        if ops is not None:
-            self.paired_lstm = lstm_op(rnn)
-            ops.append(self.paired_lstm)
+        # the LSTM step as a function of (x, h, c), or None for torch.lstm_cell on `self.lstm`
+        self.lstm_fn: LstmStep | None = None
+        if kernel == "native":
+            wrap = _raw if ops is None else _row_op(ops)
+            self.phi_x: Any = _NativeMLP(model, model.phi_x, wrap)
+            self.phi_z: Any = _NativeMLP(model, model.phi_z, wrap) if self.has_latent else None
+            self.prior: Any = _NativeLatent(model, model.prior, wrap) if model.prior is not None else None
+            self.decoder: Any = _NativeMLP(model, model.decoder.net, wrap)
+            self.head: Any = _native_head(model, model.decoder.head, wrap)
+            self.lstm_fn = _native_lstm(model, rnn, wrap)
+        else:
+            self.phi_x = _MLP(model.phi_x, ops)
+            self.phi_z = _MLP(model.phi_z, ops) if self.has_latent else None
+            self.prior = _Latent(model.prior, ops) if model.prior is not None else None
+            self.decoder = _MLP(model.decoder.net, ops)
+            head = model.decoder.head
+            if ops is not None:  # the head's Linear and its elementwise arithmetic, paired together (paired.head_op)
+                ops.append(head_op(head))
+                self.head = ops[-1]
+            else:
+                self.head = head.forward  # the head's own arithmetic (one Linear, then elementwise)
+            if ops is not None:
+                ops.append(lstm_op(rnn))
+                self.lstm_fn = ops[-1]
         self.ops = ops or []
-        # A batch size that every paired product computes in one chunk runs the plain step: the same calls (the
-        # paired products call PyTorch's own on such a batch), without their Python overhead.
-        self._plain = Stepper(model) if paired else None
+        # A batch size that every paired product computes in one chunk runs the unwrapped step: the same calls (the
+        # paired products call these on such a batch), without their Python overhead.
+        self._plain = Stepper(model, kernel=kernel) if paired else None
         self._key: tuple | None = None  # (threads, dtype) of `_sizes`: the stepper's weights fix the device
         self._sizes: frozenset[int] = frozenset()
+
+    def pads_lone_row(self, like: Tensor) -> bool:
+        """Whether a paired row alone must run beside a zero row (`LoneRow`) to get its paired bits: where some
+        product gives a lone row other bits than a pair (PyTorch's one-row kernels), not where every product is
+        row-invariant (`model.native`)."""
+        return self.paired and 1 not in self._one_chunk(like)
 
     def _one_chunk(self, like: Tensor) -> frozenset[int]:
         """The batch sizes every paired product computes in one chunk (at this dtype and thread count)."""
@@ -165,9 +291,8 @@ class Stepper:
         px = self.phi_x(x)
         parts = [px, *([] if pz is None else [pz]), *extra]
         rnn_in = torch.cat(parts, dim=-1) if len(parts) > 1 else px
-        if self.paired_lstm is not None:
-            h2, c2 = self.paired_lstm(rnn_in, h, c)
-            return h2, c2
+        if self.lstm_fn is not None:
+            return self.lstm_fn(rnn_in, h, c)
         h2, c2 = torch.lstm_cell(rnn_in, (h, c), *self.lstm)
         return h2, c2
 

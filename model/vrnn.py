@@ -433,7 +433,7 @@ class VRNN(Recurrence):
         if not reference and stepper_reads(self):
             # the same operations without the module machinery (model.stepper)
             stepper = Stepper(self, paired=paired)
-            if stepper.paired and N == 1:  # the state keeps a second row, so every product runs on a pair as is
+            if N == 1 and stepper.pads_lone_row(h):  # the state keeps a second row: every product runs on a pair as is
                 return self._sample_lone(stepper, h, c, steps, noise, generator, mode, temperature, bias)
             for t in range(steps):
                 params, pz_t = stepper.emit(h, None if self.phi_z is None else noise(t, (1, N))[0])

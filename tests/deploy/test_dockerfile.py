@@ -190,7 +190,7 @@ def test_dockerignore_keeps_the_sources(path):
     assert not ignored(path, dockerignore_patterns()), path
 
 
-def test_wheel_holds_the_demo_page(tmp_path):
+def test_wheel_holds_the_demo_page_and_the_kernel_source(tmp_path):
     """The image installs the project as a wheel (pip install .), so app/static/index.html must be package data
     (`[tool.setuptools.package-data]`), or `GET /` in a container serves the fallback page. The image build
     asserts the same."""
@@ -213,6 +213,9 @@ def test_wheel_holds_the_demo_page(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "app/static/index.html" in names, "add app/static/* to the package data in pyproject.toml"
     assert {"model/__init__.py", "worker/__init__.py", "app/main.py"} <= names
+    # the C source of model.native, which the image builds into the installed package; no build of a checkout
+    assert "model/kernels/rowgemm.c" in names, "add kernels/*.c to model's package data in pyproject.toml"
+    assert not [n for n in names if n.endswith(".so")]
 
 
 # docker/entrypoint.sh --------------------------------------------------------------------------------------------

@@ -1,0 +1,134 @@
+/* Row-invariant matrix products for the sampling step (model/native.py builds and loads this file).
+ *
+ *   y[b, n] = relu?( add[b, n] + ( bias[n] + sum over blocks i, then k of x_i[b, k] * W_i[n, k] ) )
+ *
+ * Every element is computed by the same operations in the same order whatever the batch, the row's place in it
+ * and the column block it falls in: the accumulator starts at the bias (or 0), takes one fused multiply-add per
+ * k, block after block, k in order; then `add` is added and ReLU applied. So a row gets the same bits alone or in
+ * any batch, and on any x86-64 CPU with FMA (vector width only decides how many columns run side by side: the
+ * lanes are independent and a fused multiply-add rounds once). Blocking over rows (4 or 2 at a time) reuses the
+ * weights a row loads; it changes no element's arithmetic.
+ *
+ * The weights come transposed and concatenated over the blocks: wt is (K_0 + K_1 + K_2) x ldw, ldw a multiple of
+ * 16 with zero columns past N; bias (when given) has ldw entries. No allocation, no threads, no global state.
+ */
+#include <string.h>
+
+/* floats per vector: a vector extension, which GCC maps onto the target's registers (wider than the registers
+   it is slow). The bits do not depend on it. */
+#if defined(__AVX512F__)
+#define L 16
+#else
+#define L 8
+#endif
+typedef float vf __attribute__((vector_size(L * sizeof(float))));
+typedef int vi __attribute__((vector_size(L * sizeof(int))));
+
+static inline vf load(const float *p) {
+    vf v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline vf load_part(const float *p, int n) {
+    if (n == L) return load(p);
+    vf v = {0};
+    memcpy(&v, p, (size_t)n * sizeof(float));
+    return v;
+}
+
+static inline void store_part(float *p, vf v, int n) {
+    if (n == L)
+        memcpy(p, &v, sizeof v);
+    else
+        memcpy(p, &v, (size_t)n * sizeof(float));
+}
+
+typedef struct {
+    const float *x[3]; /* the blocks' inputs, row 0 of this call */
+    int k[3];          /* their widths (0: no block) */
+    int ld[3];         /* their row strides */
+} inputs;
+
+#define UNROLL _Pragma("GCC unroll 8")
+
+/* R rows x V vectors of columns starting at column n0 (nvalid of them real). */
+#define BLOCK(R, V)                                                                                              \
+    static void block_##R##_##V(const inputs *in, const float *wt, int ldw, int n0, int nvalid, const float *bias, \
+                                const float *add, int lda, int relu, float *y, int ldy) {                        \
+        vf acc[R][V];                                                                                            \
+        UNROLL for (int j = 0; j < V; j++) {                                                                     \
+            vf start = {0};                                                                                      \
+            if (bias) start = load(bias + n0 + j * L);                                                           \
+            UNROLL for (int r = 0; r < R; r++) acc[r][j] = start;                                                \
+        }                                                                                                        \
+        const float *w = wt + n0;                                                                                \
+        for (int i = 0; i < 3; i++) {                                                                            \
+            const float *x = in->x[i];                                                                           \
+            for (int k = 0; k < in->k[i]; k++, w += ldw) {                                                       \
+                vf wv[V];                                                                                        \
+                UNROLL for (int j = 0; j < V; j++) wv[j] = load(w + j * L);                                      \
+                UNROLL for (int r = 0; r < R; r++) {                                                             \
+                    vf xb = (vf){0} + x[r * in->ld[i] + k];                                                      \
+                    UNROLL for (int j = 0; j < V; j++) acc[r][j] = acc[r][j] + xb * wv[j]; /* one FMA */         \
+                }                                                                                                \
+            }                                                                                                    \
+        }                                                                                                        \
+        for (int r = 0; r < R; r++)                                                                              \
+            for (int j = 0; j < V; j++) {                                                                        \
+                int n = nvalid - j * L;                                                                          \
+                if (n <= 0) break;                                                                               \
+                if (n > L) n = L;                                                                                \
+                vf v = acc[r][j];                                                                                \
+                if (add) v = load_part(add + r * lda + n0 + j * L, n) + v;                                       \
+                if (relu) v = (vf)((vi)v & ~(v < 0)); /* NaN stays NaN, as torch.relu */                          \
+                store_part(y + r * ldy + n0 + j * L, v, n);                                                      \
+            }                                                                                                    \
+    }
+
+BLOCK(4, 4)
+BLOCK(4, 1)
+BLOCK(2, 4)
+BLOCK(2, 1)
+BLOCK(1, 4)
+BLOCK(1, 1)
+
+typedef void (*block_fn)(const inputs *, const float *, int, int, int, const float *, const float *, int, int,
+                         float *, int);
+
+static void rows(int R, const inputs *in, const float *wt, int ldw, int n0, int nvalid, const float *bias,
+                 const float *add, int lda, int relu, float *y, int ldy, int wide) {
+    static const block_fn narrow_fns[5] = {0, block_1_1, block_2_1, 0, block_4_1};
+    static const block_fn wide_fns[5] = {0, block_1_4, block_2_4, 0, block_4_4};
+    (wide ? wide_fns : narrow_fns)[R](in, wt, ldw, n0, nvalid, bias, add, lda, relu, y, ldy);
+}
+
+/* One layer: its transposed weights (wt, (k[0] + k[1] + k[2]) x ldw) and bias (ldw entries, or NULL), made once. */
+typedef struct {
+    int n, ldw, relu;
+    int k[3];
+    const float *wt, *bias;
+} layer;
+
+/* The layer on B rows: x_i (B x k[i], row stride ld_i; NULL where k[i] is 0), add (B x n, row stride lda) or
+   NULL, y (B x n, contiguous). Returns 0, or -1 for a layer it cannot take. */
+int vrnn_layer(const layer *p, int B, const float *x0, int ld0, const float *x1, int ld1, const float *x2, int ld2,
+               const float *add, int lda, float *y) {
+    if (B < 0 || p->n < 0 || p->ldw % L || p->ldw < p->n || p->k[0] < 0 || p->k[1] < 0 || p->k[2] < 0 ||
+        (p->k[1] && !x1) || (p->k[2] && !x2))
+        return -1;
+    for (int n0 = 0; n0 < p->ldw;) { /* a column block's weights stay in cache across the row groups */
+        int wide = n0 + 4 * L <= p->ldw;
+        for (int b = 0; b < B;) {
+            int R = B - b >= 4 ? 4 : B - b >= 2 ? 2 : 1;
+            inputs in = {{x0 + (long)b * ld0, x1 ? x1 + (long)b * ld1 : 0, x2 ? x2 + (long)b * ld2 : 0},
+                         {p->k[0], p->k[1], p->k[2]},
+                         {ld0, ld1, ld2}};
+            rows(R, &in, p->wt, p->ldw, n0, p->n - n0, p->bias, add ? add + (long)b * lda : 0, lda, p->relu,
+                 y + (long)b * p->n, p->n, wide);
+            b += R;
+        }
+        n0 += wide ? 4 * L : L;
+    }
+    return 0;
+}
