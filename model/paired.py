@@ -18,10 +18,10 @@ its own pair. A layout whose pair already depends on the row's place computes ev
 `model.stepper.Stepper(model, paired=True)` runs every product of a sampling step as a `RowOp`: a solo sample and
 every row of a batched one then get the same bits (tests/model/test_paired.py). On the CPU its products are
 `model.native`'s where that library builds: row-invariant at every size by construction, which the same probe
-confirms (size 1 included: a lone row then runs as it is); PyTorch's elsewhere (a GPU, no compiler). A batch of 16 speech rows costs
-2.2x one row instead of 5.6x row by row (`model.rowwise`) on the Intel Xeon. `stepper.paired_pays` says which
-models sample this way on the machine at hand (on the AMD EPYC, where MKL's small products keep no batch's bits and
-some layouts not even a pair's, none).
+confirms (size 1 included: a lone row then runs as it is); PyTorch's elsewhere (a GPU, no compiler). With PyTorch's
+products a batch of 16 speech rows costs 2.2x one row instead of 5.6x row by row (`model.rowwise`) on the Intel
+Xeon. `stepper.paired_pays` says which models sample this way on the machine at hand: with PyTorch's products on the
+AMD EPYC, where MKL's small products keep no batch's bits and some layouts not even a pair's, none.
 """
 
 from __future__ import annotations

@@ -134,14 +134,14 @@ class ModelWorker(SimpleWorker):
         # Registered again at every heartbeat: a Redis restarted without persistence has forgotten the worker
         # sets, and the API would see no worker on the queue until this worker restarted.
         worker_registration.register(self, conn)
-        conn.set(self.models_key, self._models_payload, ex=self.liveness_ttl)
+        queueing.publish_models(conn, self.name, self._models_payload, self.liveness_ttl)
 
     def register_birth(self) -> None:
         super().register_birth()
-        self.connection.set(self.models_key, self._models_payload, ex=self.liveness_ttl)
+        queueing.publish_models(self.connection, self.name, self._models_payload, self.liveness_ttl)
 
     def register_death(self) -> None:
-        self.connection.delete(self.models_key)
+        queueing.withdraw_models(self.connection, self.name)
         super().register_death()
 
     # Heartbeats while a job runs ----------------------------------------------------------------

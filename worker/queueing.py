@@ -37,6 +37,11 @@ SERIALIZER = JSONSerializer
 # A live worker keeps "vrnn:worker:<worker name>:models" (a JSON object) alive with its heartbeat.
 MODELS_KEY_PREFIX = "vrnn:worker:"
 MODELS_KEY_SUFFIX = ":models"
+# The names of the workers that published models (a set, kept beside the keys): read with one SMEMBERS and one MGET
+# instead of a SCAN of the whole keyspace, which every job and every finished job's result lengthens (a SCAN per
+# submitted job was a third of the API's CPU at 16 clients). A worker adds itself with each publication and removes
+# itself when it stops; a dead worker's name stays until a reader finds its key expired and removes it.
+MODELS_INDEX_KEY = "vrnn:workers:published"
 
 
 # Poison jobs. A job whose worker dies while running it (SIGKILL, the OOM killer, a lost machine, or a job stuck in
@@ -209,9 +214,13 @@ def live_workers(connection: Redis, queue: str | None = None) -> dict[str, dict[
     """Workers that published their loaded models and whose heartbeat is recent -> {worker name: {"models":
     [names], "failed": [names], "queue", "device", "hostname", "pid"}}; only those on `queue` if given."""
     out: dict[str, dict[str, Any]] = {}
-    for key in connection.scan_iter(match=f"{MODELS_KEY_PREFIX}*{MODELS_KEY_SUFFIX}", count=100):
-        raw = connection.get(key)
+    names = sorted(n.decode() if isinstance(n, bytes) else str(n) for n in connection.smembers(MODELS_INDEX_KEY))
+    if not names:
+        return out
+    expired = []
+    for name, raw in zip(names, connection.mget([models_key(n) for n in names]), strict=True):
         if raw is None:
+            expired.append(name)
             continue
         try:
             info = json.loads(raw)
@@ -219,6 +228,18 @@ def live_workers(connection: Redis, queue: str | None = None) -> dict[str, dict[
             continue
         if not isinstance(info, dict) or (queue is not None and info.get("queue") != queue):
             continue
-        name = key.decode() if isinstance(key, bytes) else str(key)
-        out[name[len(MODELS_KEY_PREFIX) : -len(MODELS_KEY_SUFFIX)]] = info
+        out[name] = info
+    if expired:  # (a worker that died without removing its name; one that publishes again adds it back)
+        connection.srem(MODELS_INDEX_KEY, *expired)
     return out
+
+
+def publish_models(connection: Any, worker_name: str, payload: str, ttl: int) -> None:
+    """A worker's published models (`live_workers`), for `ttl` seconds; `connection` may be a pipeline."""
+    connection.set(models_key(worker_name), payload, ex=ttl)
+    connection.sadd(MODELS_INDEX_KEY, worker_name)
+
+
+def withdraw_models(connection: Any, worker_name: str) -> None:
+    connection.delete(models_key(worker_name))
+    connection.srem(MODELS_INDEX_KEY, worker_name)

@@ -64,12 +64,14 @@ typedef struct {
         }                                                                                                        \
         const float *w = wt + n0;                                                                                \
         for (int i = 0; i < 3; i++) {                                                                            \
-            const float *x = in->x[i];                                                                           \
-            for (int k = 0; k < in->k[i]; k++, w += ldw) {                                                       \
+            const int K = in->k[i];                                                                              \
+            const float *xr[R];                                                                                  \
+            UNROLL for (int r = 0; r < R; r++) xr[r] = in->x[i] + (long)r * in->ld[i];                           \
+            for (int k = 0; k < K; k++, w += ldw) {                                                              \
                 vf wv[V];                                                                                        \
                 UNROLL for (int j = 0; j < V; j++) wv[j] = load(w + j * L);                                      \
                 UNROLL for (int r = 0; r < R; r++) {                                                             \
-                    vf xb = (vf){0} + x[r * in->ld[i] + k];                                                      \
+                    vf xb = (vf){0} + xr[r][k];                                                                  \
                     UNROLL for (int j = 0; j < V; j++) acc[r][j] = acc[r][j] + xb * wv[j]; /* one FMA */         \
                 }                                                                                                \
             }                                                                                                    \

@@ -94,7 +94,7 @@ def rq_worker(checkpoint_dir, db):
     queue = queueing.make_queue(db, "vrnn-api-test")
     w = SimpleWorker([queue], connection=db, serializer=queueing.SERIALIZER)
     # What `python -m worker` publishes for /readyz: its loaded models, refreshed by its heartbeat.
-    db.set(queueing.models_key(w.name), json.dumps({"models": [SPEECH], "queue": "vrnn-api-test"}), ex=60)
+    queueing.publish_models(db, w.name, json.dumps({"models": [SPEECH], "queue": "vrnn-api-test"}), 60)
     w.register_birth()
     w.register_death_on_exit = False
 

@@ -135,7 +135,7 @@ def test_a_style_through_redis_gives_the_embedded_bytes(style_dir, sc):
             w = SimpleWorker([queue], connection=db, serializer=queueing.SERIALIZER)
             info = {"models": [TEXT], "queue": "vrnn-api-styles", "styles": {TEXT: ["w002"]}}
             info |= {"defaults": cache.defaults, "text_default": cache.text_default}  # as worker/__main__ publishes
-            db.set(queueing.models_key(w.name), json.dumps(info), ex=60)
+            queueing.publish_models(db, w.name, json.dumps(info), 60)
             w.register_birth()
             with TestClient(create_app(settings)) as c:
                 listed = {m["name"]: m for m in c.get("/models").json()["models"]}

@@ -181,7 +181,7 @@ def test_text_through_redis_gives_the_embedded_bytes(text_dir, tc):
         try:
             queue = queueing.make_queue(db, "vrnn-api-text")
             w = SimpleWorker([queue], connection=db, serializer=queueing.SERIALIZER)
-            db.set(queueing.models_key(w.name), json.dumps({"models": [TEXT], "queue": "vrnn-api-text"}), ex=60)
+            queueing.publish_models(db, w.name, json.dumps({"models": [TEXT], "queue": "vrnn-api-text"}), 60)
             w.register_birth()
             with TestClient(create_app(settings)) as c:
                 jobs = [
@@ -336,7 +336,7 @@ def test_scoring_and_analysis_with_text_through_redis_give_the_embedded_bytes(te
         try:
             queue = queueing.make_queue(db, queue_name)
             w = SimpleWorker([queue], connection=db, serializer=queueing.SERIALIZER)
-            db.set(queueing.models_key(w.name), json.dumps({"models": [TEXT], "queue": queue_name}), ex=60)
+            queueing.publish_models(db, w.name, json.dumps({"models": [TEXT], "queue": queue_name}), 60)
             w.register_birth()
             with TestClient(create_app(settings)) as c:
                 jobs = [c.post(url, json=body, headers={"Prefer": "respond-async"}) for url, body in calls]

@@ -120,7 +120,7 @@ def redis_mode(checkpoint_dir, tmp_path):
         set_cache(ModelCache(checkpoint_dir, device="cpu"))
         queue = queueing.make_queue(conn, "vrnn-cap")
         w = SimpleWorker([queue], connection=conn, serializer=queueing.SERIALIZER)
-        conn.set(queueing.models_key(w.name), json.dumps({"models": [SPEECH], "queue": "vrnn-cap"}), ex=600)
+        queueing.publish_models(conn, w.name, json.dumps({"models": [SPEECH], "queue": "vrnn-cap"}), 600)
         w.register_birth()
 
         def run_jobs() -> None:

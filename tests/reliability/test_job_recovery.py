@@ -53,7 +53,7 @@ def test_a_started_job_whose_worker_died_fails_when_no_one_else_recovers_it(redi
         job = take_job(conn, queue)
         dead.prepare_execution(job)  # started on "doomed", which then dies: no heartbeat, no maintenance pass
         job.set_status(JobStatus.STARTED)
-        conn.delete(queueing.models_key("doomed"))
+        queueing.withdraw_models(conn, "doomed")
         assert c.get(f"/jobs/{job_id}").json()["status"] == "started"
         started = time.monotonic()
         state = wait_for(
@@ -74,7 +74,7 @@ def test_a_queued_job_fails_after_job_timeout_when_no_worker_is_alive(redis_app)
         assert c.get(f"/jobs/{job_id}").json()["status"] == "queued"  # a worker is alive: it just waits
         time.sleep(1.2)
         assert c.get(f"/jobs/{job_id}").json()["status"] == "queued"  # still alive: waiting longer is fine
-        conn.delete(queueing.models_key("doomed"))  # the last worker is gone
+        queueing.withdraw_models(conn, "doomed")  # the last worker is gone
         state = c.get(f"/jobs/{job_id}").json()
         assert state["status"] == "failed" and state["error_status"] == 503, state
         assert "no worker" in state["error"] and "JOB_TIMEOUT_S" in state["error"]

@@ -219,3 +219,24 @@ def test_an_abandoned_job_without_retries_fails_with_its_error_recorded(conn) ->
     job.meta.pop("error")  # as when another client's registry call failed the job: read from the result instead
     job.save_meta()
     assert queueing.job_error(job) == error
+
+
+def test_live_workers_reads_the_published_index_not_the_keyspace(conn) -> None:
+    """Published models are found through queueing.MODELS_INDEX_KEY (one SMEMBERS, one MGET, whatever else Redis
+    holds); an expired publication (a dead worker) is not live and leaves the index; a withdrawn one is gone."""
+    for i in range(300):  # other keys (jobs, results): no reader walks them
+        conn.set(f"rq:job:filler-{i}", "x")
+    queueing.publish_models(conn, "a", json.dumps({"models": ["m"], "queue": "q1"}), 60)
+    queueing.publish_models(conn, "b", json.dumps({"models": ["n"], "queue": "q2"}), 60)
+    assert set(queueing.live_workers(conn)) == {"a", "b"}
+    assert queueing.live_workers(conn, "q1") == {"a": {"models": ["m"], "queue": "q1"}}
+    conn.delete(queueing.models_key("b"))  # its TTL ran out: the worker died without withdrawing
+    assert set(queueing.live_workers(conn)) == {"a"}
+    assert conn.smembers(queueing.MODELS_INDEX_KEY) == {b"a"}
+    queueing.publish_models(conn, "b", json.dumps({"models": ["n"], "queue": "q2"}), 60)  # back (a heartbeat)
+    assert set(queueing.live_workers(conn)) == {"a", "b"}
+    queueing.withdraw_models(conn, "a")
+    assert set(queueing.live_workers(conn)) == {"b"} and not conn.exists(queueing.models_key("a"))
+    conn.set(queueing.models_key("c"), "not json")
+    conn.sadd(queueing.MODELS_INDEX_KEY, "c")
+    assert set(queueing.live_workers(conn)) == {"b"}
