@@ -27,6 +27,7 @@ from . import defaults
 from .config import ModelConfig
 from .reference import reference_forward
 from .runtime import resolve_device, tune_malloc
+from .stepper import Stepper
 from .vrnn import VRNN, build_model
 
 # The issue's benchmark setting: paper-like speech frames, a mid-sized VRNN-Gauss.
@@ -170,6 +171,7 @@ def bench_sampling(cfg: ModelConfig, seconds: float, repeats: int, device: torch
     t_plain, t_paired = timed(False), timed(True)
     t = t_paired if model.samples_paired else t_plain
     return {
+        "kernel": Stepper(model, paired=True).kernel,  # whose products the paired step runs: native or torch
         "audio_seconds": steps * cfg.x_dim / defaults.SAMPLE_RATE,
         "steps": steps,
         "paired": model.samples_paired,  # how the model samples on this machine (stepper.paired_pays)
@@ -192,13 +194,20 @@ def bench_step(cfg: ModelConfig, steps: int, repeats: int, device: torch.device)
 
     if not torch.equal(run(False), run(True)):
         raise RuntimeError("the lean sampling step and the module loop gave different samples")
+
+    def default() -> torch.Tensor:  # what VRNN.sample does by default here (paired where it pays: native products)
+        return model.sample(1, steps, generator=torch.Generator(device=device).manual_seed(1))
+
     n = max(3, repeats)
     t_ref = statistics.median(_timed(lambda: run(True), device) for _ in range(n))
     t_fast = statistics.median(_timed(lambda: run(False), device) for _ in range(n))
+    t_default = statistics.median(_timed(default, device) for _ in range(n))
     return {
         "steps": steps,
         "params": sum(p.numel() for p in model.parameters()),
-        "seconds": {"stepper": t_fast, "module_loop": t_ref},
+        "paired": model.samples_paired,
+        "kernel": Stepper(model, paired=True).kernel if model.samples_paired else "torch",
+        "seconds": {"stepper": t_fast, "module_loop": t_ref, "default": t_default},
         "speedup": t_ref / t_fast,
     }
 
@@ -327,6 +336,10 @@ def merge_report(old: str, section: str) -> str:
     return "\n\n".join([REPORT_TITLE, REPORT_INTRO, *kept]) + "\n"
 
 
+def _how(step: dict) -> str:
+    return f"paired, {step['kernel']} products" if step["paired"] else "plain"
+
+
 def markdown_report(r: dict, command: list[str]) -> str:
     """The numbers of one run as one machine's Markdown section, with the command that produced them."""
     lines = [
@@ -365,7 +378,10 @@ def markdown_report(r: dict, command: list[str]) -> str:
         f"- Sampling {sm['audio_seconds']:.1f} s of speech ({sm['steps']} frames): {sm['seconds']:.3f} s, "
         f"real-time factor **{sm['real_time_factor']:.3f}** (below 1: faster than real time), "
         + (
-            f"sampled paired (`model.paired`: every product as in a batch of two, so that batches keep its bits); "
+            "sampled paired on `model.native`'s products (row-invariant by construction, so that batches keep its "
+            f"bits); {sm['seconds_one_row_kernel']:.3f} s on PyTorch's one-row products (`paired=False`)."
+            if sm["paired"] and sm.get("kernel") == "native"
+            else f"sampled paired (`model.paired`: every product as in a batch of two, so that batches keep its bits); "
             f"{sm['seconds_one_row_kernel']:.3f} s on PyTorch's one-row products (`paired=False`)."
             if sm["paired"]
             else f"on PyTorch's one-row products (this machine's kernels keep no batch's bits: `stepper.paired_pays`);"
@@ -379,6 +395,11 @@ def markdown_report(r: dict, command: list[str]) -> str:
             f"{hw['params']:,} parameters): {1000 * hw['seconds']['stepper']:.0f} ms with the lean step "
             f"(`model.stepper`), {1000 * hw['seconds']['module_loop']:.0f} ms through the modules, the same "
             f"samples: **{hw['speedup']:.2f}x**."
+            + (
+                f" `VRNN.sample`'s default here ({_how(hw)}): **{1000 * hw['seconds']['default']:.0f} ms**."
+                if "default" in hw["seconds"]
+                else ""
+            )
         )
     if "engine" in r:
         en = r["engine"]

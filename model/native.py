@@ -33,6 +33,7 @@ import threading
 import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -40,7 +41,6 @@ from torch import Tensor
 log = logging.getLogger(__name__)
 
 Bias = Tensor | Sequence[Tensor] | None
-Kernel = Callable[..., int]  # the loaded `vrnn_layer` (a ctypes function)
 
 SOURCE = Path(__file__).with_name("kernels") / "rowgemm.c"
 MAX_BLOCKS = 3  # inputs one product takes side by side (the kernel's x0, x1, x2)
@@ -129,12 +129,20 @@ class _Layer(ctypes.Structure):
     ]
 
 
-def _load(path: Path) -> Kernel:
-    fn = ctypes.CDLL(str(path)).vrnn_layer
-    i, p = ctypes.c_int, ctypes.c_void_p
-    fn.argtypes = [ctypes.POINTER(_Layer), i, p, i, p, i, p, i, p, i, p]
-    fn.restype = i
-    return fn
+class Kernels(NamedTuple):
+    """The library's two entry points (ctypes functions)."""
+
+    layer: Callable[..., int]  # vrnn_layer(layer*, B, x0, ld0, x1, ld1, x2, ld2, add, lda, y)
+    lstm: Callable[..., int]  # vrnn_lstm(layer*, B, x0, ld0, x1, ld1, x2, ld2, c, ldc, gates, h_out, c_out)
+
+
+def _load(path: Path) -> Kernels:
+    lib = ctypes.CDLL(str(path))
+    i, p, layer = ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(_Layer)
+    lib.vrnn_layer.argtypes = [layer, i, p, i, p, i, p, i, p, i, p]
+    lib.vrnn_lstm.argtypes = [layer, i, p, i, p, i, p, i, p, i, p, p, p]
+    lib.vrnn_layer.restype = lib.vrnn_lstm.restype = i
+    return Kernels(lib.vrnn_layer, lib.vrnn_lstm)
 
 
 def _find_or_build(lvl: str) -> Path:
@@ -145,7 +153,7 @@ def _find_or_build(lvl: str) -> Path:
     return build(lvl, cache_dir())
 
 
-def library() -> Kernel | None:
+def library() -> Kernels | None:
     """The kernel (`vrnn_rowgemm`), built and checked once per process; None where it cannot be used (`status`)."""
     if "lib" in _STATE:
         return _STATE["lib"]  # type: ignore[return-value]
@@ -157,7 +165,7 @@ def library() -> Kernel | None:
     return _STATE["lib"]  # type: ignore[return-value]
 
 
-def _open() -> tuple[Kernel | None, str]:
+def _open() -> tuple[Kernels | None, str]:
     if os.environ.get("VRNN_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
         return None, "VRNN_NATIVE=0"
     lvl = level()
@@ -205,10 +213,17 @@ class Product:
         fn = library()
         if fn is None:
             raise RuntimeError(f"native products unavailable: {status()}")
-        self._fn = fn
-        self._setup(blocks, bias, relu)
+        self._setup(fn, blocks, bias, relu)
 
-    def _setup(self, blocks: Sequence[Tensor], bias: Bias, relu: bool) -> None:
+    @classmethod
+    def around(cls, kernels: Kernels, blocks: Sequence[Tensor], bias: Bias = None, relu: bool = False) -> Product:
+        """A Product on these `kernels` (a library not yet in use: its self-check, a test of another build)."""
+        p = cls.__new__(cls)
+        p._setup(kernels, blocks, bias, relu)
+        return p
+
+    def _setup(self, kernels: Kernels, blocks: Sequence[Tensor], bias: Bias, relu: bool) -> None:
+        self._lib, self._fn = kernels, kernels.layer
         if not 1 <= len(blocks) <= MAX_BLOCKS or any(w.dim() != 2 or w.shape[0] != blocks[0].shape[0] for w in blocks):
             shapes = [tuple(w.shape) for w in blocks]
             raise ValueError(f"need 1-{MAX_BLOCKS} weight blocks (N, K_i) with one N, got {shapes}")
@@ -228,6 +243,24 @@ class Product:
         self._layer = _Layer(self.n, ldw, int(relu), (ctypes.c_int * MAX_BLOCKS)(*k), self._wt.data_ptr(), bias_ptr)
         self._ref = ctypes.byref(self._layer)
 
+    def _inputs(self, xs: Sequence[Tensor]) -> tuple[list[int | None], list[Tensor]]:
+        """The kernel's (x_i, ld_i) arguments for inputs `xs`, checked, and the contiguous copies made of any (to
+        keep alive until the call returns)."""
+        if len(xs) != len(self.widths):
+            raise ValueError(f"this product takes {len(self.widths)} input(s), got {len(xs)}")
+        b = xs[0].shape[0]
+        ptrs: list[int | None] = [None, 0, None, 0, None, 0]
+        held = []
+        for i, (x, k) in enumerate(zip(xs, self.widths, strict=True)):
+            # (the kernel reads b rows of k floats: the checks that make that safe)
+            if x.dtype is not torch.float32 or not x.is_cpu or x.dim() != 2 or x.shape[0] != b or x.shape[1] != k:
+                raise ValueError(f"input {tuple(x.shape)} {x.dtype} {x.device}: need ({b}, {k}) float32 on the CPU")
+            if not x.is_contiguous():
+                x = x.contiguous()
+                held.append(x)
+            ptrs[2 * i], ptrs[2 * i + 1] = x.data_ptr(), k
+        return ptrs, held
+
     def __call__(self, *xs: Tensor, add: Tensor | None = None) -> Tensor:
         if add is None and len(xs) == 1 == len(self.widths):  # (the common case, with the fewest Python steps)
             x = xs[0]
@@ -238,19 +271,8 @@ class Product:
                 if self._fn(self._ref, b, x.data_ptr(), k, None, 0, None, 0, None, 0, y.data_ptr()):
                     raise RuntimeError("vrnn_layer refused its arguments")
                 return y
-        if len(xs) != len(self.widths):
-            raise ValueError(f"this product takes {len(self.widths)} input(s), got {len(xs)}")
+        ptrs, held = self._inputs(xs)  # (held: alive until the call returns)
         b = xs[0].shape[0]
-        ptrs: list[int | None] = [None, 0, None, 0, None, 0]
-        held = []  # contiguous copies made here, alive until the call returns
-        for i, (x, k) in enumerate(zip(xs, self.widths, strict=True)):
-            # (the kernel reads b rows of k floats: the checks that make that safe)
-            if x.dtype is not torch.float32 or not x.is_cpu or x.dim() != 2 or x.shape[0] != b or x.shape[1] != k:
-                raise ValueError(f"input {tuple(x.shape)} {x.dtype} {x.device}: need ({b}, {k}) float32 on the CPU")
-            if not x.is_contiguous():
-                x = x.contiguous()
-                held.append(x)
-            ptrs[2 * i], ptrs[2 * i + 1] = x.data_ptr(), k
         add_ptr = None
         if add is not None:
             if add.dtype is not torch.float32 or not add.is_cpu or add.shape != (b, self.n) or not add.is_contiguous():
@@ -259,7 +281,29 @@ class Product:
         y = torch.empty(b, self.n, dtype=torch.float32)
         if self._fn(self._ref, b, *ptrs, add_ptr, self.n, y.data_ptr()) != 0:
             raise RuntimeError("vrnn_layer refused its arguments")
+        del held
         return y
+
+    def lstm(self, *xs: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        """An LSTM cell whose gates are this product (PyTorch's gate order i, f, g, o; n = 4H, no ReLU): (h', c')
+        from the inputs and the cell state c (B, H), the gates' nonlinearities in the kernel too (its own exp,
+        within 2 ulp; every element by the same operations, so a row's values do not depend on the batch)."""
+        if self._layer.relu or self.n % 4:
+            raise ValueError("an LSTM's gates: a product of 4H outputs without ReLU")
+        ptrs, held = self._inputs(xs)
+        b, hidden = xs[0].shape[0], self.n // 4
+        if c.dtype is not torch.float32 or not c.is_cpu or c.shape != (b, hidden) or c.stride(1) != 1:
+            raise ValueError(f"c {tuple(c.shape)}: need ({b}, {hidden}) float32 with contiguous rows on the CPU")
+        gates = torch.empty(b, self.n, dtype=torch.float32)
+        h2 = torch.empty(b, hidden, dtype=torch.float32)
+        c2 = torch.empty(b, hidden, dtype=torch.float32)
+        rc = self._lib.lstm(
+            self._ref, b, *ptrs, c.data_ptr(), c.stride(0), gates.data_ptr(), h2.data_ptr(), c2.data_ptr()
+        )
+        if rc != 0:
+            raise RuntimeError("vrnn_lstm refused its arguments")
+        del held
+        return h2, c2
 
 
 # Products made for a model's weights, keyed by each weight's memory, shape, strides and version: a change in place
@@ -287,7 +331,7 @@ def product(owner: object, blocks: Sequence[Tensor], bias: Bias = None, relu: bo
         return made[key]
 
 
-def _self_check(fn: Kernel) -> str:
+def _self_check(fn: Kernels) -> str:
     """'' when the kernel agrees with torch's product (to float32 rounding) and gives a row the same bits alone
     and in batches of every size up to 9; else what failed."""
     g = torch.Generator().manual_seed(0)
@@ -296,9 +340,7 @@ def _self_check(fn: Kernel) -> str:
     bias = torch.randn(n, generator=g)
     xs = [torch.randn(9, k, generator=g) for k in ks]
     add = torch.randn(9, n, generator=g)
-    p = Product.__new__(Product)  # (library() is still being opened: make the Product around `fn` by hand)
-    p._fn = fn
-    Product._setup(p, ws, bias, True)
+    p = Product.around(fn, ws, bias, relu=True)  # (library() is still being opened)
     try:
         whole = p(*xs, add=add)
         want = torch.relu(add + xs[0] @ ws[0].t() + xs[1] @ ws[1].t() + bias)

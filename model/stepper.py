@@ -182,19 +182,14 @@ LstmStep = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]  # (x, h, c
 
 
 def _native_lstm(owner: Any, cell: nn.LSTMCell, wrap: Wrap) -> LstmStep:
-    """`torch.lstm_cell`: the gates x W_ih^T + h W_hh^T + (b_ih + b_hh) in one native call, then its pointwise
-    arithmetic (PyTorch's; elementwise, so a row's values do not depend on the others)."""
+    """`torch.lstm_cell` in one native call: the gates x W_ih^T + h W_hh^T + (b_ih + b_hh), then their
+    nonlinearities (`native.Product.lstm`)."""
     gates_of = _native().product(owner, [cell.weight_ih, cell.weight_hh], (cell.bias_ih, cell.bias_hh))
-
-    def fn(x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
-        gates = gates_of(x, h)
-        s = torch.sigmoid(gates)
-        i, f, _, o = s.chunk(4, 1)
-        g = torch.tanh(gates[:, 2 * cell.hidden_size : 3 * cell.hidden_size])
-        c2 = torch.addcmul(f * c, i, g)
-        return o * torch.tanh(c2), c2
-
-    return wrap(fn, [cell.input_size, cell.hidden_size, cell.hidden_size], ("lstm", cell.hidden_size))
+    return wrap(
+        lambda x, h, c: gates_of.lstm(x, h, c=c),
+        [cell.input_size, cell.hidden_size, cell.hidden_size],
+        ("lstm", cell.hidden_size),
+    )
 
 
 class Stepper:

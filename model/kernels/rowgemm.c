@@ -134,3 +134,59 @@ int vrnn_layer(const layer *p, int B, const float *x0, int ld0, const float *x1,
     }
     return 0;
 }
+
+/* exp(x) for every lane: x = n ln2 + r with |r| <= ln2 / 2 (n by the round-to-nearest of adding and removing
+   1.5 * 2^23), a degree-6 polynomial in r (Cephes' expf coefficients), times 2^n built in the exponent bits.
+   Within 2 ulp of exp over the clamped range; every lane by the same operations, so a value's result does not
+   depend on the lanes beside it. */
+static inline vf vexp(vf x) {
+    const vf hi = (vf){0} + 88.0f, lo = (vf){0} - 87.0f;
+    x = (vf)(((vi)hi & (x > hi)) | ((vi)x & ~(x > hi))); /* min(x, hi); a NaN stays NaN (its result too) */
+    x = (vf)(((vi)lo & (x < lo)) | ((vi)x & ~(x < lo))); /* max(x, lo) */
+    const vf shift = (vf){0} + 12582912.0f;                 /* 1.5 * 2^23 */
+    vf n = (x * 1.44269504088896341f + shift) - shift;
+    vf r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    vf p = (vf){0} + 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    vi e = (__builtin_convertvector(n, vi) + 127) << 23;
+    return p * (vf)e;
+}
+
+static inline vf vsigmoid(vf x) { return 1.0f / (1.0f + vexp(-x)); }
+
+static inline vf vtanh(vf x) { /* (1 - e) / (1 + e) with e = exp(-2|x|), the sign put back */
+    vi sign = (vi)x & ((vi){0} + (int)0x80000000);
+    vf a = (vf)((vi)x & ~sign);
+    vf e = vexp(-2.0f * a);
+    return (vf)((vi)((1.0f - e) / (1.0f + e)) | sign);
+}
+
+/* An LSTM cell on B rows: gates = [x0 x1 x2] W^T + bias (the layer, n = 4H, PyTorch's gate order i, f, g, o) into
+   `gates` (B x 4H scratch), then c' = sigmoid(f) c + sigmoid(i) tanh(g), h' = sigmoid(o) tanh(c'), into h_out and
+   c_out (B x H, contiguous); c has row stride ldc. Returns 0, or -1 as vrnn_layer. */
+int vrnn_lstm(const layer *p, int B, const float *x0, int ld0, const float *x1, int ld1, const float *x2, int ld2,
+              const float *c, int ldc, float *gates, float *h_out, float *c_out) {
+    if (p->relu || p->n % 4) return -1;
+    int rc = vrnn_layer(p, B, x0, ld0, x1, ld1, x2, ld2, 0, 0, gates);
+    if (rc) return rc;
+    const int H = p->n / 4;
+    for (int b = 0; b < B; b++) {
+        const float *g = gates + (long)b * p->n, *cr = c + (long)b * ldc;
+        float *ho = h_out + (long)b * H, *co = c_out + (long)b * H;
+        for (int j = 0; j < H; j += L) {
+            int m = H - j < L ? H - j : L;
+            vf i = vsigmoid(load_part(g + j, m)), f = vsigmoid(load_part(g + H + j, m));
+            vf gg = vtanh(load_part(g + 2 * H + j, m)), o = vsigmoid(load_part(g + 3 * H + j, m));
+            vf c2 = f * load_part(cr + j, m) + i * gg;
+            store_part(co + j, c2, m);
+            store_part(ho + j, o * vtanh(c2), m);
+        }
+    }
+    return 0;
+}

@@ -163,12 +163,13 @@ def test_the_avx2_and_avx512_builds_give_the_same_bits(tmp_path):
     ws, b = [torch.randn(1000, 300, generator=g), torch.randn(1000, 77, generator=g)], torch.randn(1000, generator=g)
     xs = [torch.randn(11, 300, generator=g), torch.randn(11, 77, generator=g)]
     outs = []
+    c = torch.randn(11, 250, generator=g)
     for fn in fns.values():
-        p = native.Product.__new__(native.Product)
-        p._fn = fn
-        p._setup(ws, b, True)
-        outs.append(p(*xs))
-    assert torch.equal(outs[0], outs[1])
+        p = native.Product.around(fn, ws, b, relu=True)
+        q = native.Product.around(fn, ws, b)
+        outs.append((p(*xs), *q.lstm(*xs, c=c)))
+    for a, b in zip(*outs, strict=True):
+        assert torch.equal(a, b)
 
 
 @needs_native
@@ -272,3 +273,29 @@ def test_a_stepper_names_its_kernel():
     assert Stepper(model).kernel == "torch"  # the plain stepper: PyTorch's products, the modules' bits
     with pytest.raises(ValueError, match="kernel"):
         Stepper(model, kernel="blas")
+
+
+@needs_native
+def test_the_lstm_kernel_is_torchs_cell_to_rounding_and_keeps_nan():
+    g = torch.Generator().manual_seed(5)
+    cell = torch.nn.LSTMCell(37, 20)
+    x, h, c = torch.randn(9, 37, generator=g) * 3, torch.randn(9, 20, generator=g), torch.randn(9, 20, generator=g)
+    p = native.Product([cell.weight_ih, cell.weight_hh], (cell.bias_ih, cell.bias_hh))
+    with torch.no_grad():
+        want = torch.lstm_cell(x, (h, c), cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+    got = p.lstm(x, h, c=c)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=2e-6)
+    for r in range(9):  # a row alone: the same bits
+        alone = p.lstm(x[r : r + 1], h[r : r + 1], c=c[r : r + 1])
+        assert all(torch.equal(a[0], b[r]) for a, b in zip(alone, got, strict=True))
+    x[4, 0] = float("nan")
+    h2, _ = p.lstm(x, h, c=c)
+    assert torch.isnan(h2[4]).all() and torch.isfinite(h2[[0, 1, 2, 3, 5, 6, 7, 8]]).all()
+    wide = torch.linspace(-100, 100, 20 * 9).reshape(9, 20)  # saturated gates: finite, in range
+    h3, _ = p.lstm(x.nan_to_num() * 1e3, h, c=wide)
+    assert torch.isfinite(h3).all() and (h3.abs() <= 1).all()
+    with pytest.raises(ValueError):
+        p.lstm(x, h, c=c[:, :5])
+    with pytest.raises(ValueError):
+        native.Product([torch.randn(8, 3)], relu=True).lstm(torch.randn(1, 3), c=torch.randn(1, 2))
