@@ -320,8 +320,10 @@ class SamplingEngine(BatchThread):
             px = fast.phi_x(x)
             self._h, self._c = fast.rnn(px if pz is None else torch.cat([px, pz], dim=-1), (h, c))
         keep = []
-        for i, r in enumerate(rows):
-            r.out.append(emitted[i].clone())  # (a view would keep the step's parameters alive in the mean modes)
+        # one copy of the step's rows, then a view per row: two operations a step instead of two a row (a view of
+        # `emitted` itself would keep the step's parameters alive in the mean modes)
+        for i, (r, row) in enumerate(zip(rows, emitted[:n].clone().unbind(0), strict=True)):
+            r.out.append(row)
             if len(r.out) == r.steps:
                 r.future.set_result(torch.stack(r.out))
             else:
