@@ -130,10 +130,11 @@ class _Layer(ctypes.Structure):
 
 
 class Kernels(NamedTuple):
-    """The library's two entry points (ctypes functions)."""
+    """The library's two entry points (ctypes functions) and its vector width."""
 
     layer: Callable[..., int]  # vrnn_layer(layer*, B, x0, ld0, x1, ld1, x2, ld2, add, lda, y)
     lstm: Callable[..., int]  # vrnn_lstm(layer*, B, x0, ld0, x1, ld1, x2, ld2, c, ldc, gates, h_out, c_out)
+    lanes: int  # floats per vector: the weights' panels are 4 * lanes columns wide, the last ones lanes
 
 
 def _load(path: Path) -> Kernels:
@@ -141,8 +142,9 @@ def _load(path: Path) -> Kernels:
     i, p, layer = ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(_Layer)
     lib.vrnn_layer.argtypes = [layer, i, p, i, p, i, p, i, p, i, p]
     lib.vrnn_lstm.argtypes = [layer, i, p, i, p, i, p, i, p, i, p, p, p]
-    lib.vrnn_layer.restype = lib.vrnn_lstm.restype = i
-    return Kernels(lib.vrnn_layer, lib.vrnn_lstm)
+    lib.vrnn_layer.restype = lib.vrnn_lstm.restype = lib.vrnn_lanes.restype = i
+    lib.vrnn_lanes.argtypes = []
+    return Kernels(lib.vrnn_layer, lib.vrnn_lstm, int(lib.vrnn_lanes()))
 
 
 def _find_or_build(lvl: str) -> Path:
@@ -200,6 +202,17 @@ def usable(like: Tensor) -> bool:
     return like.dtype == torch.float32 and like.device.type == "cpu" and library() is not None
 
 
+def _panels(wt: Tensor, lanes: int) -> Tensor:
+    """wt (K, ldw) as the kernel reads it: panel by panel, each block of 4 * lanes columns (the last ones: lanes)
+    with its K rows contiguous."""
+    ldw, wide, out, n0 = wt.shape[1], 4 * lanes, [], 0
+    while n0 < ldw:
+        width = wide if n0 + wide <= ldw else lanes
+        out.append(wt[:, n0 : n0 + width].reshape(-1))
+        n0 += width
+    return torch.cat(out)
+
+
 class Product:
     """x_0, x_1, ... -> relu?(x_0 W_0^T + x_1 W_1^T + ... + bias) (+ `add`), each row's bits independent of the batch.
 
@@ -231,8 +244,9 @@ class Product:
         self.widths = tuple(int(w.shape[1]) for w in blocks)
         ldw = -(-self.n // _ALIGN) * _ALIGN
         with torch.no_grad():
-            self._wt = torch.zeros(sum(self.widths), ldw, dtype=torch.float32)
-            self._wt[:, : self.n] = torch.cat([w.detach().float().cpu() for w in blocks], dim=1).t()
+            wt = torch.zeros(sum(self.widths), ldw, dtype=torch.float32)
+            wt[:, : self.n] = torch.cat([w.detach().float().cpu() for w in blocks], dim=1).t()
+            self._wt = _panels(wt, kernels.lanes)
             self._bias: Tensor | None = None
             if bias is not None:
                 self._bias = torch.zeros(ldw, dtype=torch.float32)

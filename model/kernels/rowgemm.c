@@ -9,8 +9,10 @@
  * lanes are independent and a fused multiply-add rounds once). Blocking over rows (4 or 2 at a time) reuses the
  * weights a row loads; it changes no element's arithmetic.
  *
- * The weights come transposed and concatenated over the blocks: wt is (K_0 + K_1 + K_2) x ldw, ldw a multiple of
- * 16 with zero columns past N; bias (when given) has ldw entries. No allocation, no threads, no global state.
+ * The weights come transposed, concatenated over the blocks (K = K_0 + K_1 + K_2 rows) and zero-padded to ldw
+ * columns (a multiple of 16), stored panel by panel: the columns of each block of 4 * L (the last blocks: L), K rows
+ * of them, one after the other, so the kernel streams each panel from memory in order (panel n0 starts at n0 * K;
+ * vrnn_lanes() gives L). bias (when given) has ldw entries. No allocation, no threads, no global state.
  */
 #include <string.h>
 
@@ -62,7 +64,7 @@ typedef struct {
             if (bias) start = load(bias + n0 + j * L);                                                           \
             UNROLL for (int r = 0; r < R; r++) acc[r][j] = start;                                                \
         }                                                                                                        \
-        const float *w = wt + n0;                                                                                \
+        const float *w = wt; /* the panel: row stride ldw (its width) */                                         \
         for (int i = 0; i < 3; i++) {                                                                            \
             const int K = in->k[i];                                                                              \
             const float *xr[R];                                                                                  \
@@ -105,7 +107,10 @@ static void rows(int R, const inputs *in, const float *wt, int ldw, int n0, int 
     (wide ? wide_fns : narrow_fns)[R](in, wt, ldw, n0, nvalid, bias, add, lda, relu, y, ldy);
 }
 
-/* One layer: its transposed weights (wt, (k[0] + k[1] + k[2]) x ldw) and bias (ldw entries, or NULL), made once. */
+/* The floats per vector of this build: the panels' widths are 4 * L and L. */
+int vrnn_lanes(void) { return L; }
+
+/* One layer: its transposed weights (wt, in panels: see the top) and bias (ldw entries, or NULL), made once. */
 typedef struct {
     int n, ldw, relu;
     int k[3];
@@ -119,15 +124,17 @@ int vrnn_layer(const layer *p, int B, const float *x0, int ld0, const float *x1,
     if (B < 0 || p->n < 0 || p->ldw % L || p->ldw < p->n || p->k[0] < 0 || p->k[1] < 0 || p->k[2] < 0 ||
         (p->k[1] && !x1) || (p->k[2] && !x2))
         return -1;
+    const long K = (long)p->k[0] + p->k[1] + p->k[2];
     for (int n0 = 0; n0 < p->ldw;) { /* a column block's weights stay in cache across the row groups */
         int wide = n0 + 4 * L <= p->ldw;
+        const float *panel = p->wt + n0 * K;
         for (int b = 0; b < B;) {
             int R = B - b >= 4 ? 4 : B - b >= 2 ? 2 : 1;
             inputs in = {{x0 + (long)b * ld0, x1 ? x1 + (long)b * ld1 : 0, x2 ? x2 + (long)b * ld2 : 0},
                          {p->k[0], p->k[1], p->k[2]},
                          {ld0, ld1, ld2}};
-            rows(R, &in, p->wt, p->ldw, n0, p->n - n0, p->bias, add ? add + (long)b * lda : 0, lda, p->relu,
-                 y + (long)b * p->n, p->n, wide);
+            rows(R, &in, panel, wide ? 4 * L : L, n0, p->n - n0, p->bias, add ? add + (long)b * lda : 0, lda,
+                 p->relu, y + (long)b * p->n, p->n, wide);
             b += R;
         }
         n0 += wide ? 4 * L : L;
