@@ -147,41 +147,48 @@ def _load(path: Path) -> Kernels:
     return Kernels(lib.vrnn_layer, lib.vrnn_lstm, int(lib.vrnn_lanes()))
 
 
-def _find_or_build(lvl: str) -> Path:
-    name = file_name(lvl)
-    for d in (SOURCE.parent, cache_dir()):
-        if (d / name).is_file():
-            return d / name
-    return build(lvl, cache_dir())
+def _levels(best: str) -> list[str]:
+    """`best` and the builds below it, best first (a compiler too old for one may build the next)."""
+    names = list(_LEVELS)
+    return names[names.index(best) :]
 
 
 def library() -> Kernels | None:
-    """The kernel (`vrnn_rowgemm`), built and checked once per process; None where it cannot be used (`status`)."""
+    """The kernels, built and checked once per process; None where they cannot be used (`status`)."""
     if "lib" in _STATE:
         return _STATE["lib"]  # type: ignore[return-value]
     with _LOCK:
         if "lib" not in _STATE:
-            _STATE["lib"], _STATE["why"] = _open()
-            if _STATE["lib"] is None:
-                log.info("native row-invariant products off: %s", _STATE["why"])
+            lib, why = _open()
+            _STATE["why"] = why  # (before "lib": a reader that sees "lib" finds "why" too)
+            _STATE["lib"] = lib
+            if lib is None:
+                log.info("native row-invariant products off: %s", why)
     return _STATE["lib"]  # type: ignore[return-value]
 
 
 def _open() -> tuple[Kernels | None, str]:
     if os.environ.get("VRNN_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
         return None, "VRNN_NATIVE=0"
-    lvl = level()
-    if lvl is None:
+    best = level()
+    if best is None:
         return None, f"no build for this CPU ({platform.machine()} without AVX2 + FMA, or not x86-64)"
-    try:
-        path = _find_or_build(lvl)
-        fn = _load(path)
-    except (OSError, RuntimeError, subprocess.SubprocessError) as e:
-        return None, f"could not build or load the {lvl} library: {e}"
-    problem = _self_check(fn)
-    if problem:
-        return None, f"{path} failed its self-check: {problem}"
-    return fn, f"{lvl} ({path})"
+    problems = []
+    for lvl in _levels(best):
+        name = file_name(lvl)
+        found = [d / name for d in (SOURCE.parent, cache_dir()) if (d / name).is_file()]
+        for attempt in [*found, None]:  # a file made ahead or cached; else (or if that will not load) a new build
+            try:
+                path = attempt if attempt is not None else build(lvl, cache_dir())
+                kernels = _load(path)
+            except Exception as e:  # (a corrupt or foreign file, no compiler, a compiler too old for lvl)
+                problems.append(f"{lvl}: {e}")
+                continue
+            problem = _self_check(kernels)
+            if problem:
+                return None, f"{path} failed its self-check: {problem}"
+            return kernels, f"{lvl} ({path})"
+    return None, "could not build or load the library: " + "; ".join(problems)
 
 
 def status() -> str:
@@ -194,7 +201,8 @@ def reset() -> None:
     """Forget the loaded library (tests: after changing VRNN_NATIVE or the cache directory)."""
     with _LOCK:
         _STATE.clear()
-    _PRODUCTS.clear()
+    with _PRODUCTS_LOCK:
+        _PRODUCTS.clear()
 
 
 def usable(like: Tensor) -> bool:
@@ -276,6 +284,9 @@ class Product:
         return ptrs, held
 
     def __call__(self, *xs: Tensor, add: Tensor | None = None) -> Tensor:
+        if xs and xs[0].dim() == 2 and xs[0].shape[0] == 0:  # no rows (an empty tensor has no data pointer)
+            self._inputs(xs)
+            return torch.empty(0, self.n, dtype=torch.float32)
         if add is None and len(xs) == 1 == len(self.widths):  # (the common case, with the fewest Python steps)
             x = xs[0]
             k = self.widths[0]
@@ -308,6 +319,8 @@ class Product:
         b, hidden = xs[0].shape[0], self.n // 4
         if c.dtype is not torch.float32 or not c.is_cpu or c.shape != (b, hidden) or c.stride(1) != 1:
             raise ValueError(f"c {tuple(c.shape)}: need ({b}, {hidden}) float32 with contiguous rows on the CPU")
+        if b == 0:
+            return torch.empty(0, hidden), torch.empty(0, hidden)
         gates = torch.empty(b, self.n, dtype=torch.float32)
         h2 = torch.empty(b, hidden, dtype=torch.float32)
         c2 = torch.empty(b, hidden, dtype=torch.float32)
@@ -346,26 +359,39 @@ def product(owner: object, blocks: Sequence[Tensor], bias: Bias = None, relu: bo
 
 
 def _self_check(fn: Kernels) -> str:
-    """'' when the kernel agrees with torch's product (to float32 rounding) and gives a row the same bits alone
-    and in batches of every size up to 9; else what failed."""
+    """'' when the kernels agree with torch (to float32 rounding: a layer, an LSTM cell) and give a row the same bits
+    alone and in batches of every size up to 9; else what failed. 77 outputs take every kind of column block of
+    both builds (wide, narrow, a partial one)."""
     g = torch.Generator().manual_seed(0)
-    n, ks = 37, (19, 5)
+    n, ks = 77, (19, 5)
     ws = [torch.randn(n, k, generator=g) for k in ks]
     bias = torch.randn(n, generator=g)
     xs = [torch.randn(9, k, generator=g) for k in ks]
     add = torch.randn(9, n, generator=g)
+    cell = [torch.randn(4 * n, k, generator=g) * 0.3 for k in ks]
+    cell_bias = torch.randn(4 * n, generator=g)
+    c = torch.randn(9, n, generator=g)
     p = Product.around(fn, ws, bias, relu=True)  # (library() is still being opened)
+    q = Product.around(fn, cell, cell_bias)
     try:
         whole = p(*xs, add=add)
         want = torch.relu(add + xs[0] @ ws[0].t() + xs[1] @ ws[1].t() + bias)
-        if not torch.allclose(whole, want, rtol=1e-5, atol=1e-5):
-            return f"differs from torch by {(whole - want).abs().max().item():.3g}"
+        if not torch.allclose(whole, want, rtol=1e-5, atol=1e-4):
+            return f"a layer differs from torch by {(whole - want).abs().max().item():.3g}"
+        h2, c2 = q.lstm(*xs, c=c)
+        # (the cell's inputs side by side, no recurrent weights: torch.lstm_cell's own arithmetic as the reference)
+        x, h0, w_hh = torch.cat(xs, 1), torch.zeros(9, n), torch.zeros(4 * n, n)
+        want_h, want_c = torch.lstm_cell(x, (h0, c), torch.cat(cell, 1), w_hh, cell_bias, torch.zeros(4 * n))
+        if not (torch.allclose(h2, want_h, rtol=1e-5, atol=1e-5) and torch.allclose(c2, want_c, rtol=1e-5, atol=1e-5)):
+            return "an LSTM cell differs from torch's"
         for m in range(1, 9):
             for start in (0, 9 - m):
                 rows = slice(start, start + m)
                 if not torch.equal(p(*(x[rows] for x in xs), add=add[rows]), whole[rows]):
                     return f"rows {start}:{start + m} alone differ from the same rows in the batch of 9"
-    except RuntimeError as e:
+                if not torch.equal(q.lstm(*(x[rows] for x in xs), c=c[rows])[0], h2[rows]):
+                    return f"an LSTM cell's rows {start}:{start + m} alone differ from the same rows in the batch"
+    except (RuntimeError, ValueError) as e:
         return str(e)
     return ""
 

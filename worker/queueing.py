@@ -24,6 +24,7 @@ import os
 from typing import Any
 
 from redis import Redis
+from redis.client import Pipeline
 from rq import Queue, Retry
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
@@ -230,16 +231,35 @@ def live_workers(connection: Redis, queue: str | None = None) -> dict[str, dict[
             continue
         out[name] = info
     if expired:  # (a worker that died without removing its name; one that publishes again adds it back)
-        connection.srem(MODELS_INDEX_KEY, *expired)
+        keys = [models_key(n) for n in expired]
+        connection.eval(_PRUNE, len(keys) + 1, *keys, MODELS_INDEX_KEY, *expired)
     return out
 
 
+# Removes a name from the index only while its key is still missing, in one step: a worker that publishes again
+# between a reader's MGET and its removal keeps its place.
+_PRUNE = """
+local index = KEYS[#KEYS]
+for i, name in ipairs(ARGV) do
+    if redis.call('EXISTS', KEYS[i]) == 0 then redis.call('SREM', index, name) end
+end
+return 0
+"""
+
+
 def publish_models(connection: Any, worker_name: str, payload: str, ttl: int) -> None:
-    """A worker's published models (`live_workers`), for `ttl` seconds; `connection` may be a pipeline."""
-    connection.set(models_key(worker_name), payload, ex=ttl)
-    connection.sadd(MODELS_INDEX_KEY, worker_name)
+    """A worker's published models (`live_workers`), for `ttl` seconds; `connection` may be a pipeline (else one
+    transaction)."""
+    pipe = connection if isinstance(connection, Pipeline) else connection.pipeline(transaction=True)
+    pipe.set(models_key(worker_name), payload, ex=ttl)
+    pipe.sadd(MODELS_INDEX_KEY, worker_name)
+    if pipe is not connection:
+        pipe.execute()
 
 
 def withdraw_models(connection: Any, worker_name: str) -> None:
-    connection.delete(models_key(worker_name))
-    connection.srem(MODELS_INDEX_KEY, worker_name)
+    pipe = connection if isinstance(connection, Pipeline) else connection.pipeline(transaction=True)
+    pipe.delete(models_key(worker_name))
+    pipe.srem(MODELS_INDEX_KEY, worker_name)
+    if pipe is not connection:
+        pipe.execute()

@@ -167,11 +167,22 @@ static inline vf vexp(vf x) {
 
 static inline vf vsigmoid(vf x) { return 1.0f / (1.0f + vexp(-x)); }
 
-static inline vf vtanh(vf x) { /* (1 - e) / (1 + e) with e = exp(-2|x|), the sign put back */
+/* tanh: for |x| < 0.625 an odd polynomial (Cephes' tanhf coefficients: no cancellation near 0), else
+   (1 - e) / (1 + e) with e = exp(-2|x|), the sign put back. */
+static inline vf vtanh(vf x) {
     vi sign = (vi)x & ((vi){0} + (int)0x80000000);
     vf a = (vf)((vi)x & ~sign);
     vf e = vexp(-2.0f * a);
-    return (vf)((vi)((1.0f - e) / (1.0f + e)) | sign);
+    vf big = (vf)((vi)((1.0f - e) / (1.0f + e)) | sign);
+    vf z = x * x;
+    vf p = (vf){0} - 5.70498872745e-3f;
+    p = p * z + 2.06390887954e-2f;
+    p = p * z - 5.37397155531e-2f;
+    p = p * z + 1.33314422036e-1f;
+    p = p * z - 3.33332819422e-1f;
+    vf small = p * z * x + x;
+    vi is_small = a < 0.625f;
+    return (vf)(((vi)small & is_small) | ((vi)big & ~is_small));
 }
 
 /* An LSTM cell on B rows: gates = [x0 x1 x2] W^T + bias (the layer, n = 4H, PyTorch's gate order i, f, g, o) into

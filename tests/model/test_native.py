@@ -299,3 +299,40 @@ def test_the_lstm_kernel_is_torchs_cell_to_rounding_and_keeps_nan():
         p.lstm(x, h, c=c[:, :5])
     with pytest.raises(ValueError):
         native.Product([torch.randn(8, 3)], relu=True).lstm(torch.randn(1, 3), c=torch.randn(1, 2))
+
+
+@needs_native
+def test_a_corrupt_cached_library_is_built_again(fresh):
+    fresh.mkdir(parents=True)
+    bad = fresh / native.file_name(native.level())
+    bad.write_bytes(b"not a shared object")
+    assert native.library() is not None  # rebuilt over it
+    assert bad.read_bytes()[:4] == b"\x7fELF"
+
+
+@needs_native
+def test_zero_rows_give_empty_results():
+    p = native.Product([torch.randn(8, 5), torch.randn(8, 3)], torch.randn(8))
+    assert p(torch.empty(0, 5), torch.empty(0, 3)).shape == (0, 8)
+    q = native.Product([torch.randn(8, 5)], torch.randn(8))
+    assert q(torch.empty(0, 5)).shape == (0, 8)
+    h, c = p.lstm(torch.empty(0, 5), torch.empty(0, 3), c=torch.empty(0, 2))
+    assert h.shape == c.shape == (0, 2)
+    with pytest.raises(ValueError):
+        p(torch.empty(0, 4), torch.empty(0, 3))
+
+
+@needs_native
+def test_a_build_that_fails_for_one_level_falls_back_to_the_next(fresh, monkeypatch):
+    if native.level() != "x86-64-v4":
+        pytest.skip("this CPU has one build only")
+    real = native.build
+
+    def build(lvl, directory):
+        if lvl == "x86-64-v4":
+            raise RuntimeError("cc: error: unknown target 'x86-64-v4'")
+        return real(lvl, directory)
+
+    monkeypatch.setattr(native, "build", build)
+    assert native.library() is not None
+    assert native.status().startswith("on: x86-64-v3")

@@ -240,3 +240,31 @@ def test_live_workers_reads_the_published_index_not_the_keyspace(conn) -> None:
     conn.set(queueing.models_key("c"), "not json")
     conn.sadd(queueing.MODELS_INDEX_KEY, "c")
     assert set(queueing.live_workers(conn)) == {"b"}
+
+
+def test_a_worker_that_publishes_while_a_reader_prunes_keeps_its_place(conn) -> None:
+    """The race a reader's MGET and its removal leave: the worker publishes again in between (its SADD finds its
+    name still there); the removal must not take it out, since its key exists again."""
+    queueing.publish_models(conn, "w", json.dumps({"models": ["m"], "queue": "q"}), 60)
+    conn.delete(queueing.models_key("w"))  # expired
+    real_mget = conn.mget
+
+    def mget_then_publish(keys):
+        values = real_mget(keys)  # the reader sees the key missing ...
+        queueing.publish_models(conn, "w", json.dumps({"models": ["m"], "queue": "q"}), 60)  # ... it comes back
+        return values
+
+    conn.mget = mget_then_publish
+    try:
+        assert queueing.live_workers(conn) == {}
+    finally:
+        del conn.mget
+    assert set(queueing.live_workers(conn)) == {"w"}  # still in the index
+
+
+def test_publishing_inside_a_pipeline_joins_it(conn) -> None:
+    pipe = conn.pipeline()
+    queueing.publish_models(pipe, "p", json.dumps({"models": [], "queue": "q"}), 60)
+    assert queueing.live_workers(conn) == {}  # nothing sent yet
+    pipe.execute()
+    assert set(queueing.live_workers(conn)) == {"p"}
