@@ -4,9 +4,11 @@ A BLAS picks its kernel by shape, so a row's sums round differently at batch 1 (
 batch, and on some CPUs differently again for each batch size (`model.paired`). `model/kernels/rowgemm.c` computes
 every element by the same fused multiply-adds in the same order whatever the batch: rows are blocked 4 or 2 at a
 time to reuse the weights they load, which changes no element's arithmetic. So a batched sample's every row is its
-solo sample at a matrix-matrix product's cost, on every CPU with FMA, and the bits are the same on every such CPU
-(AVX2 and AVX-512 builds agree: the vector width only decides how many columns run side by side). On one thread it
-is as fast as MKL or faster at the sampling step's sizes (`python -m model.bench`, docs/BENCHMARKS.md).
+solo sample at a matrix-matrix product's cost, on every CPU with FMA, and the kernel's bits are the same on every
+such CPU (AVX2 and AVX-512 builds agree: the vector width only decides how many columns run side by side; the
+PyTorch operations around it may still differ between machines). The weights are stored panel by panel, so each
+streams from memory in order; `vrnn_lstm` is a whole LSTM cell (the gates' product and their nonlinearities). On one
+thread it is about as fast as MKL at one row and faster for batches at the sampling step's sizes (docs/SERVICE.md).
 
 The library is built on first use with the system's C compiler (`cc`, or `$CC`) into a cache directory
 (`$VRNN_NATIVE_DIR`, else `$XDG_CACHE_HOME/vrnn-service`, else `~/.cache/vrnn-service`), one file per source and
