@@ -115,7 +115,7 @@ def build(lvl: str, directory: Path) -> Path:
 
 _LOCK = threading.Lock()  # loading the library
 _PRODUCTS_LOCK = threading.Lock()
-_STATE: dict[str, object] = {}  # "lib": the loaded function or None; "why": what status() reports
+_STATE: dict[str, object] = {}  # "lib": the loaded Kernels or None; "why": what status() reports
 
 
 class _Layer(ctypes.Structure):
@@ -228,9 +228,8 @@ class Product:
 
     `blocks`: the weights (N, K_i) of the inputs taken side by side (at most MAX_BLOCKS: a layer's first weight
     split by input, or an LSTM's input and recurrent weights); `bias` (N,), several (N,) to add up once (an
-    LSTM's two), or None. The weights are copied
-    transposed once, so a Product reads them as they were when it was made (`product()` makes it anew when they
-    change in place). Inputs are float32 CPU tensors (B, K_i) whose rows are contiguous."""
+    LSTM's two), or None. The weights are copied transposed once, so a Product reads them as they were when it was
+    made (`product()` makes it anew when they change in place). Inputs are float32 CPU tensors (B, K_i)."""
 
     def __init__(self, blocks: Sequence[Tensor], bias: Bias = None, relu: bool = False):
         fn = library()
@@ -298,7 +297,7 @@ class Product:
                 if self._fn(self._ref, b, x.data_ptr(), k, None, 0, None, 0, None, 0, y.data_ptr()):
                     raise RuntimeError("vrnn_layer refused its arguments")
                 return y
-        ptrs, held = self._inputs(xs)  # (held: alive until the call returns)
+        ptrs, _held = self._inputs(xs)  # (_held: copies alive until the call returns)
         b = xs[0].shape[0]
         add_ptr = None
         if add is not None:
@@ -308,16 +307,15 @@ class Product:
         y = torch.empty(b, self.n, dtype=torch.float32)
         if self._fn(self._ref, b, *ptrs, add_ptr, self.n, y.data_ptr()) != 0:
             raise RuntimeError("vrnn_layer refused its arguments")
-        del held
         return y
 
     def lstm(self, *xs: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
         """An LSTM cell whose gates are this product (PyTorch's gate order i, f, g, o; n = 4H, no ReLU): (h', c')
         from the inputs and the cell state c (B, H), the gates' nonlinearities in the kernel too (its own exp,
-        within 2 ulp; every element by the same operations, so a row's values do not depend on the batch)."""
+        about 2 ulp; every element by the same operations, so a row's values do not depend on the batch)."""
         if self._layer.relu or self.n % 4:
             raise ValueError("an LSTM's gates: a product of 4H outputs without ReLU")
-        ptrs, held = self._inputs(xs)
+        ptrs, _held = self._inputs(xs)  # (_held: copies alive until the call returns)
         b, hidden = xs[0].shape[0], self.n // 4
         if c.dtype is not torch.float32 or not c.is_cpu or c.shape != (b, hidden) or c.stride(1) != 1:
             raise ValueError(f"c {tuple(c.shape)}: need ({b}, {hidden}) float32 with contiguous rows on the CPU")
@@ -331,7 +329,6 @@ class Product:
         )
         if rc != 0:
             raise RuntimeError("vrnn_lstm refused its arguments")
-        del held
         return h2, c2
 
 

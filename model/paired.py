@@ -170,13 +170,16 @@ def head_op(head: Any) -> RowOp:
     return RowOp(lambda hidden: head.params(F.linear(hidden, linear.weight, linear.bias)), [linear.in_features], layout)
 
 
-def latent_head(latent: Any) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+def latent_head(
+    latent: Any, linear: Callable[[Tensor], Tensor] | None = None
+) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
     """hidden -> (mu, softplus(a) + floor) of a `networks.GaussianLatent`'s head (its Linear, then elementwise), as
-    `GaussianLatent.forward` computes it after its network."""
+    `GaussianLatent.forward` computes it after its network; `linear` computes the Linear instead of `F.linear` (the
+    stepper's native products)."""
     w, b, z_dim, floor = latent.hidden_to_params.weight, latent.hidden_to_params.bias, latent.z_dim, latent.std_floor
 
     def fn(hidden: Tensor) -> tuple[Tensor, Tensor]:
-        mu, a = F.linear(hidden, w, b).split(z_dim, dim=-1)
+        mu, a = (F.linear(hidden, w, b) if linear is None else linear(hidden)).split(z_dim, dim=-1)
         return mu, F.softplus(a) + floor
 
     return fn

@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 import threading
 import weakref
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
@@ -106,23 +106,19 @@ class _Latent:
         return self.head(self.net(*inputs))
 
 
-Wrap = Callable[[Callable[..., Any], Sequence[int], Hashable], Callable[..., Any]]  # (fn, widths, layout) -> op
+Wrap = Callable[[Callable[..., Any], Sequence[int], tuple], Callable[..., Any]]  # (fn, widths, layout) -> op
 
 
-def _raw(fn: Callable[..., Any], widths: Sequence[int], layout: Hashable) -> Callable[..., Any]:
+def _raw(fn: Callable[..., Any], widths: Sequence[int], layout: tuple) -> Callable[..., Any]:
     return fn
 
 
 def _row_op(ops: list[RowOp]) -> Wrap:
-    def wrap(fn: Callable[..., Any], widths: Sequence[int], layout: Hashable) -> Callable[..., Any]:
-        ops.append(RowOp(fn, widths, ("native", *_tuple(layout), tuple(widths))))
+    def wrap(fn: Callable[..., Any], widths: Sequence[int], layout: tuple) -> Callable[..., Any]:
+        ops.append(RowOp(fn, widths, ("native", *layout, tuple(widths))))
         return ops[-1]
 
     return wrap
-
-
-def _tuple(layout: Hashable) -> tuple:
-    return layout if isinstance(layout, tuple) else (layout,)
 
 
 class _NativeMLP:
@@ -160,13 +156,9 @@ def _native_linear(owner: Any, linear: nn.Linear) -> Product:
 class _NativeLatent:
     def __init__(self, owner: Any, latent: GaussianLatent, wrap: Wrap):
         self.net = _NativeMLP(owner, latent.net, wrap)
-        linear, z_dim, floor = _native_linear(owner, latent.hidden_to_params), latent.z_dim, latent.std_floor
-
-        def head(hidden: Tensor) -> tuple[Tensor, Tensor]:
-            mu, a = linear(hidden).split(z_dim, dim=-1)
-            return mu, F.softplus(a) + floor
-
-        self.head = wrap(head, [linear.widths[0]], ("latent", z_dim, floor, linear.n))
+        linear = _native_linear(owner, latent.hidden_to_params)
+        layout = ("latent", latent.z_dim, latent.std_floor, linear.n)
+        self.head = wrap(latent_head(latent, linear), [linear.widths[0]], layout)
 
     def __call__(self, *inputs: Tensor) -> tuple[Tensor, Tensor]:
         return cast(tuple[Tensor, Tensor], self.head(self.net(*inputs)))
@@ -229,14 +221,11 @@ class Stepper:
             self.prior = _Latent(model.prior, ops) if model.prior is not None else None
             self.decoder = _MLP(model.decoder.net, ops)
             head = model.decoder.head
-            if ops is not None:  # the head's Linear and its elementwise arithmetic, paired together (paired.head_op)
-                ops.append(head_op(head))
-                self.head = ops[-1]
-            else:
+            if ops is None:
                 self.head = head.forward  # the head's own arithmetic (one Linear, then elementwise)
-            if ops is not None:
-                ops.append(lstm_op(rnn))
-                self.lstm_fn = ops[-1]
+            else:  # the head's Linear and its elementwise arithmetic, paired together (paired.head_op); the LSTM
+                ops += [head_op(head), lstm_op(rnn)]
+                self.head, self.lstm_fn = ops[-2], ops[-1]
         self.ops = ops or []
         # A batch size that every paired product computes in one chunk runs the unwrapped step: the same calls (the
         # paired products call these on such a batch), without their Python overhead.

@@ -118,10 +118,6 @@ class ModelWorker(SimpleWorker):
     # Published models ---------------------------------------------------------------------------
 
     @property
-    def models_key(self) -> str:
-        return queueing.models_key(self.name)
-
-    @property
     def liveness_ttl(self) -> int:
         """How long the published models outlive the last heartbeat: the longest gap between two heartbeats (the
         idle wait on the queue, worker_ttl - 15 s, or the heartbeat interval during a job) plus the grace. The API

@@ -19,8 +19,10 @@ worker unpickle data or call an arbitrary function.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from redis import Redis
@@ -247,19 +249,26 @@ return 0
 """
 
 
-def publish_models(connection: Any, worker_name: str, payload: str, ttl: int) -> None:
-    """A worker's published models (`live_workers`), for `ttl` seconds; `connection` may be a pipeline (else one
-    transaction)."""
-    pipe = connection if isinstance(connection, Pipeline) else connection.pipeline(transaction=True)
-    pipe.set(models_key(worker_name), payload, ex=ttl)
-    pipe.sadd(MODELS_INDEX_KEY, worker_name)
-    if pipe is not connection:
+@contextlib.contextmanager
+def _transaction(connection: Any) -> Iterator[Any]:
+    """`connection` itself when it is a pipeline (its owner executes it), else a transaction executed on exit."""
+    if isinstance(connection, Pipeline):
+        yield connection
+        return
+    with connection.pipeline(transaction=True) as pipe:
+        yield pipe
         pipe.execute()
+
+
+def publish_models(connection: Any, worker_name: str, payload: str, ttl: int) -> None:
+    """A worker's published models (`live_workers`), for `ttl` seconds, in one transaction (or in the caller's
+    pipeline)."""
+    with _transaction(connection) as pipe:
+        pipe.set(models_key(worker_name), payload, ex=ttl)
+        pipe.sadd(MODELS_INDEX_KEY, worker_name)
 
 
 def withdraw_models(connection: Any, worker_name: str) -> None:
-    pipe = connection if isinstance(connection, Pipeline) else connection.pipeline(transaction=True)
-    pipe.delete(models_key(worker_name))
-    pipe.srem(MODELS_INDEX_KEY, worker_name)
-    if pipe is not connection:
-        pipe.execute()
+    with _transaction(connection) as pipe:
+        pipe.delete(models_key(worker_name))
+        pipe.srem(MODELS_INDEX_KEY, worker_name)
