@@ -36,6 +36,8 @@ import torch
 from torch import Tensor
 
 from .distributions import RowGenerators, randn
+from .fused import CHUNK, FusedSampler
+from .fused import supports as fused_supports
 from .rowwise import rowwise_copy
 from .runtime import apply_threads
 from .stepper import LoneRow, Stepper, first_row
@@ -53,6 +55,10 @@ class _Request:
     future: Future
     submitted: float = field(default_factory=time.monotonic)
     out: list[Tensor] = field(default_factory=list)
+    # the fused step's (model.fused): the result, filled in place, and the current chunk of random numbers
+    result: Tensor | None = None
+    done: int = 0
+    chunk: tuple[Tensor, Tensor] | None = None
 
 
 WAIT_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -164,6 +170,8 @@ class SamplingEngine(BatchThread):
         # kernel's choice, and so whether pairing pays, depends on it
         self.threads = torch.get_num_threads()
         self.paired = model.samples_paired if paired is None else paired  # (VRNN.sample's `paired` must agree)
+        # where the library runs, a paired model's steps are one native call for the whole batch (model.fused)
+        self.fused = FusedSampler(self.model) if self.paired and fused_supports(self.model) else None
         self.fast = cast(VRNN, rowwise_copy(self.model))
         self.stepper = Stepper(self.model, paired=self.paired)
         self._lone = LoneRow(self.model)  # a paired row alone runs above a zero row
@@ -172,6 +180,7 @@ class SamplingEngine(BatchThread):
         self._rows: list[_Request] = []
         self._h: Tensor | None = None
         self._c: Tensor | None = None
+        self._settings: Any = None  # the fused step's ctypes arrays of the rows' draw settings
 
     # ------------------------------------------------------------------ client side
 
@@ -228,7 +237,7 @@ class SamplingEngine(BatchThread):
         for r in self._rows:
             if not r.future.done():
                 r.future.set_exception(e)
-        self._rows, self._h, self._c = [], None, None
+        self._rows, self._h, self._c, self._settings = [], None, None, None
 
     def _admit(self) -> None:
         joined: list[tuple[_Request, Tensor, Tensor]] = []
@@ -257,6 +266,7 @@ class SamplingEngine(BatchThread):
             cs.insert(0, self._c[:n])
         self._h, self._c = torch.cat(hs), torch.cat(cs)
         self._rows.extend(r for r, _, _ in joined)
+        self._settings = None
 
     def _start_state(self, request: _Request) -> tuple[Tensor, Tensor]:
         m = self.model
@@ -266,6 +276,50 @@ class SamplingEngine(BatchThread):
         return m._posterior_pass(x_tm, m._noise(request.generator)).state  # alone, as VRNN.sample reads it
 
     def _step(self) -> None:
+        if self.fused is not None:
+            self._step_fused(self.fused)
+        else:
+            self._step_torch()
+
+    def _step_fused(self, fused: FusedSampler) -> None:
+        """One step of every row in one native call (`model.fused`): each row reads its own random numbers, drawn
+        CHUNK steps at a time from its generator (as `VRNN.sample` draws them), and writes its frame into its result
+        in place."""
+        rows, h, c = self._rows, self._h, self._c
+        assert h is not None and c is not None
+        n = len(rows)
+        self.stats.steps += 1
+        self.stats.batch_sizes[n] += 1
+        normals, uniforms, outs = [], [], []
+        for r in rows:
+            at = r.done % CHUNK
+            if at == 0:  # the next chunk of this row's numbers
+                r.chunk = fused.randoms(r.generator, 1, CHUNK)
+            if r.result is None:
+                r.result = torch.empty(r.steps, fused.x_dim, dtype=torch.float32)
+            assert r.chunk is not None
+            nrm, uni = r.chunk
+            normals.append(nrm.data_ptr() + at * fused.normals * 4)
+            uniforms.append(uni.data_ptr() + at * fused.uniforms * 4)
+            outs.append(r.result.data_ptr() + r.done * fused.x_dim * 4)
+        if self._settings is None:  # (the rows' draw settings, made again when rows come or go)
+            self._settings = fused.arrays([fused.settings(r.mode, r.temperature, r.bias) for r in rows])
+        fused.call(h, c, 1, normals, uniforms, outs, self._settings)
+        keep = []
+        for i, r in enumerate(rows):
+            r.done += 1
+            if r.done == r.steps:
+                r.future.set_result(r.result)
+            else:
+                keep.append(i)
+        if len(keep) < n:
+            self._rows = [rows[i] for i in keep]
+            self._settings = None
+            index = torch.tensor(keep, dtype=torch.long)
+            self._h = h.index_select(0, index) if keep else None
+            self._c = c.index_select(0, index) if keep else None
+
+    def _step_torch(self) -> None:
         fast, rows = self.fast, self._rows
         assert self._h is not None and self._c is not None
         h, c = self._h, self._c

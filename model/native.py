@@ -101,7 +101,7 @@ def build(lvl: str, directory: Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=directory)
     os.close(fd)
     try:
-        cmd = [cc, f"-march={lvl}", *_FLAGS, "-o", tmp, str(SOURCE)]
+        cmd = [cc, f"-march={lvl}", *_FLAGS, "-o", tmp, str(SOURCE), "-lm"]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed: {done.stderr.strip()[-2000:]}")
@@ -137,6 +137,8 @@ class Kernels(NamedTuple):
     layer: Callable[..., int]  # vrnn_layer(layer*, B, x0, ld0, x1, ld1, x2, ld2, add, lda, y)
     lstm: Callable[..., int]  # vrnn_lstm(layer*, B, x0, ld0, x1, ld1, x2, ld2, c, ldc, gates, h_out, c_out)
     lanes: int  # floats per vector: the weights' panels are 4 * lanes columns wide, the last ones lanes
+    sample: Callable[..., int]  # vrnn_sample(net*, B, T, h, c, nrm, ., uni, ., mode, factor, scale, out, ., scratch)
+    sample_scratch: Callable[..., int]  # vrnn_sample_scratch(net*, B): floats
 
 
 def _load(path: Path) -> Kernels:
@@ -146,7 +148,12 @@ def _load(path: Path) -> Kernels:
     lib.vrnn_lstm.argtypes = [layer, i, p, i, p, i, p, i, p, i, p, p, p]
     lib.vrnn_layer.restype = lib.vrnn_lstm.restype = lib.vrnn_lanes.restype = i
     lib.vrnn_lanes.argtypes = []
-    return Kernels(lib.vrnn_layer, lib.vrnn_lstm, int(lib.vrnn_lanes()))
+    lng = ctypes.c_long
+    lib.vrnn_sample.argtypes = [p, i, i, p, p, p, lng, p, lng, p, p, p, p, lng, p]
+    lib.vrnn_sample.restype = i
+    lib.vrnn_sample_scratch.argtypes = [p, i]
+    lib.vrnn_sample_scratch.restype = lng
+    return Kernels(lib.vrnn_layer, lib.vrnn_lstm, int(lib.vrnn_lanes()), lib.vrnn_sample, lib.vrnn_sample_scratch)
 
 
 def _levels(best: str) -> list[str]:

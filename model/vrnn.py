@@ -24,6 +24,8 @@ from torch import Tensor, nn
 from . import defaults
 from .config import ModelConfig
 from .distributions import RowGenerators, gaussian_kl, gaussian_log_prob, randn, standard_normal_kl
+from .fused import FusedSampler
+from .fused import supports as fused_supports
 from .networks import (
     MLP,
     BivariateOutput,
@@ -427,6 +429,10 @@ class VRNN(Recurrence):
             else:
                 state = self._posterior_pass(x_tm, self._noise(generator)).state
         h, c = state
+        if not reference and paired and fused_supports(self):  # the whole step in one native call (model.fused)
+            return FusedSampler(self).sample(
+                h.contiguous().clone(), c.contiguous().clone(), steps, generator, mode, temperature, bias
+            )
         head = self.decoder.head
         noise = self._noise(generator)
         out = []

@@ -208,3 +208,182 @@ int vrnn_lstm(const layer *p, int B, const float *x0, int ld0, const float *x1, 
     }
     return 0;
 }
+
+/* ------------------------------------------------------------------------------------------------------------------
+ * The whole sampling step of a VRNN (or RNN) in one call: T steps for B rows, every row by the same operations
+ * whatever the batch (the products above, then per-row scalar code), so a row gets the same bits alone or in any
+ * batch. model/fused.py describes the model (`net`) and draws the random numbers each step reads.
+ *
+ * A step from the state (h, c), as VRNN.sample: z = mu_p(h) + std_p(h) * n_z (n_z for VRNN-I), phi_z(z), the decoder
+ * over [phi_z(z), h] (h alone for an RNN), the output head's parameters, a draw of x_t (below), phi_x(x_t) and the
+ * LSTM over [phi_x(x_t), phi_z(z)] and h. Per row and step it reads `nn` normals (n_z: Z of them for a VRNN, then 2
+ * for a pen offset or D for a frame) and `nu` uniforms in [0, 1) (K for the mixture component, when K > 1, then
+ * one for the pen bit).
+ *
+ * The draw (mode 0: a sample, 1: the sample fed back and the drawn component's mean written, 2: the mixture's mean):
+ * stds times `factor` (temperature * exp(-bias)), logits times `scale` ((1 + bias) / temperature; a row whose
+ * scaled logits are not all finite takes the limit, its largest logits equally likely); component k = argmax p_k / q_k
+ * with q_k = -log(1 - u_k) ~ Exp(1) (p_k / q_k is the exponentiated Gumbel-max trick: P(k) = p_k); a pen offset
+ * (mu1 + s1 e1, mu2 + s2 (rho e1 + sqrt(1 - rho^2) e2)), a frame mu + s n; the pen bit 1 when u < sigmoid(logit).
+ * ------------------------------------------------------------------------------------------------------------------ */
+#include <math.h>
+
+#define MAX_LAYERS 4
+
+typedef struct {
+    int H, Z, D, W, K, P; /* hidden, latent, frame (3: dx, dy, pen), MLP width, components, head outputs */
+    int speech;           /* 1: frames of D (a diagonal Gaussian or mixture); 0: pen offsets and the pen bit */
+    int latent, prior;    /* a latent (VRNN), with a learnt prior (0: N(0, I), VRNN-I) */
+    int n_phi_x, n_phi_z, n_prior, n_dec;
+    const layer *phi_x[MAX_LAYERS], *phi_z[MAX_LAYERS], *prior_net[MAX_LAYERS], *dec[MAX_LAYERS];
+    const layer *prior_head, *head, *lstm; /* lstm: blocks [phi_x(x) | phi_z(z) | h] (an RNN: [phi_x(x) | h]) */
+    float prior_floor, floor, rho_limit;
+} net;
+
+/* An MLP of n layers (ReLU each) on B rows: the first layer over x0 (and x1 when given), the others over the last
+   output, ping-ponging between a and b (each B x W); the output's buffer. */
+static const float *mlp(const layer *const *ls, int n, int B, const float *x0, int ld0, const float *x1, int ld1,
+                        float *a, float *b) {
+    vrnn_layer(ls[0], B, x0, ld0, x1, ld1, 0, 0, 0, 0, a);
+    for (int i = 1; i < n; i++) {
+        vrnn_layer(ls[i], B, a, ls[i - 1]->n, 0, 0, 0, 0, 0, 0, b);
+        float *t = a;
+        a = b;
+        b = t;
+    }
+    return a;
+}
+
+static inline float softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); } /* torch's threshold */
+
+/* The mixture component of one row: argmax_k p_k / q_k over the scaled logits (see the top); 0 for K = 1. */
+static int component(const float *logits, int K, float scale, const float *u, float *p) {
+    if (K == 1) return 0;
+    int finite = 1;
+    float top = -INFINITY;
+    for (int k = 0; k < K; k++) {
+        p[k] = logits[k] * scale;
+        if (!isfinite(p[k])) finite = 0;
+        if (logits[k] > top) top = logits[k];
+    }
+    if (!finite) /* the limit as scale -> inf: the largest logits alike, the others never */
+        for (int k = 0; k < K; k++) p[k] = logits[k] == top ? 0.0f : -INFINITY;
+    float mx = -INFINITY, sum = 0.0f;
+    for (int k = 0; k < K; k++) mx = p[k] > mx ? p[k] : mx;
+    for (int k = 0; k < K; k++) sum += p[k] = expf(p[k] - mx);
+    int best = 0;
+    float best_r = -1.0f;
+    for (int k = 0; k < K; k++) {
+        float r = (p[k] / sum) / -log1pf(-u[k]); /* u = 0: q = 0, r = inf (a NaN, from p = 0, never wins) */
+        if (r > best_r) best_r = r, best = k;
+    }
+    return best;
+}
+
+/* The softmax of K logits into w (unscaled: the mixture mean). */
+static void softmax(const float *logits, int K, float *w) {
+    float mx = -INFINITY, sum = 0.0f;
+    for (int k = 0; k < K; k++) mx = logits[k] > mx ? logits[k] : mx;
+    for (int k = 0; k < K; k++) sum += w[k] = expf(logits[k] - mx);
+    for (int k = 0; k < K; k++) w[k] /= sum;
+}
+
+/* One row's draw from its head parameters a (P): x (fed back) and out (written), D each. */
+static void draw(const net *m, const float *a, const float *n, const float *u, int mode, float factor, float scale,
+                 float *x, float *out, float *tmp) {
+    const int K = m->K, D = m->D;
+    const float *logits = m->speech ? a + 2 * K * D : a + 5 * K + 1;
+    if (mode == 2) { /* the mixture's mean (with the more likely pen state) */
+        if (K > 1) softmax(logits, K, tmp);
+        else tmp[0] = 1.0f;
+        const int dims = m->speech ? D : 2, stride = m->speech ? D : 2;
+        for (int d = 0; d < dims; d++) {
+            float s = 0.0f;
+            for (int k = 0; k < K; k++) s += tmp[k] * a[k * stride + d];
+            x[d] = out[d] = s;
+        }
+        if (!m->speech) x[2] = out[2] = a[5 * K] > 0.0f ? 1.0f : 0.0f;
+        return;
+    }
+    const int k = component(logits, K, scale, u, tmp);
+    if (m->speech) {
+        const float *mu = a + k * D, *raw = a + K * D + k * D;
+        for (int d = 0; d < D; d++) {
+            float s = (softplus(raw[d]) + m->floor) * factor;
+            x[d] = mu[d] + s * n[d];
+            out[d] = mode == 1 ? mu[d] : x[d];
+        }
+        return;
+    }
+    const float *mu = a + 2 * k, *raw = a + 2 * K + 2 * k;
+    const float s1 = (softplus(raw[0]) + m->floor) * factor, s2 = (softplus(raw[1]) + m->floor) * factor;
+    const float rho = tanhf(a[4 * K + k]) * m->rho_limit;
+    const float e1 = n[0], e2 = rho * e1 + sqrtf(1.0f - rho * rho) * n[1];
+    const float p_pen = 1.0f / (1.0f + expf(-a[5 * K]));
+    x[0] = mu[0] + s1 * e1;
+    x[1] = mu[1] + s2 * e2;
+    x[2] = u[K > 1 ? K : 0] < p_pen ? 1.0f : 0.0f;
+    out[0] = mode == 1 ? mu[0] : x[0];
+    out[1] = mode == 1 ? mu[1] : x[1];
+    out[2] = x[2];
+}
+
+/* The floats of scratch vrnn_sample needs for B rows. */
+long vrnn_sample_scratch(const net *m, int B) {
+    return (long)B * (3L * m->W + 3L * m->Z + m->P + 4L * m->H + m->D + 2L * m->K + 16);
+}
+
+/* T steps for B rows from the state h, c (B x H each, contiguous; updated in place). Row b reads its step t's
+   normals at nrm[b] + t * nrm_step (nn of them) and uniforms at uni[b] + t * uni_step, draws with mode[b], factor[b]
+   and scale[b], and writes its frame at out[b] + t * out_step. scratch: at least vrnn_sample_scratch(m, B) floats.
+   Returns 0, or -1 for a model it cannot take. */
+int vrnn_sample(const net *m, int B, int T, float *h, float *c, const float *const *nrm, long nrm_step,
+                const float *const *uni, long uni_step, const int *mode, const float *factor, const float *scale,
+                float *const *out, long out_step, float *scratch) {
+    const int H = m->H, Z = m->Z, D = m->D, W = m->W, P = m->P;
+    if (B < 0 || T < 0 || m->n_phi_x < 1 || m->n_phi_x > MAX_LAYERS || m->n_dec < 1 || m->n_dec > MAX_LAYERS ||
+        (m->latent && (m->n_phi_z < 1 || m->n_phi_z > MAX_LAYERS)) ||
+        (m->latent && m->prior && (m->n_prior < 1 || m->n_prior > MAX_LAYERS)) || m->head->n != P ||
+        m->lstm->n != 4 * H || m->K < 1 || (!m->speech && D != 3))
+        return -1;
+    /* (every MLP layer is W wide: model/fused.py checks) */
+    float *ping = scratch, *pong = ping + (long)B * W, *pz_buf = pong + (long)B * W;
+    float *zp = pz_buf + (long)B * W, *z = zp + (long)B * 2 * Z, *a = z + (long)B * Z;
+    float *gates = a + (long)B * P, *x = gates + (long)B * 4 * H, *tmp = x + (long)B * D;
+    for (int t = 0; t < T; t++) {
+        const float *pz = 0;
+        if (m->latent) {
+            if (m->prior) {
+                const float *hid = mlp(m->prior_net, m->n_prior, B, h, H, 0, 0, ping, pong);
+                vrnn_layer(m->prior_head, B, hid, m->prior_net[m->n_prior - 1]->n, 0, 0, 0, 0, 0, 0, zp);
+            }
+            for (int b = 0; b < B; b++) {
+                const float *nz = nrm[b] + t * nrm_step;
+                float *zr = z + (long)b * Z;
+                if (!m->prior) {
+                    for (int j = 0; j < Z; j++) zr[j] = nz[j];
+                    continue;
+                }
+                const float *mu = zp + (long)b * 2 * Z, *raw = mu + Z;
+                for (int j = 0; j < Z; j++) zr[j] = mu[j] + (softplus(raw[j]) + m->prior_floor) * nz[j];
+            }
+            const float *o = mlp(m->phi_z, m->n_phi_z, B, z, Z, 0, 0, ping, pong);
+            memcpy(pz_buf, o, sizeof(float) * B * W);
+            pz = pz_buf;
+        }
+        const float *hid = pz ? mlp(m->dec, m->n_dec, B, pz, W, h, H, ping, pong)
+                              : mlp(m->dec, m->n_dec, B, h, H, 0, 0, ping, pong);
+        vrnn_layer(m->head, B, hid, m->dec[m->n_dec - 1]->n, 0, 0, 0, 0, 0, 0, a);
+        for (int b = 0; b < B; b++) {
+            const float *nx = nrm[b] + t * nrm_step + (m->latent ? Z : 0);
+            const float *u = uni[b] + t * uni_step;
+            draw(m, a + (long)b * P, nx, u, mode[b], factor[b], scale[b], x + (long)b * D,
+                 out[b] + t * out_step, tmp + (long)b * (2 * m->K + 16));
+        }
+        const float *px = mlp(m->phi_x, m->n_phi_x, B, x, D, 0, 0, ping, pong);
+        int rc = pz ? vrnn_lstm(m->lstm, B, px, W, pz, W, h, H, c, H, gates, h, c)
+                    : vrnn_lstm(m->lstm, B, px, W, h, H, 0, 0, c, H, gates, h, c);
+        if (rc) return rc;
+    }
+    return 0;
+}

@@ -1,0 +1,265 @@
+"""The whole sampling step of a VRNN in one native call: `model/kernels/rowgemm.c`'s `vrnn_sample`.
+
+`model.stepper` runs a step as a dozen products and some forty PyTorch operations (the output head's parameters,
+the mixture draw), each paying Python's and PyTorch's per-call overhead, which is most of a step at the demo models'
+sizes. Where `model.native`'s library runs (float32 on an x86-64 CPU with AVX2 + FMA and a C compiler), `FusedSampler`
+runs T steps of B rows in one call: the same row-invariant products, and the draw in the kernel's own scalar code.
+So a row's sample is the same alone or in any batch (the engine's batches, `VRNN.sample`'s rows), and 700 handwriting
+steps take a few milliseconds of arithmetic instead of a few hundred of overhead (docs/BENCHMARKS.md).
+
+The random numbers come from the request's own `torch.Generator`, drawn ahead `CHUNK` steps at a time per row: for
+steps [s, s + CHUNK), `torch.randn((1, CHUNK, normals))` then `torch.rand((1, CHUNK, uniforms))` (with a plain
+generator and N rows, one call each for all rows: (N, CHUNK, .)), whatever the steps left, so that a sample of n
+steps is the first n steps of a longer one with the same seed. Each step of a row reads `normals`
+standard normals (the z noise of a VRNN, then 2 for a pen offset or D for a frame) and `uniforms` uniforms (one per
+mixture component, then one for the pen bit); the kernel turns them into the draw (its comment says how). A seed's
+sample therefore differs from the PyTorch stepper's (other products, other uses of the stream): both are exact
+samples of the model, and `VRNN.sample` and the engine use the same one wherever the library runs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from . import defaults, native
+from .distributions import RowGenerators
+from .networks import MLP, BivariateOutput, DiagonalGaussianOutput
+
+if TYPE_CHECKING:
+    from .vrnn import VRNN
+
+CHUNK = 64  # steps of random numbers a row draws at a time
+MAX_LAYERS = 4  # the kernel's layers per MLP
+MODES = {"sample": 0, "component-mean": 1, "mean": 2}  # vrnn.SAMPLE_MODES -> the kernel's mode
+
+_Ptr = ctypes.c_void_p
+
+
+class _Net(ctypes.Structure):
+    """The kernel's `net`: a model's sizes and its products' layers."""
+
+    _fields_ = [
+        *((name, ctypes.c_int) for name in ("H", "Z", "D", "W", "K", "P", "speech", "latent", "prior")),
+        *((name, ctypes.c_int) for name in ("n_phi_x", "n_phi_z", "n_prior", "n_dec")),
+        *((name, _Ptr * MAX_LAYERS) for name in ("phi_x", "phi_z", "prior_net", "dec")),
+        *((name, _Ptr) for name in ("prior_head", "head", "lstm")),
+        *((name, ctypes.c_float) for name in ("prior_floor", "floor", "rho_limit")),
+    ]
+
+
+def _mlp_fits(net: MLP | None, width: int) -> bool:
+    layers = [] if net is None else list(net.layers)
+    return (
+        net is not None
+        and 1 <= len(layers) <= MAX_LAYERS
+        and all(isinstance(m, nn.Linear) and m.out_features == width for m in layers)
+    )
+
+
+def supports(model: Any) -> bool:
+    """Whether `model` samples through the fused step here: a plain `VRNN` (not a text model, not a `model.rowwise`
+    copy) in float32 on the CPU, with the native library, and MLPs the kernel takes."""
+    from .stepper import reads
+    from .vrnn import VRNN
+
+    if type(model) is not VRNN or not reads(model):
+        return False
+    like = torch.empty(0, dtype=model._dtype(), device=model.device)
+    if not native.usable(like):
+        return False
+    W = model.config.mlp_width
+    nets = [model.phi_x, model.decoder.net]
+    if model.phi_z is not None:
+        nets += [model.phi_z] + ([model.prior.net] if model.prior is not None else [])
+    return all(_mlp_fits(n, W) for n in nets) and isinstance(
+        model.decoder.head, BivariateOutput | DiagonalGaussianOutput
+    )
+
+
+class FusedSampler:
+    """`vrnn_sample` for one model's weights as they are when it is made (make a new one after they change:
+    `native.product` keeps the products, so that is cheap)."""
+
+    def __init__(self, model: VRNN):
+        if not supports(model):
+            raise ValueError("this model does not sample through the fused step here (fused.supports)")
+        lib = native.library()
+        assert lib is not None
+        self._lib = lib
+        cfg = model.config
+        head = model.decoder.head
+        assert isinstance(head, BivariateOutput | DiagonalGaussianOutput)
+        self.speech = isinstance(head, DiagonalGaussianOutput)
+        self.latent = model.phi_z is not None
+        self.x_dim, self.z_dim, self.h_dim = cfg.x_dim, cfg.z_dim, cfg.h_dim
+        k = int(head.k)
+        self.normals = (self.z_dim if self.latent else 0) + (self.x_dim if self.speech else 2)
+        self.uniforms = max(1, (k if k > 1 else 0) + (0 if self.speech else 1))
+        self._products: list[native.Product] = []  # (alive while the net points at their layers)
+
+        def layer(blocks: Sequence[Tensor], bias: Any, relu: bool) -> int:
+            p = native.product(model, blocks, bias, relu=relu)
+            self._products.append(p)
+            return ctypes.addressof(p._layer)
+
+        def mlp(net: MLP | None) -> tuple[int, list[int]]:
+            if net is None:
+                return 0, [0] * MAX_LAYERS
+            layers = [m for m in net.layers if isinstance(m, nn.Linear)]
+            first = layer(net.first_layer_blocks(), layers[0].bias, True)
+            ptrs = [first, *(layer([m.weight], m.bias, True) for m in layers[1:])]
+            return len(ptrs), ptrs + [0] * (MAX_LAYERS - len(ptrs))
+
+        rnn = model.rnn
+        W = cfg.mlp_width
+        n_phi_x, phi_x = mlp(model.phi_x)
+        n_phi_z, phi_z = mlp(model.phi_z)
+        n_prior, prior = mlp(None if model.prior is None else model.prior.net)
+        n_dec, dec = mlp(model.decoder.net)
+        prior_head = 0
+        if model.prior is not None:
+            lin = model.prior.hidden_to_params
+            prior_head = layer([lin.weight], lin.bias, False)
+        head_linear = head.hidden_to_params
+        assert isinstance(head_linear, nn.Linear)
+        ih = list(rnn.weight_ih.split([W, W], dim=1)) if self.latent else [rnn.weight_ih]
+        lstm = layer([*ih, rnn.weight_hh], (rnn.bias_ih, rnn.bias_hh), False)
+        self._net = _Net(
+            H=self.h_dim,
+            Z=self.z_dim,
+            D=self.x_dim,
+            W=W,
+            K=k,
+            P=head_linear.out_features,
+            speech=int(self.speech),
+            latent=int(self.latent),
+            prior=int(model.prior is not None),
+            n_phi_x=n_phi_x,
+            n_phi_z=n_phi_z,
+            n_prior=n_prior,
+            n_dec=n_dec,
+            phi_x=(_Ptr * MAX_LAYERS)(*phi_x),
+            phi_z=(_Ptr * MAX_LAYERS)(*phi_z),
+            prior_net=(_Ptr * MAX_LAYERS)(*prior),
+            dec=(_Ptr * MAX_LAYERS)(*dec),
+            prior_head=prior_head,
+            head=layer([head_linear.weight], head_linear.bias, False),
+            lstm=lstm,
+            prior_floor=model.prior.std_floor if model.prior is not None else 0.0,
+            floor=head.std_floor,
+            rho_limit=defaults.RHO_LIMIT,
+        )
+        self._ref = ctypes.byref(self._net)
+
+    # ------------------------------------------------------------------ random numbers
+
+    def randoms(
+        self, generator: torch.Generator | RowGenerators | None, rows: int, steps: int
+    ) -> tuple[Tensor, Tensor]:
+        """The normals (rows, steps, normals) and uniforms (rows, steps, uniforms) of `steps` steps (a chunk: CHUNK),
+        row r from generator r with RowGenerators."""
+        if isinstance(generator, RowGenerators):
+            if len(generator) != rows:
+                raise ValueError(f"{len(generator)} row generators for {rows} rows")
+            parts = [self.randoms(g, 1, steps) for g in generator.generators]
+            return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        normals = torch.randn((rows, steps, self.normals), generator=generator)
+        return normals, torch.rand((rows, steps, self.uniforms), generator=generator)
+
+    @staticmethod
+    def settings(mode: str, temperature: float, bias: float) -> tuple[int, float, float]:
+        """The kernel's (mode, factor, scale) for a draw: stds times temperature * exp(-bias), logits times
+        (1 + bias) / temperature (`distributions.sharpen`)."""
+        return MODES[mode], temperature * math.exp(-bias), (1.0 + bias) / temperature
+
+    # ------------------------------------------------------------------ steps
+
+    def call(
+        self,
+        h: Tensor,
+        c: Tensor,
+        steps: int,
+        normals: Sequence[int],
+        uniforms: Sequence[int],
+        outs: Sequence[int],
+        settings: tuple[Any, Any, Any],
+    ) -> None:
+        """`steps` steps of the rows of h, c (B, H) float32, contiguous, updated in place. normals, uniforms, outs:
+        each row's addresses (its first step's numbers; its first step's frame, written); settings: ctypes arrays of
+        the rows' modes, factors and scales (`arrays`). The caller vouches for every address (`sample` checks)."""
+        b = h.shape[0]
+        scratch = torch.empty(int(self._lib.sample_scratch(self._ref, b)), dtype=torch.float32)
+        ptrs = _Ptr * b
+        rc = self._lib.sample(
+            self._ref,
+            b,
+            steps,
+            h.data_ptr(),
+            c.data_ptr(),
+            ptrs(*normals),
+            self.normals,
+            ptrs(*uniforms),
+            self.uniforms,
+            *settings,
+            ptrs(*outs),
+            self.x_dim,
+            scratch.data_ptr(),
+        )
+        if rc != 0:
+            raise RuntimeError("vrnn_sample refused the model")
+
+    @staticmethod
+    def arrays(settings: Sequence[tuple[int, float, float]]) -> tuple[Any, Any, Any]:
+        """ctypes arrays of the rows' (mode, factor, scale) (`settings`)."""
+        n = len(settings)
+        return (
+            (ctypes.c_int * n)(*(s[0] for s in settings)),
+            (ctypes.c_float * n)(*(s[1] for s in settings)),
+            (ctypes.c_float * n)(*(s[2] for s in settings)),
+        )
+
+    def _check_state(self, h: Tensor, c: Tensor) -> None:
+        for name, t in (("h", h), ("c", c)):
+            if t.dtype != torch.float32 or not t.is_cpu or t.dim() != 2 or t.shape[1] != self.h_dim:
+                raise ValueError(f"{name} {tuple(t.shape)} {t.dtype}: need (B, {self.h_dim}) float32 on the CPU")
+            if not t.is_contiguous():
+                raise ValueError(f"{name} must be contiguous (it is updated in place)")
+        if h.shape != c.shape or h.data_ptr() == c.data_ptr():
+            raise ValueError("h and c: two tensors of the same shape")
+
+    def sample(
+        self,
+        h: Tensor,
+        c: Tensor,
+        steps: int,
+        generator: torch.Generator | RowGenerators | None,
+        mode: str,
+        temperature: float,
+        bias: float,
+    ) -> Tensor:
+        """(B, steps, x_dim) from the state h, c (B, H; updated in place), every row drawing with the same settings;
+        the random numbers CHUNK steps at a time (the module's docstring)."""
+        self._check_state(h, c)
+        b = h.shape[0]
+        out = torch.empty(b, steps, self.x_dim, dtype=torch.float32)
+        settings = self.arrays([self.settings(mode, temperature, bias)] * b)
+        for start in range(0, steps, CHUNK):
+            n = min(CHUNK, steps - start)
+            nrm, uni = self.randoms(generator, b, CHUNK)
+            row = out.stride(0) * 4
+            self.call(
+                h,
+                c,
+                n,
+                [nrm.data_ptr() + r * nrm.stride(0) * 4 for r in range(b)],
+                [uni.data_ptr() + r * uni.stride(0) * 4 for r in range(b)],
+                [out.data_ptr() + r * row + start * self.x_dim * 4 for r in range(b)],
+                settings,
+            )
+        return out
