@@ -2,8 +2,8 @@
 
 A BLAS picks its kernel by shape, so a row's sums round differently at batch 1 (a matrix-vector kernel) than in a
 batch, and on some CPUs differently again for each batch size (`model.paired`). `model/kernels/rowgemm.c` computes
-every element by the same fused multiply-adds in the same order whatever the batch: rows are blocked 4 or 2 at a
-time to reuse the weights they load, which changes no element's arithmetic. So a batched sample's every row is its
+every element by the same fused multiply-adds in the same order whatever the batch: rows are blocked 4 (AVX2: 3) or 2
+at a time to reuse the weights they load, which changes no element's arithmetic. So a batched sample's every row is its
 solo sample at a matrix-matrix product's cost, on every CPU with FMA, and the kernel's bits are the same on every
 such CPU (AVX2 and AVX-512 builds agree: the vector width only decides how many columns run side by side; the
 PyTorch operations around it may still differ between machines). The weights are stored panel by panel, so each

@@ -125,12 +125,22 @@ class ModelWorker(SimpleWorker):
         return int(max(self.worker_ttl - 15, self.job_monitoring_interval) + self.heartbeat_grace + 5)
 
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
-        super().heartbeat(timeout, pipeline)
-        conn = pipeline if pipeline is not None else self.connection
+        """RQ's heartbeat, the worker registered again and its models published, in one round trip (RQ calls it
+        before and after every dequeue and after every job: alone, its two commands and the two steps below were
+        four round trips each time, a fifth of a busy worker's CPU)."""
+        if pipeline is not None:  # (the caller's pipeline: its owner executes it)
+            self._beat_into(timeout, pipeline)
+            return
+        with self.connection.pipeline(transaction=True) as pipe:
+            self._beat_into(timeout, pipe)
+            pipe.execute()
+
+    def _beat_into(self, timeout: int | None, pipe: Any) -> None:
+        SimpleWorker.heartbeat(self, timeout, pipe)
         # Registered again at every heartbeat: a Redis restarted without persistence has forgotten the worker
         # sets, and the API would see no worker on the queue until this worker restarted.
-        worker_registration.register(self, conn)
-        queueing.publish_models(conn, self.name, self._models_payload, self.liveness_ttl)
+        worker_registration.register(self, pipe)
+        queueing.publish_models(pipe, self.name, self._models_payload, self.liveness_ttl)
 
     def register_birth(self) -> None:
         super().register_birth()

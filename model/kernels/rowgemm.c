@@ -6,7 +6,7 @@
  * and the column block it falls in: the accumulator starts at the bias (or 0), takes one fused multiply-add per
  * k, block after block, k in order; then `add` is added and ReLU applied. So a row gets the same bits alone or in
  * any batch, and on any x86-64 CPU with FMA (vector width only decides how many columns run side by side: the
- * lanes are independent and a fused multiply-add rounds once). Blocking over rows (4 or 2 at a time) reuses the
+ * lanes are independent and a fused multiply-add rounds once). Blocking over rows (4, 3 or 2 at a time) reuses the
  * weights a row loads; it changes no element's arithmetic.
  *
  * The weights come transposed, concatenated over the blocks (K = K_0 + K_1 + K_2 rows) and zero-padded to ldw
@@ -23,8 +23,20 @@
 #else
 #define L 8
 #endif
+/* rows per block: as many as keep 4 vectors of columns' accumulators, the broadcast and the weights in registers
+   (AVX2's 16: 3 rows; AVX-512's 32: 4) */
+#if L == 16
+#define GROUP 4
+#else
+#define GROUP 3
+#endif
 typedef float vf __attribute__((vector_size(L * sizeof(float))));
 typedef int vi __attribute__((vector_size(L * sizeof(int))));
+
+static inline vf splat(float x) { /* x in every lane (not 0 + x, which costs an addition and turns -0 into 0) */
+    vf v = {x};
+    return __builtin_shuffle(v, (vi){0});
+}
 
 static inline vf load(const float *p) {
     vf v;
@@ -73,7 +85,7 @@ typedef struct {
                 vf wv[V];                                                                                        \
                 UNROLL for (int j = 0; j < V; j++) wv[j] = load(w + j * L);                                      \
                 UNROLL for (int r = 0; r < R; r++) {                                                             \
-                    vf xb = (vf){0} + xr[r][k];                                                                  \
+                    vf xb = splat(xr[r][k]);                                                                     \
                     UNROLL for (int j = 0; j < V; j++) acc[r][j] = acc[r][j] + xb * wv[j]; /* one FMA */         \
                 }                                                                                                \
             }                                                                                                    \
@@ -92,6 +104,8 @@ typedef struct {
 
 BLOCK(4, 4)
 BLOCK(4, 1)
+BLOCK(3, 4)
+BLOCK(3, 1)
 BLOCK(2, 4)
 BLOCK(2, 1)
 BLOCK(1, 4)
@@ -102,8 +116,8 @@ typedef void (*block_fn)(const inputs *, const float *, int, int, int, const flo
 
 static void rows(int R, const inputs *in, const float *wt, int ldw, int n0, int nvalid, const float *bias,
                  const float *add, int lda, int relu, float *y, int ldy, int wide) {
-    static const block_fn narrow_fns[5] = {0, block_1_1, block_2_1, 0, block_4_1};
-    static const block_fn wide_fns[5] = {0, block_1_4, block_2_4, 0, block_4_4};
+    static const block_fn narrow_fns[5] = {0, block_1_1, block_2_1, block_3_1, block_4_1};
+    static const block_fn wide_fns[5] = {0, block_1_4, block_2_4, block_3_4, block_4_4};
     (wide ? wide_fns : narrow_fns)[R](in, wt, ldw, n0, nvalid, bias, add, lda, relu, y, ldy);
 }
 
@@ -129,7 +143,7 @@ int vrnn_layer(const layer *p, int B, const float *x0, int ld0, const float *x1,
         int wide = n0 + 4 * L <= p->ldw;
         const float *panel = p->wt + n0 * K;
         for (int b = 0; b < B;) {
-            int R = B - b >= 4 ? 4 : B - b >= 2 ? 2 : 1;
+            int R = B - b >= GROUP ? GROUP : B - b >= 2 ? 2 : 1;
             inputs in = {{x0 + (long)b * ld0, x1 ? x1 + (long)b * ld1 : 0, x2 ? x2 + (long)b * ld2 : 0},
                          {p->k[0], p->k[1], p->k[2]},
                          {ld0, ld1, ld2}};
