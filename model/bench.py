@@ -25,6 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from . import defaults
 from .config import ModelConfig
+from .fused import supports as fused_supports
 from .reference import reference_forward
 from .runtime import resolve_device, tune_malloc
 from .stepper import Stepper
@@ -158,6 +159,12 @@ def bench_is(cfg: ModelConfig, batch: int, steps: int, repeats: int, device: tor
     }
 
 
+def _kernel(model: Any) -> str:
+    """What a paired `VRNN.sample` runs here: "fused" (`model.fused`: the whole step in one native call), "native"
+    (the stepper on `model.native`'s products) or "torch" (the stepper on `model.paired`'s)."""
+    return "fused" if fused_supports(model) else Stepper(model, paired=True).kernel
+
+
 @torch.no_grad()
 def bench_sampling(cfg: ModelConfig, seconds: float, repeats: int, device: torch.device) -> dict:
     model = build_model(cfg).to(device).eval()
@@ -171,7 +178,7 @@ def bench_sampling(cfg: ModelConfig, seconds: float, repeats: int, device: torch
     t_plain, t_paired = timed(False), timed(True)
     t = t_paired if model.samples_paired else t_plain
     return {
-        "kernel": Stepper(model, paired=True).kernel,  # whose products the paired step runs: native or torch
+        "kernel": _kernel(model),  # what the paired step runs: the fused step, native products or PyTorch's
         "audio_seconds": steps * cfg.x_dim / defaults.SAMPLE_RATE,
         "steps": steps,
         "paired": model.samples_paired,  # how the model samples on this machine (stepper.paired_pays)
@@ -206,7 +213,7 @@ def bench_step(cfg: ModelConfig, steps: int, repeats: int, device: torch.device)
         "steps": steps,
         "params": sum(p.numel() for p in model.parameters()),
         "paired": model.samples_paired,
-        "kernel": Stepper(model, paired=True).kernel if model.samples_paired else "torch",
+        "kernel": _kernel(model) if model.samples_paired else "torch",
         "seconds": {"stepper": t_fast, "module_loop": t_ref, "default": t_default},
         "speedup": t_ref / t_fast,
     }
@@ -337,7 +344,9 @@ def merge_report(old: str, section: str) -> str:
 
 
 def _how(step: dict) -> str:
-    return f"paired, {step['kernel']} products" if step["paired"] else "plain"
+    if not step["paired"]:
+        return "plain"
+    return "the fused native step, `model.fused`" if step["kernel"] == "fused" else f"paired, {step['kernel']} products"
 
 
 def markdown_report(r: dict, command: list[str]) -> str:
@@ -378,7 +387,11 @@ def markdown_report(r: dict, command: list[str]) -> str:
         f"- Sampling {sm['audio_seconds']:.1f} s of speech ({sm['steps']} frames): {sm['seconds']:.3f} s, "
         f"real-time factor **{sm['real_time_factor']:.3f}** (below 1: faster than real time), "
         + (
-            "sampled paired on `model.native`'s products (row-invariant by construction, so that batches keep its "
+            "sampled by the fused native step (`model.fused`: the whole step in one C call, row-invariant by "
+            f"construction, so that batches keep its bits); {sm['seconds_one_row_kernel']:.3f} s on PyTorch's "
+            "one-row products (`paired=False`)."
+            if sm["paired"] and sm.get("kernel") == "fused"
+            else "sampled paired on `model.native`'s products (row-invariant by construction, so that batches keep its "
             f"bits); {sm['seconds_one_row_kernel']:.3f} s on PyTorch's one-row products (`paired=False`)."
             if sm["paired"] and sm.get("kernel") == "native"
             else f"sampled paired (`model.paired`: every product as in a batch of two, so that batches keep its bits); "
