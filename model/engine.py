@@ -8,7 +8,8 @@ requests it shared steps with (tests/model/test_engine.py). A paired model (`VRN
 machine's kernels keep a batch's bits, the speech models on the Intel Xeon) computes every step of every batch on
 `model.paired`'s products, a batch costing little more than a row (there: 16 speech rows of 160 steps 2.2x one
 row); the others compute a batch row by row (`model.rowwise`: 5.6x there; on the AMD EPYC, where no model pairs,
-16 speech rows cost 8.7x one row).
+16 speech rows cost 8.7x one row). Where `model.native`'s library runs, a paired `VRNN`'s step is one native call
+for the whole batch (`model.fused`), each row reading its own generator's numbers and writing its frame in place.
 
     engine = SamplingEngine(model, max_batch=16, max_wait_s=0.0).start()   # a background thread
     future = engine.submit(steps=160, seed=7, temperature=1.0)             # concurrent.futures.Future

@@ -406,7 +406,10 @@ class VRNN(Recurrence):
         holds only the continuation. A fixed `generator` reproduces the samples exactly. The steps run through
         `model.stepper` (the same bits as the modules give); `reference` runs them through the modules instead.
         `paired` (default: `samples_paired`) computes the steps' products as `model.paired` does: every row then
-        gets the bits it gets alone (with `distributions.RowGenerators`, row r is the solo sample of generator r)."""
+        gets the bits it gets alone (with `distributions.RowGenerators`, row r is the solo sample of generator r).
+        Where `model.native`'s library runs, a paired sample is the whole step in one native call (`model.fused`,
+        the same property; its random numbers are drawn 64 steps at a time, so a seed gives other bytes than the
+        stepper's)."""
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
         mode = sampling_mode(steps, temperature, bias, mean)
