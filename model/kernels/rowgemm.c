@@ -270,12 +270,14 @@ static const float *mlp(const layer *const *ls, int n, int B, const float *x0, i
 
 static inline float softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); } /* torch's threshold */
 
-/* The mixture component of one row: argmax_k p_k / q_k over the scaled logits (see the top); 0 for K = 1. */
+/* The mixture component of one row: argmax_k p_k / q_k over the scaled logits (see the top); 0 for K = 1; -1 for a
+   NaN logit (the row's draw is then NaN, which the service's check of its output rejects). */
 static int component(const float *logits, int K, float scale, const float *u, float *p) {
     if (K == 1) return 0;
     int finite = 1;
     float top = -INFINITY;
     for (int k = 0; k < K; k++) {
+        if (isnan(logits[k])) return -1;
         p[k] = logits[k] * scale;
         if (!isfinite(p[k])) finite = 0;
         if (logits[k] > top) top = logits[k];
@@ -320,6 +322,10 @@ static void draw(const net *m, const float *a, const float *n, const float *u, i
         return;
     }
     const int k = component(logits, K, scale, u, tmp);
+    if (k < 0) {
+        for (int d = 0; d < D; d++) x[d] = out[d] = NAN;
+        return;
+    }
     if (m->speech) {
         const float *mu = a + k * D, *raw = a + K * D + k * D;
         for (int d = 0; d < D; d++) {
@@ -336,7 +342,7 @@ static void draw(const net *m, const float *a, const float *n, const float *u, i
     const float p_pen = 1.0f / (1.0f + expf(-a[5 * K]));
     x[0] = mu[0] + s1 * e1;
     x[1] = mu[1] + s2 * e2;
-    x[2] = u[K > 1 ? K : 0] < p_pen ? 1.0f : 0.0f;
+    x[2] = isnan(p_pen) ? NAN : u[K > 1 ? K : 0] < p_pen ? 1.0f : 0.0f; /* (a NaN logit: NaN, as its offsets) */
     out[0] = mode == 1 ? mu[0] : x[0];
     out[1] = mode == 1 ? mu[1] : x[1];
     out[2] = x[2];

@@ -97,8 +97,9 @@ def one_step(sampler, h, c, normals, uniforms, settings):
 @needs_native
 @pytest.mark.parametrize("kind", ALL_KINDS, ids="-".join)
 @pytest.mark.parametrize("mode", MODES)
-def test_each_step_is_the_modules_step_with_the_same_numbers(kind, mode):
-    model, cfg = build(kind, seed=4)  # two MLP layers: the kernel's later layers are exercised too
+@pytest.mark.parametrize("layers", [1, 2, 4])
+def test_each_step_is_the_modules_step_with_the_same_numbers(kind, mode, layers):
+    model, cfg = build(kind, seed=4, mlp_layers=layers)  # (4: the most the kernel takes)
     perturb(model.eval(), 0.4)
     sampler = FusedSampler(model)
     g = torch.Generator().manual_seed(1)
@@ -190,8 +191,9 @@ def test_the_draws_follow_their_distribution():
 
 @needs_native
 def test_the_limits_of_the_settings():
-    """A bias past the float range draws only the most likely component, with no spread; the mean mode the mixture's
-    mean and the more likely pen state."""
+    """A bias of 1e6 draws only the most likely component, with no spread; a temperature so small that the logits'
+    scale overflows (inf) takes the limit of the scaled softmax (the largest logit; `distributions._scale_logits`),
+    with no spread either; the mean mode gives the mixture's mean."""
     model, cfg = _constant_head_model(("vrnn", "gmm", "speech"))
     sampler = FusedSampler(model)
     params = model.decoder.head.params(model.decoder.head.hidden_to_params.bias.detach()[None])
@@ -207,6 +209,11 @@ def test_the_limits_of_the_settings():
         mean = one_step(sampler, z.clone(), z.clone(), normals, uniforms, mean)
     top = int(params.logits[0].argmax())
     assert torch.equal(sharp, params.mu[0, top].expand(rows, -1))
+    cold = [FusedSampler.settings("sample", 1e-40, 0.0)] * rows
+    assert math.isinf(cold[0][2]) or math.isinf(float(torch.tensor(cold[0][2], dtype=torch.float32)))
+    with torch.no_grad():
+        frozen = one_step(sampler, z.clone(), z.clone(), normals, uniforms, cold)
+    assert torch.equal(frozen, params.mu[0, top].expand(rows, -1))
     want = (F.softmax(params.logits[0], -1)[:, None] * params.mu[0]).sum(0)
     torch.testing.assert_close(mean, want.expand(rows, -1), rtol=1e-5, atol=1e-6)
 
@@ -245,6 +252,25 @@ def test_where_the_fused_step_is_used():
     assert not fused.supports(text)
     with pytest.raises(ValueError, match="fused"):
         FusedSampler(text)
+
+
+@needs_native
+def test_a_nan_parameter_gives_a_nan_frame_not_a_plausible_one():
+    """NaN logits or a NaN pen logit (a broken checkpoint, an overflow) make the row's frame NaN, which the service's
+    check of its output rejects, instead of a finite draw from the other components."""
+    for kind, column in [(("vrnn", "gmm", "handwriting"), -1), (("vrnn", "gauss", "handwriting"), 5),
+                         (("rnn", "gmm", "speech"), -1)]:  # fmt: skip
+        model, cfg = _constant_head_model(kind)
+        with torch.no_grad():
+            model.decoder.head.hidden_to_params.bias[column] = float("nan")
+        sampler = FusedSampler(model)
+        normals, uniforms = sampler.randoms(torch.Generator().manual_seed(0), 3, 1)
+        z = torch.zeros(3, cfg.h_dim)
+        with torch.no_grad():
+            frame = one_step(
+                sampler, z.clone(), z.clone(), normals, uniforms, [FusedSampler.settings("sample", 1, 0)] * 3
+            )
+        assert torch.isnan(frame).any(dim=1).all(), kind
 
 
 @needs_native
