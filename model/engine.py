@@ -171,11 +171,13 @@ class SamplingEngine(BatchThread):
         # kernel's choice, and so whether pairing pays, depends on it
         self.threads = torch.get_num_threads()
         self.paired = model.samples_paired if paired is None else paired  # (VRNN.sample's `paired` must agree)
-        # where the library runs, a paired model's steps are one native call for the whole batch (model.fused)
+        # where the library runs, a paired model's steps are one native call for the whole batch (model.fused);
+        # elsewhere the stepper's, a row-invariant copy's and a lone paired row's (above a zero row), made only then
         self.fused = FusedSampler(self.model) if self.paired and fused_supports(self.model) else None
-        self.fast = cast(VRNN, rowwise_copy(self.model))
-        self.stepper = Stepper(self.model, paired=self.paired)
-        self._lone = LoneRow(self.model)  # a paired row alone runs above a zero row
+        if self.fused is None:
+            self.fast = cast(VRNN, rowwise_copy(self.model))
+            self.stepper = Stepper(self.model, paired=self.paired)
+            self._lone = LoneRow(self.model)
         self.max_batch, self.max_wait_s = max_batch, max_wait_s
         self.stats = EngineStats()
         self._rows: list[_Request] = []

@@ -250,16 +250,14 @@ class FusedSampler:
         out = torch.empty(b, steps, self.x_dim, dtype=torch.float32)
         settings = self.arrays([self.settings(mode, temperature, bias)] * b)
         for start in range(0, steps, CHUNK):
-            n = min(CHUNK, steps - start)
             nrm, uni = self.randoms(generator, b, CHUNK)
-            row = out.stride(0) * 4
-            self.call(
-                h,
-                c,
-                n,
-                [nrm.data_ptr() + r * nrm.stride(0) * 4 for r in range(b)],
-                [uni.data_ptr() + r * uni.stride(0) * 4 for r in range(b)],
-                [out.data_ptr() + r * row + start * self.x_dim * 4 for r in range(b)],
-                settings,
-            )
+            n = min(CHUNK, steps - start)
+            self.call(h, c, n, row_addresses(nrm), row_addresses(uni), row_addresses(out, start * self.x_dim), settings)
         return out
+
+
+def row_addresses(t: Tensor, first: int = 0) -> list[int]:
+    """The address of each row of a contiguous float32 tensor (B, ...), `first` floats into the row: `call`'s
+    per-row arguments."""
+    row = t.stride(0) * 4
+    return [t.data_ptr() + r * row + first * 4 for r in range(t.shape[0])]

@@ -433,8 +433,9 @@ class VRNN(Recurrence):
                 state = self._posterior_pass(x_tm, self._noise(generator)).state
         h, c = state
         if not reference and paired and fused_supports(self):  # the whole step in one native call (model.fused)
+            own = torch.contiguous_format  # (h and c are updated in place: copies, one tensor each)
             return FusedSampler(self).sample(
-                h.contiguous().clone(), c.contiguous().clone(), steps, generator, mode, temperature, bias
+                h.clone(memory_format=own), c.clone(memory_format=own), steps, generator, mode, temperature, bias
             )
         head = self.decoder.head
         noise = self._noise(generator)

@@ -270,6 +270,14 @@ static const float *mlp(const layer *const *ls, int n, int B, const float *x0, i
 
 static inline float softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); } /* torch's threshold */
 
+/* The softmax of K logits into w (w may be the logits themselves). */
+static void softmax(const float *logits, int K, float *w) {
+    float mx = -INFINITY, sum = 0.0f;
+    for (int k = 0; k < K; k++) mx = logits[k] > mx ? logits[k] : mx;
+    for (int k = 0; k < K; k++) sum += w[k] = expf(logits[k] - mx);
+    for (int k = 0; k < K; k++) w[k] /= sum;
+}
+
 /* The mixture component of one row: argmax_k p_k / q_k over the scaled logits (see the top); 0 for K = 1; -1 for a
    NaN logit (the row's draw is then NaN, which the service's check of its output rejects). */
 static int component(const float *logits, int K, float scale, const float *u, float *p) {
@@ -284,24 +292,14 @@ static int component(const float *logits, int K, float scale, const float *u, fl
     }
     if (!finite) /* the limit as scale -> inf: the largest logits alike, the others never */
         for (int k = 0; k < K; k++) p[k] = logits[k] == top ? 0.0f : -INFINITY;
-    float mx = -INFINITY, sum = 0.0f;
-    for (int k = 0; k < K; k++) mx = p[k] > mx ? p[k] : mx;
-    for (int k = 0; k < K; k++) sum += p[k] = expf(p[k] - mx);
+    softmax(p, K, p);
     int best = 0;
     float best_r = -1.0f;
     for (int k = 0; k < K; k++) {
-        float r = (p[k] / sum) / -log1pf(-u[k]); /* u = 0: q = 0, r = inf (a NaN, from p = 0, never wins) */
+        float r = p[k] / -log1pf(-u[k]); /* u = 0: q = 0, r = inf (a NaN, from p = 0, never wins) */
         if (r > best_r) best_r = r, best = k;
     }
     return best;
-}
-
-/* The softmax of K logits into w (unscaled: the mixture mean). */
-static void softmax(const float *logits, int K, float *w) {
-    float mx = -INFINITY, sum = 0.0f;
-    for (int k = 0; k < K; k++) mx = logits[k] > mx ? logits[k] : mx;
-    for (int k = 0; k < K; k++) sum += w[k] = expf(logits[k] - mx);
-    for (int k = 0; k < K; k++) w[k] /= sum;
 }
 
 /* One row's draw from its head parameters a (P): x (fed back) and out (written), D each. */

@@ -24,7 +24,7 @@ from model.checkpoint import load_checkpoint
 from model.conditional import TextVRNN
 from model.distributions import RowGenerators
 from model.engine import SamplingEngine
-from model.fused import CHUNK, FusedSampler
+from model.fused import CHUNK, FusedSampler, row_addresses
 from model.stepper import Stepper
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,17 +80,8 @@ def reference_step(model, h, c, normals, uniforms, mode, temperature, bias):
 
 def one_step(sampler, h, c, normals, uniforms, settings):
     """The kernel's step of every row (h, c updated in place): the frames (B, D)."""
-    b = h.shape[0]
-    out = torch.empty(b, 1, sampler.x_dim)
-    sampler.call(
-        h,
-        c,
-        1,
-        [normals.data_ptr() + r * normals.stride(0) * 4 for r in range(b)],
-        [uniforms.data_ptr() + r * uniforms.stride(0) * 4 for r in range(b)],
-        [out.data_ptr() + r * out.stride(0) * 4 for r in range(b)],
-        sampler.arrays(settings),
-    )
+    out = torch.empty(h.shape[0], 1, sampler.x_dim)
+    sampler.call(h, c, 1, row_addresses(normals), row_addresses(uniforms), row_addresses(out), sampler.arrays(settings))
     return out[:, 0]
 
 
