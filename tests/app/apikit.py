@@ -6,6 +6,9 @@ inside the functions that need it, so that the Redis-mode tests can check that t
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import servicekit
@@ -19,6 +22,20 @@ SPEECH_GMM, HAND_GMM = "speech-vrnn-gmm", "hand-vrnn-gmm"
 # Small limits for the TestClient apps, so that the 413 paths are cheap to reach.
 MAX_UPLOAD = 256 * 1024
 MAX_BODY = 512 * 1024
+
+
+@contextlib.contextmanager
+def jobs_held(monkeypatch) -> Iterator[None]:
+    """Every job waits to start its work until the block ends: the jobs a test submits inside it are still running
+    or waiting when it counts them, however fast sampling is."""
+    from worker.jobs import Jobs
+
+    release, run = threading.Event(), Jobs.run
+    monkeypatch.setattr(Jobs, "run", lambda self, kind, params: release.wait(60) and run(self, kind, params))
+    try:
+        yield
+    finally:
+        release.set()
 
 
 def make_settings(checkpoint_dir: Path, **overrides):

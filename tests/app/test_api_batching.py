@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from apikit import make_settings
+from apikit import jobs_held, make_settings
 from fastapi.testclient import TestClient
 from servicekit import ROOT
 
@@ -121,11 +121,12 @@ def test_a_second_round_joins_running_batches(shipped_dir, alone):
         assert max(max(s["batch_sizes"]) for s in c.app.state.backend.batching().values()) <= 4
 
 
-def test_batching_keeps_the_queue_bound(shipped_dir):
+def test_batching_keeps_the_queue_bound(shipped_dir, monkeypatch):
     settings = make_settings(shipped_dir, batch_max=2, max_queued_jobs=1, max_jobs_per_client=0)
     with TestClient(create_app(settings)) as c:
         async_ = {"Prefer": "respond-async"}
         body = {"model": SPEECH, "duration_s": 20.0, "seed": 1}
-        answers = [c.post("/generate/speech", json=body, headers=async_).status_code for _ in range(6)]
+        with jobs_held(monkeypatch):  # (no job finishes while the requests come in)
+            answers = [c.post("/generate/speech", json=body, headers=async_).status_code for _ in range(6)]
         # two running in the engine, one waiting, then refused
         assert answers[0] == 202 and answers.count(202) <= 3 and 503 in answers

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import soundfile as sf
-from apikit import HAND, MAX_BODY, MAX_UPLOAD, SPEECH, SPEECH_RNN, make_settings, strokes_json, wav
+from apikit import HAND, MAX_BODY, MAX_UPLOAD, SPEECH, SPEECH_RNN, jobs_held, make_settings, strokes_json, wav
 from fastapi.testclient import TestClient
 
 from app.backends import QueueFullError, UnavailableError
@@ -182,12 +182,13 @@ def test_a_full_queue_or_no_worker_is_503_with_retry_after(fake_client, refusal)
     assert r.status_code == 503 and r.headers["retry-after"] == "7" and "retry later" in r.json()["detail"]
 
 
-def test_the_embedded_queue_is_bounded(checkpoint_dir):
+def test_the_embedded_queue_is_bounded(checkpoint_dir, monkeypatch):
     app = create_app(make_settings(checkpoint_dir, embedded_workers=1, max_queued_jobs=1, batch_max=1))
     with TestClient(app) as c:
         async_ = {"Prefer": "respond-async"}
         body = {"model": SPEECH, "duration_s": 20.0, "seed": 1}
-        answers = [c.post("/generate/speech", json=body, headers=async_).status_code for _ in range(6)]
+        with jobs_held(monkeypatch):  # (no job finishes while the requests come in)
+            answers = [c.post("/generate/speech", json=body, headers=async_).status_code for _ in range(6)]
         # One running, one waiting, then refused (the second may be refused too, if the first has not started).
         assert answers[0] == 202 and answers.count(202) <= 2 and 503 in answers
 
