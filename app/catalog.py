@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from worker.contract import MAX_METADATA_BYTES, looks_like_checkpoint, model_summary, style_names
+from worker.contract import MAX_METADATA_BYTES, has_wordlm, looks_like_checkpoint, model_summary, style_names
 
 
 def read_catalog(directory: Path) -> dict[str, Any]:
@@ -42,5 +42,5 @@ def read_catalog(directory: Path) -> dict[str, Any]:
         except (OSError, UnicodeDecodeError, ValueError) as e:
             failed[name] = f"{meta_path.name}: {e}"
             continue
-        models.append(model_summary(name, meta, style_names(meta_path)))
+        models.append(model_summary(name, meta, style_names(meta_path), has_wordlm(meta_path)))
     return {"models": models, "failed": failed}

@@ -40,6 +40,7 @@ from .inference import InferenceError as SampleError
 from .inference import steps_for as steps_for  # re-exported: the command line's tests use it
 from .styles import Style, StylesError, load_styles, styles_path
 from .text import LineError, UnsupportedCharactersError, check_lines, normalise
+from .wordlm import WordLM, WordLMError, load_wordlm, wordlm_path
 
 SPEECH_SUFFIXES = (".wav",)
 HANDWRITING_SUFFIXES = (".svg", ".json")
@@ -150,6 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--style", metavar="NAME", help="with --text: write it in this named style of the checkpoint (NAME.styles.json)"
     )
     p.add_argument("--prime-text", metavar="TEXT", help="with --text and --prime: the text written in the --prime line")
+    p.add_argument(
+        "--invent",
+        action="store_true",
+        help="with a text checkpoint and no --text: each file writes a line the checkpoint's word model makes up "
+        "(NAME.wordlm.json, `python -m model.wordlm`) from its seed, short enough for --steps (default "
+        f"{DEFAULT_HANDWRITING_STEPS}): what the service writes for a handwriting request without text",
+    )
     p.add_argument("--analyze", metavar="INPUT", help="plot the latent analysis of INPUT to --out (a .png)")
     p.add_argument(
         "--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run (default: %(default)s)"
@@ -182,7 +190,8 @@ def run(args: argparse.Namespace) -> list[str]:
     if args.analyze is not None:
         options = ("num", "seconds", "steps", "seed", "temperature", "bias", "prime", "text", "style", "prime_text")
         given = [f"--{n.replace('_', '-')}" for n in options if getattr(args, n) is not None]
-        given += [f for f, on in (("--mean", args.mean), ("--component-mean", args.component_mean)) if on]
+        flags = (("--mean", args.mean), ("--component-mean", args.component_mean), ("--invent", args.invent))
+        given += [f for f, on in flags if on]
         if given:
             raise SampleError(f"--analyze plots an input; it takes no sampling options ({', '.join(given)})")
         out = _check_suffix(out, (".png",), "latent-analysis figures")
@@ -195,14 +204,19 @@ def run(args: argparse.Namespace) -> list[str]:
     name = meta.get("name", model.config.name)
     speech = cfg["modality"] == "speech"
     if isinstance(model, TextVRNN):
-        if args.text is None:
+        if args.text is None and not args.invent:
             raise SampleError(
                 f"{args.checkpoint}: {name} writes text; give the text to write with --text TEXT (a newline or \\n "
-                "starts the next line)"
+                "starts the next line), or --invent to write lines its word model makes up"
             )
         return _write_text(args, model, meta, out)
-    if args.text is not None or args.style is not None or args.prime_text is not None:
-        flags = (("--text", args.text), ("--style", args.style), ("--prime-text", args.prime_text))
+    if args.text is not None or args.style is not None or args.prime_text is not None or args.invent:
+        flags = (
+            ("--text", args.text),
+            ("--style", args.style),
+            ("--prime-text", args.prime_text),
+            ("--invent", True if args.invent else None),
+        )
         text_flags = ", ".join(f for f, v in flags if v is not None)
         raise SampleError(
             f"{args.checkpoint}: {name} does not write text (its config has no alphabet); remove "
@@ -264,7 +278,9 @@ def _check_text_options(args: argparse.Namespace, out: Path) -> None:
             "--prime-text is the text written in the --prime line; give that line as --prime FILE too, or remove "
             "--prime-text"
         )
-    if args.text is None:
+    if args.invent and args.text is not None:
+        raise SampleError("--invent makes up the line to write, and --text gives it; remove one of them")
+    if args.text is None and not args.invent:
         if args.style is not None:
             raise SampleError("--style is the style to write --text in; give --text (the text to write) too")
         return
@@ -294,6 +310,20 @@ def _text_lines(text: str, alphabet: str, option: str) -> list[str]:
     return lines
 
 
+def _word_model(args: argparse.Namespace, name: str, alphabet: str) -> WordLM:
+    """The checkpoint's word model for --invent; SampleError when it has none or it cannot be used."""
+    try:
+        lm = load_wordlm(args.checkpoint, alphabet)
+    except WordLMError as e:
+        raise SampleError(f"--invent: {e}") from None
+    if lm is None:
+        raise SampleError(
+            f"--invent: {name} has no word model ({wordlm_path(args.checkpoint)}); make one with `python -m "
+            f"model.wordlm {args.checkpoint} --data CORPUS`, or give the text with --text"
+        )
+    return lm
+
+
 def _style(args: argparse.Namespace, name: str, alphabet: str) -> Style:
     """The checkpoint's named style --style; SampleError listing its styles when it has no such one."""
     try:
@@ -319,7 +349,10 @@ def _write_text(args: argparse.Namespace, model: TextVRNN, meta: dict[str, Any],
     if args.seconds is not None:
         raise SampleError("--seconds applies to speech checkpoints; --steps caps each line of --text")
     alphabet = model.config.alphabet
-    lines = _text_lines(args.text, alphabet, "--text")
+    lm = _word_model(args, name, alphabet) if args.invent else None
+    lines = [] if lm is not None else _text_lines(args.text, alphabet, "--text")
+    budget = args.steps or DEFAULT_HANDWRITING_STEPS  # a made-up line fits it
+    cap = args.steps if lm is None or args.steps != DEFAULT_HANDWRITING_STEPS else None  # the service's rule
     prime, prime_text, primed = None, None, ""
     if args.style is not None:
         style = _style(args, name, alphabet)
@@ -344,12 +377,17 @@ def _write_text(args: argparse.Namespace, model: TextVRNN, meta: dict[str, Any],
     fmt = out.suffix.lower().lstrip(".")
     report = []
     for i, path in enumerate(numbered_paths(out, num)):
+        if lm is not None:
+            made = lm.line(seed + i, budget)
+            if made is None:
+                raise SampleError(f"--steps {budget} leave no room for a word of {name}'s made-up lines; give more")
+            lines = [made]
         try:
             raws, finished = generate_text(
                 model,
                 meta,
                 lines,
-                max_steps=args.steps,
+                max_steps=cap,
                 seed=seed + i,
                 temperature=1.0 if args.temperature is None else args.temperature,
                 bias=defaults.TEXT_BIAS if args.bias is None else args.bias,
@@ -362,7 +400,9 @@ def _write_text(args: argparse.Namespace, model: TextVRNN, meta: dict[str, Any],
         if not all(np.isfinite(raw).all() for raw in raws):
             raise SampleError(f"{args.checkpoint}: cannot render its sample (non-finite pen offsets, seed {seed + i})")
         if fmt == "json":
-            doc = text_sample_json(name, seed + i, lines, args.steps, finished, raws, output)
+            doc = text_sample_json(name, seed + i, lines, cap, finished, raws, output)
+            if lm is not None:
+                doc["invented"] = True
             data = json.dumps(doc, separators=(",", ":")) + "\n"
         else:
             try:
@@ -371,11 +411,13 @@ def _write_text(args: argparse.Namespace, model: TextVRNN, meta: dict[str, Any],
                 raise SampleError(f"{args.checkpoint}: cannot render its sample ({e})") from None
         _write(path, data)
         size = f"{len(lines)} line{'s' if len(lines) > 1 else ''} of handwriting, {sum(len(r) for r in raws)} pen steps"
+        if lm is not None:
+            size += f" ({lines[0]!r})"
         cut = [str(n) for n, done in enumerate(finished, 1) if not done]
         if cut:
-            cap = f"--steps {args.steps}" if args.steps else f"the model's cap ({MAX_STEPS_PER_CHAR} steps a character)"
+            limit = f"--steps {cap}" if cap else f"the model's cap ({MAX_STEPS_PER_CHAR} steps a character)"
             which = f"line {cut[0]} before its" if len(cut) == 1 else f"lines {', '.join(cut)} before their"
-            size += f"; {cap} cut {which} last character"
+            size += f"; {limit} cut {which} last character"
         report.append(f"wrote {path}: {size}")
     kind = {
         "sample": "a sample (not the decoder mean)",
@@ -384,7 +426,8 @@ def _write_text(args: argparse.Namespace, model: TextVRNN, meta: dict[str, Any],
     }[output]
     seeds = f"seed {seed}" if num == 1 else f"seeds {seed} to {seed + num - 1}, one per file in order"
     again = "it" if num == 1 else "them"
-    report.append(f"each is {kind} from {name} writing --text ({seeds}{primed}; --seed {seed} reproduces {again})")
+    what = "a line its word model made up" if lm is not None else "--text"
+    report.append(f"each is {kind} from {name} writing {what} ({seeds}{primed}; --seed {seed} reproduces {again})")
     return report
 
 

@@ -31,6 +31,7 @@ import argparse
 import ast
 import asyncio
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -79,6 +80,15 @@ class Scenario:
     path: str
     kind: str  # "json" or "score"
     body: dict[str, Any]
+    # Name the server's default model of this modality in the body (GET /models): "handwriting" keeps the
+    # handwriting scenarios on the unconditional line, which a request without text and model no longer is where
+    # the text model makes its lines up (model.wordlm).
+    default_of: str | None = None
+
+    def resolved(self, models: dict[str, Any]) -> Scenario:
+        """This scenario with `default_of`'s default model named in its body, when the server says which."""
+        name = (models.get("defaults") or {}).get(self.default_of) if self.default_of else None
+        return dataclasses.replace(self, body={**self.body, "model": name}) if name else self
 
 
 SCENARIOS = {
@@ -87,14 +97,26 @@ SCENARIOS = {
         "speech", "Generate speech, 0.5 s", "/generate/speech", "json", {"duration_s": 0.5, "temperature": 1.0}
     ),
     "handwriting": Scenario(
-        "handwriting", "Generate handwriting, 300 steps", "/generate/handwriting", "json", {"steps": 300}
+        "handwriting",
+        "Generate handwriting, 300 steps",
+        "/generate/handwriting",
+        "json",
+        {"steps": 300},
+        default_of="handwriting",
     ),
     "score8": Scenario("score8", "Score a 0.5 s WAV, num_samples 8", "/score", "score", {"num_samples": 8}),
     "score40": Scenario("score40", "Score a 0.5 s WAV, num_samples 40", "/score", "score", {"num_samples": 40}),
     # one line of handwriting (issue 11's latency target at concurrency 1); not in the default set
     "handwriting700": Scenario(
-        "handwriting700", "Generate handwriting, 700 steps", "/generate/handwriting", "json", {"steps": 700}
+        "handwriting700",
+        "Generate handwriting, 700 steps",
+        "/generate/handwriting",
+        "json",
+        {"steps": 700},
+        default_of="handwriting",
     ),
+    # the default handwriting request: a line the text model makes up and writes (model.wordlm), where it can
+    "madeup": Scenario("madeup", "Generate handwriting, the default request", "/generate/handwriting", "json", {}),
     # a 40-character line written by the text model (issue 10's latency target); needs a text checkpoint loaded
     "text40": Scenario(
         "text40",
@@ -424,7 +446,7 @@ async def run_all(
             plan.append((scenarios[0], max(concurrencies), [client]))
         warmed: set[str] = set()
         for name, c, clients in plan:
-            scenario = SCENARIOS[name]
+            scenario = SCENARIOS[name].resolved(models)
             if name not in warmed:
                 warmed.add(name)
                 for i in range(warmup):  # first calls load caches; not counted
@@ -560,6 +582,8 @@ def render_report(result: dict[str, Any], meta: dict[str, Any], faults: list[dic
     for name in meta["scenarios"]:
         sc = SCENARIOS[name]
         body = json.dumps(sc.body) if sc.kind == "json" else f"multipart: 0.5 s WAV + {json.dumps(sc.body)}"
+        if sc.default_of:
+            body += f", with the server's default {sc.default_of} model as `model` (GET /models)"
         lines += [
             f"## {sc.title}",
             "",

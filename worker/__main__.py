@@ -414,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         "defaults": cache.defaults,
         "text_default": cache.text_default,  # the model a request with text and no model gets (GET /models)
         "styles": cache.style_names(),  # text model -> the names of the styles it loaded (GET /models)
+        "inventors": cache.inventors(),  # text models that loaded a word model (GET /models: invents_text)
         "device": cache.device,
         "threads": args.threads,
         "slots": args.slots,

@@ -40,6 +40,7 @@ from typing import Any
 from model.inference import load
 from model.runtime import resolve_device
 from model.styles import Style, StylesError, load_styles, styles_path
+from model.wordlm import WordLM, WordLMError, load_wordlm, wordlm_path
 
 from . import limits
 from .contract import JobInputError, UnknownModelError, looks_like_checkpoint, model_summary
@@ -62,6 +63,7 @@ class LoadedModel:
     path: Path
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     styles: dict[str, Style] = field(default_factory=dict, repr=False)  # a text model's named styles (model.styles)
+    wordlm: WordLM | None = field(default=None, repr=False)  # a text model's word model (model.wordlm), if any
 
     @property
     def modality(self) -> str:
@@ -149,6 +151,7 @@ class ModelCache:
             entry = self._models[name] = LoadedModel(name, model, meta, path)
             if entry.takes_text:
                 entry.styles = self._load_styles(name, path, model.config.alphabet)
+                entry.wordlm = self._load_wordlm(name, path, model.config.alphabet)
             log.info(
                 "loaded checkpoint %s (%s %s, %s) on %s",
                 name,
@@ -184,6 +187,23 @@ class ModelCache:
         if styles:
             log.info("checkpoint %s: %d style(s): %s", name, len(styles), ", ".join(styles))
         return styles
+
+    def _load_wordlm(self, name: str, path: Path, alphabet: str) -> WordLM | None:
+        """A text model's NAME.wordlm.json (None when absent); one that is too large or invalid is left out with a
+        warning, and the model makes up no lines (a request without text then samples an unconditional line)."""
+        try:
+            lm = load_wordlm(path, alphabet)
+        except WordLMError as e:
+            message = str(e)
+            if str(wordlm_path(path)) not in message:
+                message = f"{wordlm_path(path)}: {message}"
+            message = f"checkpoint {name}: its word model is not loaded: {message}"
+            self.warnings.append(message)
+            log.warning(message)
+            return None
+        if lm is not None:
+            log.info("checkpoint %s: a word model of %d words (%s)", name, lm.vocabulary, lm.info.get("corpus"))
+        return lm
 
     def _pick_default(self, modality: str, wanted: str | None) -> str | None:
         """The setting's model if it is loaded and of this modality, else a preferred one (below)."""
@@ -353,6 +373,29 @@ class ModelCache:
             "as 'prime' with its text as 'prime_text'"
         )
 
+    def inventor(self, name: str | None) -> tuple[str, WordLM] | None:
+        """The text model, and its word model, that makes up the line of a handwriting request without text that
+        names model `name` (None: the text default): None when that request samples an unconditional line (no model
+        named and no text default with a word model, or a model named that does not write text or is not loaded:
+        `get` words those errors). A named text model without a word model: JobInputError."""
+        entry = self._models.get(self.text_default if name is None else name)  # type: ignore[arg-type]
+        if entry is None or not entry.takes_text:
+            return None
+        if entry.wordlm is None:
+            if name is None:
+                return None
+            raise JobInputError(
+                f"model {name!r} writes a given text and has no word model to make a line up "
+                f"({wordlm_path(entry.path).name}, `python -m model.wordlm`); send 'text' (the lines to write), or "
+                "pick an unconditional model: "
+                f"{self._choices('handwriting')}"
+            )
+        return entry.name, entry.wordlm
+
+    def inventors(self) -> list[str]:
+        """The text models that loaded a word model: they make up the line of a request without text."""
+        return [n for n, e in self._models.items() if e.wordlm is not None]
+
     def style_names(self) -> dict[str, list[str]]:
         """{text model: the names of its loaded styles}."""
         return {n: list(e.styles) for n, e in self._models.items() if e.takes_text}
@@ -433,7 +476,7 @@ class ModelCache:
         """JSON-safe metadata of every loaded model, the load failures, the defaults and the device."""
         models = [
             {
-                **model_summary(name, e.meta, list(e.styles)),
+                **model_summary(name, e.meta, list(e.styles), e.wordlm is not None),
                 "default": self.defaults.get(e.modality) == name,
                 "text_default": self.text_default == name,  # the model a request with text and no model gets
             }

@@ -233,7 +233,8 @@ StyleName = Annotated[
         pattern=limits.MODEL_NAME_PATTERN,
         description="With `text`: the name of a style shipped with the model (GET /models: its `styles`, e.g. "
         "'w058'): the model is primed with that writer's line and its text, as `prime` with `prime_text` would, and "
-        "writes `text` in that style. Not with `prime` or `prime_text`; a name the model lacks: 422 listing its "
+        "writes `text` (or, without `text`, the line it makes up) in that style. Not with `prime` or `prime_text`; a "
+        "name the model lacks: 422 listing its "
         f"styles. Letters, digits, '.', '_' and '-', at most {limits.MAX_STYLE_NAME_CHARS} characters.",
         examples=[None],
     ),
@@ -272,7 +273,10 @@ class HandwritingRequest(_Params):
         f"{limits.MAX_TEXT_LINE_CHARS} characters of the model's alphabet (others: 422 naming them), stacked in "
         "one SVG (format=json: the texts and the offsets of each line). A line ends when the model has written its "
         f"last character, or at `steps` pen steps when `steps` is not its default {DEFAULT_STEPS} (at the default: 40 "
-        "pen steps per character of the longest line). Omitted: an unconditional line of `steps` pen steps.",
+        "pen steps per character of the longest line). Omitted, with no `model` (or a text model) and no `prime`: "
+        "the text model makes up a line of its corpus's words that fits in `steps` (GET /models: invents_text; the "
+        "X-Text header says what it wrote) and writes it; a model that writes no text, or no text model with a word "
+        "model, or `steps` too few for a word: an unconditional line of `steps` pen steps.",
         examples=["hello world"],
     )
     steps: int = Field(
@@ -284,7 +288,8 @@ class HandwritingRequest(_Params):
         ge=0,
         le=limits.MAX_BIAS,
         description=f"Graves' sampling bias, from 0 (none) to {limits.MAX_BIAS:g}: higher writes neater. Omitted: "
-        f"{HANDWRITING_BIAS:g} for an unconditional line, {TEXT_BIAS:g} with `text` (the most legible settings "
+        f"{HANDWRITING_BIAS:g} for an unconditional line, {TEXT_BIAS:g} for a line of text, given or made up (the "
+        "most legible settings "
         "measured, docs/RESULTS.md).",
     )
     temperature: Temperature = 1.0
@@ -516,11 +521,16 @@ def sniff(data: bytes) -> str | None:
 MAX_METADATA_BYTES = 1024 * 1024  # a checkpoint's JSON is a few kB; anything this large is not one
 STYLES_SUFFIX = ".styles.json"  # a text checkpoint's named styles, beside NAME.json (model.styles)
 MAX_STYLES_BYTES = 1024 * 1024  # model.styles.MAX_STYLES_BYTES: a larger styles file is refused
+WORDLM_SUFFIX = ".wordlm.json"  # a text checkpoint's word model, beside NAME.json (model.wordlm)
+MAX_WORDLM_BYTES = 8 * 1024 * 1024  # model.wordlm.MAX_WORDLM_BYTES
 
 
-def model_summary(name: str, meta: dict[str, Any], styles: list[str] | None = None) -> dict[str, Any]:
+def model_summary(
+    name: str, meta: dict[str, Any], styles: list[str] | None = None, invents: bool = False
+) -> dict[str, Any]:
     """One checkpoint's public description in GET /models (normalisation statistics and the like stay private);
-    `styles`: a text model's style names ([] without any; None for the other models)."""
+    `styles`: a text model's style names ([] without any; None for the other models); `invents`: a text model that
+    has a word model to make up the line of a request without text (model.wordlm)."""
     cfg = meta["config"]
     modality = cfg.get("modality")
     takes_text = bool(cfg.get("alphabet"))
@@ -534,6 +544,7 @@ def model_summary(name: str, meta: dict[str, Any], styles: list[str] | None = No
         "takes_text": takes_text,
         "alphabet": cfg.get("alphabet") or None,
         "styles": list(styles or []) if takes_text else None,
+        "invents_text": bool(invents) if takes_text else None,
         "sample_rate": meta.get("sample_rate") if modality == "speech" else None,
         "frame_size": meta.get("frame_size", cfg.get("x_dim")),
         "params": meta.get("params"),
@@ -552,6 +563,16 @@ def looks_like_checkpoint(path: Path) -> bool:
     except (OSError, UnicodeDecodeError, ValueError):
         return False
     return isinstance(meta, dict) and isinstance(meta.get("config"), dict) and "format_version" in meta
+
+
+def has_wordlm(meta_path: Path) -> bool:
+    """Whether a NAME.wordlm.json of at most MAX_WORDLM_BYTES is beside a checkpoint's NAME.json (not read: the
+    workers check it in full, model.wordlm, and publish which they loaded)."""
+    path = meta_path.with_name(meta_path.name.removesuffix(".json") + WORDLM_SUFFIX)
+    try:
+        return path.is_file() and path.stat().st_size <= MAX_WORDLM_BYTES
+    except OSError:
+        return False
 
 
 def style_names(meta_path: Path) -> list[str]:

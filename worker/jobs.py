@@ -236,6 +236,10 @@ class Jobs:
         prime_data = _b64(p.prime_b64, "prime_b64")
         if p.text is not None:
             return self._write_text(p, seed, color, prime_data)
+        if prime_data is None and p.prime_text is None:
+            invented = self._invent(p, seed)
+            if invented is not None:
+                return self._write_text(p, seed, color, None, invented)
         if p.style is not None:
             raise JobInputError(
                 "'style' is the style to write 'text' in; send 'text' (the lines to write) too, or remove 'style'"
@@ -270,15 +274,45 @@ class Jobs:
         svg = render.handwriting_svg(raw, stroke_width=p.stroke_width, color=color)
         return _wrap("image/svg+xml", headers, svg)
 
+    def _invent(self, p: contract.HandwritingParams, seed: int) -> tuple[str, str] | None:
+        """(text model, a line of text it makes up) for a request without text, prime or prime text (model.wordlm:
+        drawn from the request's seed, short enough for `steps`), or None where the request samples an unconditional
+        line: it names an unconditional model, no text model with a word model is loaded, or its `steps` fit no word
+        (none of that with `style`, which needs a text model, or with a text model named: JobInputError)."""
+        found = self.cache.inventor(p.model)
+        if found is None:
+            return None
+        name, lm = found
+        text = lm.line(seed, p.steps)
+        if text is None:
+            if p.model is None and p.style is None:
+                return None  # an unconditional line of that many steps, as without a word model
+            need = math.ceil((lm.steps_per_char or 1) * min(len(w) for w in lm.words))
+            raise JobInputError(
+                f"steps={p.steps} leave no room for a word of the lines model {name!r} makes up; ask for at least "
+                f"{need} steps, or send 'text'"
+            )
+        return name, text
+
     def _write_text(
-        self, p: contract.HandwritingParams, seed: int, color: str, prime_data: bytes | None
+        self,
+        p: contract.HandwritingParams,
+        seed: int,
+        color: str,
+        prime_data: bytes | None,
+        invented: tuple[str, str] | None = None,
     ) -> dict[str, Any]:
-        """Write `p.text` (one line per "\\n") with a text-conditioned model under its lock -> SVG with the lines one
-        under another, or with format "json" each line's text and raw pen offsets."""
-        assert p.text is not None
-        model, meta, name = self.cache.get(p.model, "handwriting", text=True)
+        """Write `p.text` (one line per "\\n"), or the line `invented` by `_invent`, with a text-conditioned model
+        under its lock -> SVG with the lines one under another, or with format "json" each line's text and raw pen
+        offsets. An invented line's text is in the X-Text header too."""
+        if invented is None:
+            assert p.text is not None
+            model, meta, name = self.cache.get(p.model, "handwriting", text=True)
+            lines = [normalise_text(line) for line in p.text.split("\n")]
+        else:
+            model, meta, name = self.cache.get(invented[0], "handwriting", text=True)
+            lines = [invented[1]]
         alphabet = model.config.alphabet
-        lines = [normalise_text(line) for line in p.text.split("\n")]
         _check_text(lines, alphabet, "text")
         prime, prime_text = None, p.prime_text
         if p.style is not None:  # one of the model's own lines and its text, as 'prime' with 'prime_text'
@@ -322,8 +356,11 @@ class Jobs:
             raise JobInputError(str(e)) from None
         _check_sampled(raws, name, seed, "pen offsets")
         headers = {"X-Model": name, "X-Seed": str(seed), "X-Output": "sample"}
+        if invented is not None:
+            headers["X-Text"] = lines[0]  # the made-up line (the alphabet is ASCII: a valid header value)
         if p.format == "json":
-            return _json(headers, inference.text_sample_json(name, seed, lines, cap, finished, raws))
+            doc = inference.text_sample_json(name, seed, lines, cap, finished, raws)
+            return _json(headers, doc if invented is None else {**doc, "invented": True})
         svg = render.handwriting_lines_svg(raws, stroke_width=p.stroke_width, color=color)
         return _wrap("image/svg+xml", headers, svg)
 

@@ -313,6 +313,12 @@ class RedisBackend:
             for m in catalog["models"]:
                 if m.get("takes_text") and isinstance(styles.get(m["name"]), list):
                     m["styles"] = [str(s) for s in styles[m["name"]]]
+        # ... and whether each made its word model (NAME.wordlm.json) usable.
+        inventors = next((w["inventors"] for w in workers.values() if isinstance(w.get("inventors"), list)), None)
+        if inventors is not None:
+            for m in catalog["models"]:
+                if m.get("takes_text"):
+                    m["invents_text"] = m["name"] in inventors
         defaults = next((w["defaults"] for w in workers.values() if isinstance(w.get("defaults"), dict)), None)
         if defaults is not None:
             catalog["defaults"] = defaults

@@ -26,6 +26,13 @@ SAMPLE_HEADERS = {
     "X-Seed": {"description": "The seed used: send it again for the same bytes.", "schema": {"type": "string"}},
     "X-Output": {"description": "`sample` or `mean` (the decoder mean).", "schema": {"type": "string"}},
 }
+HANDWRITING_HEADERS = {
+    **SAMPLE_HEADERS,
+    "X-Text": {
+        "description": "Without `text`: the line of text the model made up and wrote (model.wordlm), when it did.",
+        "schema": {"type": "string"},
+    },
+}
 ACCEPTED = {
     "model": JobState,
     "description": "`Prefer: respond-async`, or the job outlasted SYNC_WAIT_S: poll `Location` (/jobs/{id}); "

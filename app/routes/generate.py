@@ -50,7 +50,7 @@ async def generate_speech(
                 "image/svg+xml": "one <path> per stroke",
                 "application/json": "with ?format=json: the pen offsets [[dx, dy, pen], ...], y up",
             },
-            docs.SAMPLE_HEADERS,
+            docs.HANDWRITING_HEADERS,
         ),
         202: docs.ACCEPTED,
         **docs.JOB_ERRORS,

@@ -90,4 +90,4 @@ def test_the_bounds_are_documented_in_the_openapi_document(gmm_client):
         and number["maximum"] == limits.MAX_BIAS
         and f"{limits.MAX_BIAS:g}" in bias["description"]
     )
-    assert "with `text`" in bias["description"]  # the default differs with text, and says so
+    assert "for a line of text" in bias["description"]  # the default differs with text, and says so

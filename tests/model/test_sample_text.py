@@ -139,6 +139,9 @@ def test_a_named_style_and_a_prime_with_its_text(styled, prime_file, tmp_path, c
         ("text", ["--text", "hello", "--prime", "PRIME", "--prime-text", "xyz"], ["--prime-text", "'x'"]),
         ("text", ["--style", "w7"], ["--style is the style to write --text in", "give --text"]),
         ("text", ["--text", "hello", "--seconds", "1"], ["--seconds applies to speech", "--steps"]),
+        ("plain", ["--invent"], ["does not write text", "remove --invent"]),
+        ("text", ["--invent"], ["--invent: Text-VRNN-GMM has no word model", "python -m model.wordlm"]),
+        ("text", ["--invent", "--text", "hello"], ["--invent makes up the line", "remove one of them"]),
     ],
 )
 def test_misuse_exits_2_saying_what_to_do(which, args, words, ckpt, styled, plain, prime_file, tmp_path, capsys):
@@ -172,3 +175,28 @@ def test_a_cut_line_is_reported(ckpt, tmp_path, capsys):
     finished = json.loads(doc_path.read_text())["finished"]
     assert finished == [False] and "--steps 1 cut line 1" in stdout
     assert np.asarray(json.loads(doc_path.read_text())["offsets"][0]).shape == (1, 3)
+
+
+def test_invent_writes_the_lines_the_word_model_makes_up(tmp_path, capsys):
+    from model.wordlm import count_lines, write_wordlm
+
+    ckpt = write_text_checkpoint(tmp_path / f"{TEXT}.safetensors")
+    lm = count_lines(["hello world", "a red door", "old bread"])
+    lm.steps_per_char = 3.0
+    write_wordlm(ckpt, lm)
+    args = ["--out", tmp_path / "m.json", "--invent", "--num", 2, "--seed", 3, "--steps", 40]
+    code, stdout, _ = sample(capsys, ckpt, *args)
+    assert code == 0 and "a line its word model made up (seeds 3 to 4" in stdout
+    for i in range(2):
+        doc = json.loads((tmp_path / f"m_{i}.json").read_text())
+        text = lm.line(3 + i, 40)
+        assert doc["invented"] is True and doc["texts"] == [text] and doc["max_steps"] == 40 and repr(text) in stdout
+        raws, _ = direct_steps(ckpt, [text], 3 + i, 40)
+        assert doc["offsets"] == [inference.offset_rows(r) for r in raws]
+    code, _, err = sample(capsys, ckpt, "--out", tmp_path / "s.svg", "--invent", "--steps", 2)
+    assert code == 2 and "--steps 2 leave no room for a word" in err
+
+
+def direct_steps(ckpt, lines, seed, steps):
+    model, meta = inference.load(ckpt, text=True)
+    return inference.generate_text(model, meta, lines, max_steps=steps, seed=seed, bias=defaults.TEXT_BIAS)
