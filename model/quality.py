@@ -45,7 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from .data.handwriting import load_handwriting_file, offsets_to_strokes
+from .data import defaults as data_defaults
+from .data.handwriting import load_handwriting_file, offsets_to_strokes, read_handwriting
 from .data.speech import load_audio
 from .defaults import SAMPLE_RATE
 
@@ -268,10 +269,31 @@ def _summary(values: list[float]) -> dict[str, float]:
     return {"mean": float(a.mean()), "sd": float(a.std()), "min": float(a.min()), "max": float(a.max())}
 
 
+def read_line(path: Path) -> tuple[np.ndarray, str | None]:
+    """A file's line of handwriting and, where the file says it, the text written in it: the JSON of a text model's
+    sample (`model.sample --text/--invent --out X.json`, the service's format=json with text: `texts` and a list of
+    `offsets` per line) holds both, one line per file; any other file is read as an upload is (no text)."""
+    if path.suffix.lower() == ".json" and path.stat().st_size <= data_defaults.MAX_HANDWRITING_FILE_BYTES:
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            doc = None  # the reader below says what is wrong
+        if isinstance(doc, dict) and isinstance(doc.get("texts"), list) and isinstance(doc.get("offsets"), list):
+            if len(doc["texts"]) != 1 or len(doc["offsets"]) != 1 or not isinstance(doc["texts"][0], str):
+                raise ValueError(f"{path}: holds {len(doc['offsets'])} lines of text; measure one line per file")
+            return read_handwriting(json.dumps(doc["offsets"][0]), str(path)), doc["texts"][0]
+    return load_handwriting_file(path), None
+
+
 def measure_handwriting(
     paths: list[Path], png_dir: Path | None, ocr: bool = True, texts: list[str] | None = None
 ) -> dict[str, Any]:
-    lines = [load_handwriting_file(p) for p in paths]
+    """Legibility (Tesseract; CER against `texts`, or against the texts the files carry when every file carries
+    one) and style consistency of one line per file."""
+    read = [read_line(p) for p in paths]
+    lines = [off for off, _ in read]
+    if texts is None and read and all(t is not None for _, t in read):
+        texts = [str(t) for _, t in read]
     if texts is not None and len(texts) != len(paths):
         raise ValueError(f"{len(texts)} texts for {len(paths)} files: give one text line per file, in order")
     result: dict[str, Any] = {"files": len(paths)}

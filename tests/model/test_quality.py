@@ -205,6 +205,40 @@ def test_handwriting_command_line_with_texts(tmp_path):
     assert quality.main(argv) == 2  # one text for two files
 
 
+def _text_doc(path, texts, offsets):
+    """A text model's sample as `model.sample --text/--invent --out X.json` and the service's format=json write it."""
+    doc = {"model": "m", "seed": 1, "texts": texts, "max_steps": None, "finished": [True] * len(texts)}
+    path.write_text(json.dumps({**doc, "offsets": [o.tolist() for o in offsets]}))
+    return path
+
+
+def test_a_text_samples_json_gives_its_line_and_its_text(tmp_path):
+    off = line("dull hills")
+    got, text = quality.read_line(_text_doc(tmp_path / "t.json", ["dull hills"], [off]))
+    np.testing.assert_allclose(got, off)
+    assert text == "dull hills"
+    plain = tmp_path / "p.json"
+    plain.write_text(json.dumps(off.tolist()))
+    got, text = quality.read_line(plain)
+    np.testing.assert_allclose(got, off)
+    assert text is None
+    with pytest.raises(ValueError, match="holds 2 lines of text; measure one line per file"):
+        quality.read_line(_text_doc(tmp_path / "two.json", ["a", "b"], [off, off]))
+
+
+@needs_tesseract
+def test_text_samples_are_measured_against_the_texts_they_carry(tmp_path):
+    texts = ["sparrows argue over crumbs", "bring warm bread and honey"]
+    files = [_text_doc(tmp_path / f"t{i}.json", [t], [line(t)]) for i, t in enumerate(texts)]
+    out = tmp_path / "q.json"
+    assert quality.main(["handwriting", *map(str, files), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [r["truth"] for r in result["readings"]] == texts and result["cer"]["mean"] <= 0.2, result
+    swapped = [_text_doc(tmp_path / f"s{i}.json", [texts[1 - i]], [line(t)]) for i, t in enumerate(texts)]
+    assert quality.main(["handwriting", *map(str, swapped), "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["cer"]["mean"] > 0.5  # the wrong texts: the measure notices
+
+
 def _ceiling_script():
     import importlib.util
     from pathlib import Path
