@@ -30,12 +30,16 @@ from apikit import child_env, wav, write_checkpoint, write_tiny_styles
 from servicekit import ROOT, free_port, start, stop, wait_until
 from tinyckpt import write_tiny_text_checkpoint
 
+from model.wordlm import count_lines, write_wordlm
+
 PAGE = ROOT / "app" / "static" / "index.html"
 # Debian's by default; CHROMIUM / CHROMEDRIVER name others. Missing: the browser tests skip, or under CI fail (cikit).
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER") or shutil.which("chromedriver") or "/usr/bin/chromedriver"
 API_KEY = "page-test-key"
 SERVER_START_S = 90
+# The lines text-plain's word model is made of (its made-up lines' words).
+MADE_UP_FROM = ["hello world", "a red door", "old bread"]
 # The styles shipped beside the tiny text checkpoint (hand-text); text-plain is a text model without styles.
 STYLE_TEXTS = {"w001": "hello world", "w002": "abc"}
 # Records each handwriting request the page makes and the text of its answer (the page calls the global fetch).
@@ -87,7 +91,8 @@ def files(tmp_path_factory) -> dict[str, Path]:
     write_checkpoint(ckpts / "hand-tiny.safetensors", "handwriting")
     write_tiny_text_checkpoint(ckpts / "hand-text.safetensors")  # writes " abcdehlorw"
     write_tiny_styles(ckpts / "hand-text.safetensors", STYLE_TEXTS)
-    write_tiny_text_checkpoint(ckpts / "text-plain.safetensors", seed=1)  # a text model without styles
+    plain = write_tiny_text_checkpoint(ckpts / "text-plain.safetensors", seed=1)  # a text model without styles ...
+    write_wordlm(plain, count_lines(MADE_UP_FROM))  # ... that makes its lines up when it gets no text
     bad = d / "not-audio.wav"
     bad.write_bytes(b"this is not a WAV file\n" * 10)
     (d / "tone.wav").write_bytes(wav(0.5))
@@ -283,6 +288,18 @@ def test_demo_page(browser, server, files):
         assert _style_picker_shown(d) == shown, name
     assert _option_values(d, "hw-style") == ["", *STYLE_TEXTS]
     d.find_element(By.ID, "hw-text").clear()
+    # A text model that makes its lines up, with the box empty: the page shows the line it wrote (X-Text).
+    model_picker.select_by_value("text-plain")
+    d.execute_script(RECORD_FETCH)
+    d.find_element(By.ID, "hw-generate").click()
+    _wait(d, lambda d: "made-up text" in d.find_element(By.ID, "hw-meta").text, "the made-up line")
+    sent = json.loads(d.execute_script("return window.hwRequests[0]")["body"])
+    assert sent == {"steps": 150, "bias": 1.5, "seed": 5, "model": "text-plain"}, sent
+    shown = d.find_element(By.ID, "hw-meta").text
+    words = {w for line in MADE_UP_FROM for w in line.split()}
+    made_up = re.search(r"made-up text\s*(.+?)\s*(?:reuse this seed|$)", shown).group(1)
+    assert made_up and set(made_up.split()) <= words, shown
+    model_picker.select_by_value("")
 
     # An API error is shown inline (a file that is not audio), and goes away on the next success.
     d.find_element(By.ID, "score-file").send_keys(str(files["bad"]))
