@@ -378,7 +378,8 @@ class ModelCache:
         names model `name` (None: the text default): None when that request samples an unconditional line (no model
         named and no text default with a word model, or a model named that does not write text or is not loaded:
         `get` words those errors). A named text model without a word model: JobInputError."""
-        entry = self._models.get(self.text_default if name is None else name)  # type: ignore[arg-type]
+        key = self.text_default if name is None else name
+        entry = None if key is None else self._models.get(key)
         if entry is None or not entry.takes_text:
             return None
         if entry.wordlm is None:
