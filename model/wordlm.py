@@ -11,15 +11,21 @@ with absolute discounting (Ney, Essen and Kneser 1994) and Kneser-Ney's continua
 
     p(w | v) = max(c(v, w) - D, 0) / c(v)  +  D * N1+(v, .) / c(v) * p_cont(w),   p_cont(w) = N1+(., w) / N1+(., .)
 
-over the words of the corpus and the end of the line ("</s>"); "<s>" starts every line. Every word it writes is a
-word of the corpus, in an order the corpus has or one it makes up (D > 0). Each line is drawn from the request's
-seed, so a seed gives the same text and the same handwriting.
+over the words of the corpus and the end of the line ("</s>"); "<s>" starts every line. A bigram alone gets a line's
+length wrong (the demo corpus's lines have 2, 3 or 4 words; its bigram ends a quarter of its lines after one word),
+so a line is drawn as the corpus's lines are: its number of words n from their counts in the corpus, then n words
+from the bigram with the end of the line left out,
+
+    p(w_1 .. w_n) = p_len(n) * prod_i p(w_i | w_i-1) / (1 - p(</s> | w_i-1)).
+
+Every word it writes is a word of the corpus, in an order the corpus has or one it makes up (D > 0). Each line is
+drawn from the request's seed, so a seed gives the same text and the same handwriting.
 
 A text checkpoint NAME.safetensors may have NAME.wordlm.json beside it:
 
     {"format_version": 1, "corpus": "...", "split": "train", "lines": 2700, "discount": 0.75,
      "steps_per_char": 9.1, "words": ["the", ...], "starts": [[word, count], ...],
-     "bigrams": [[prev, next, count], ...]}
+     "bigrams": [[prev, next, count], ...], "lengths": [[words, lines], ...]}
 
 (word indices; next == len(words) is the end of the line). `steps_per_char` is the 95th percentile over the corpus's
 lines of the checkpoint's steps per character, so that a request's `steps` fits the line it is given. Bounds are
@@ -57,7 +63,7 @@ MAX_WORDS = 20_000
 MAX_BIGRAMS = 200_000
 MAX_WORD_CHARS = 40
 MAX_WORDLM_BYTES = 8 * 1024 * 1024
-MAX_LINE_WORDS = 40  # a drawn line stops here whatever the model says (it ends far sooner on any real corpus)
+MAX_LINE_WORDS = 40  # the most words a line of the corpus may have to be counted (a longer one is not a line)
 MAX_LINE_CHARS = 100  # the service's bound on one line of text (worker.limits.MAX_TEXT_LINE_CHARS)
 DRAWS = 64  # lines drawn for one request before the longest budget-fitting cut is taken (`WordLM.line`)
 STEPS_QUANTILE = 0.95
@@ -75,6 +81,7 @@ class WordLM:
     words: list[str]
     starts: dict[int, int]  # first word -> lines starting with it
     bigrams: dict[int, dict[int, int]]  # previous word -> {next word or END: count}
+    lengths: dict[int, int]  # words in a line -> lines with that many
     discount: float = DISCOUNT
     steps_per_char: float | None = None
     info: dict[str, Any] = field(default_factory=dict)  # corpus, split, lines: provenance only
@@ -91,7 +98,13 @@ class WordLM:
             raise WordLMError("the word model has no counts")
         self.continuation = cont / cont.sum()
         self._cache: dict[int, np.ndarray] = {}
+        self._going_on: dict[int, np.ndarray] = {}
         self._index = {w: i for i, w in enumerate(self.words)}
+        if not self.lengths or sum(self.lengths.values()) <= 0:
+            raise WordLMError("the word model has no line lengths")
+        self._n = np.array(sorted(self.lengths))
+        self._p_n = np.array([self.lengths[n] for n in self._n], dtype=float)
+        self._p_n /= self._p_n.sum()
 
     @property
     def vocabulary(self) -> int:
@@ -117,27 +130,39 @@ class WordLM:
         self._cache[key] = p
         return p
 
+    def going_on(self, prev: int | None) -> np.ndarray:
+        """p(. | prev, the line goes on): `distribution` without the end, over the words."""
+        key = -1 if prev is None else prev
+        found = self._going_on.get(key)
+        if found is None:
+            p = self.distribution(prev)[: self.end]
+            found = self._going_on[key] = p / p.sum()
+        return found
+
     def log_prob(self, text: str) -> float:
-        """The natural log-probability of a line (its words, then the end); -inf with a word the model lacks."""
-        total, prev = 0.0, None
-        for word in [*text.split(), None]:
-            w = self.end if word is None else self._index.get(word)
+        """The natural log-probability of a line (the module's formula); -inf with a word the model lacks or a
+        number of words no line of the corpus has."""
+        words = text.split()
+        n = len(words)
+        if n not in self.lengths:
+            return -math.inf
+        total, prev = math.log(self.lengths[n] / sum(self.lengths.values())), None
+        for word in words:
+            w = self._index.get(word)
             if w is None:
                 return -math.inf
-            total += math.log(max(self.distribution(prev)[w], 1e-300))
+            total += math.log(max(self.going_on(prev)[w], 1e-300))
             prev = w
         return total
 
     def draw(self, rng: np.random.Generator) -> str:
-        """One line: words until the end (at most MAX_LINE_WORDS)."""
+        """One line: its number of words, then its words."""
+        n = int(rng.choice(self._n, p=self._p_n))
         out: list[str] = []
         prev: int | None = None
-        while len(out) < MAX_LINE_WORDS:
-            w = int(rng.choice(self.end + 1, p=self.distribution(prev)))
-            if w == self.end:
-                break
-            out.append(self.words[w])
-            prev = w
+        for _ in range(n):
+            prev = int(rng.choice(self.end, p=self.going_on(prev)))
+            out.append(self.words[prev])
         return " ".join(out)
 
     def max_chars(self, steps: int | None) -> int:
@@ -176,6 +201,7 @@ class WordLM:
             "words": self.words,
             "starts": [[w, c] for w, c in sorted(self.starts.items())],
             "bigrams": [[v, w, c] for v, nxt in sorted(self.bigrams.items()) for w, c in sorted(nxt.items())],
+            "lengths": [[n, c] for n, c in sorted(self.lengths.items())],
         }
 
 
@@ -183,6 +209,7 @@ def count_lines(texts: list[str], discount: float = DISCOUNT, **info: Any) -> Wo
     """A WordLM of these lines (normalised; empty ones skipped), words in order of first appearance."""
     index: dict[str, int] = {}
     starts: Counter[int] = Counter()
+    lengths: Counter[int] = Counter()
     bigrams: dict[int, Counter[int]] = {}
     lines = [normalise(t).split() for t in texts]
     for words in lines:
@@ -191,9 +218,10 @@ def count_lines(texts: list[str], discount: float = DISCOUNT, **info: Any) -> Wo
     end = len(index)
     kept = 0
     for words in lines:
-        if not words:
+        if not words or len(words) > MAX_LINE_WORDS:
             continue
         kept += 1
+        lengths[len(words)] += 1
         ids = [index[w] for w in words]
         starts[ids[0]] += 1
         for v, w in zip(ids, [*ids[1:], end], strict=True):
@@ -201,7 +229,9 @@ def count_lines(texts: list[str], discount: float = DISCOUNT, **info: Any) -> Wo
     if not kept:
         raise WordLMError("no line has a word; a word model needs text")
     info.setdefault("lines", kept)
-    return WordLM(list(index), dict(starts), {v: dict(c) for v, c in bigrams.items()}, discount, info=info)
+    return WordLM(
+        list(index), dict(starts), {v: dict(c) for v, c in bigrams.items()}, dict(lengths), discount, info=info
+    )
 
 
 # The file ---------------------------------------------------------------------------------------------------------
@@ -256,6 +286,14 @@ def parse_wordlm(data: bytes | str, alphabet: str, label: str = "word model") ->
         if not (ok and _whole(row[2], 1, 2**40)) or row[1] in pairs.get(row[0], {}):
             raise WordLMError(f"{label}: 'bigrams' row {str(row)[:80]} is not [previous, next (<= {n}), count >= 1]")
         pairs.setdefault(row[0], {})[row[1]] = row[2]
+    lengths = obj.get("lengths")
+    if not (isinstance(lengths, list) and lengths and all(isinstance(r, list) and len(r) == 2 for r in lengths)):
+        raise WordLMError(f"{label}: 'lengths' must be a non-empty list of [words in a line, lines]")
+    counts: dict[int, int] = {}
+    for row in lengths:
+        if not (_whole(row[0], 1, MAX_LINE_WORDS) and _whole(row[1], 1, 2**40)) or row[0] in counts:
+            raise WordLMError(f"{label}: 'lengths' row {row!r} is not [1 to {MAX_LINE_WORDS} words, lines >= 1]")
+        counts[row[0]] = row[1]
     discount = obj.get("discount", DISCOUNT)
     if not (isinstance(discount, int | float) and not isinstance(discount, bool) and 0 < discount < 1):
         raise WordLMError(f"{label}: 'discount' must be a number between 0 and 1, got {discount!r}")
@@ -263,7 +301,7 @@ def parse_wordlm(data: bytes | str, alphabet: str, label: str = "word model") ->
     if pace is not None and not (isinstance(pace, int | float) and not isinstance(pace, bool) and 0 < pace <= 1000):
         raise WordLMError(f"{label}: 'steps_per_char' must be a positive number (or null), got {pace!r}")
     info = {k: obj[k] for k in ("corpus", "split", "lines") if isinstance(obj.get(k), str | int)}
-    return WordLM(list(words), first, pairs, float(discount), None if pace is None else float(pace), info)
+    return WordLM(list(words), first, pairs, counts, float(discount), None if pace is None else float(pace), info)
 
 
 def load_wordlm(checkpoint: str | Path, alphabet: str) -> WordLM | None:

@@ -77,29 +77,34 @@ def test_each_distribution_is_the_formula_and_sums_to_one(lm, prev):
 
 
 def test_the_probabilities_of_all_lines_sum_to_one(lm):
-    # every line of up to L words: the missing mass is the chance of a line longer than L, which shrinks with L
-    words = lm.words
-    mass = {}
-    for n in (4, 6):
-        mass[n] = sum(
-            math.exp(lm.log_prob(" ".join(seq))) for k in range(1, n + 1) for seq in itertools.product(words, repeat=k)
-        )
-    assert mass[4] < mass[6] <= 1.0 + 1e-9 and mass[6] > 0.97
+    assert lm.lengths == dict(Counter(len(x.split()) for x in LINES))
+    mass = {
+        n: sum(math.exp(lm.log_prob(" ".join(seq))) for seq in itertools.product(lm.words, repeat=n))
+        for n in range(1, 5)
+    }
+    for n, lines in lm.lengths.items():  # each length has its share of the corpus's lines
+        assert mass[n] == pytest.approx(lines / len(LINES), abs=1e-12)
+    assert mass[4] == 0 and sum(mass.values()) == pytest.approx(1.0, abs=1e-12)
     assert lm.log_prob("the unicorn") == -math.inf
+    # a line's words: each given the one before and that the line goes on
+    p = reference(LINES, None)["the"] * reference(LINES, "the")["river"] / (1 - reference(LINES, "the")["</s>"])
+    assert lm.log_prob("the river") == pytest.approx(math.log(lm.lengths[2] / len(LINES) * p), abs=1e-12)
 
 
 def test_draws_follow_the_distributions(lm):
     rng = np.random.default_rng(0)
     n = 6000
-    firsts, after_the = Counter(), Counter()
+    firsts, after_the, sizes = Counter(), Counter(), Counter()
     for _ in range(n):
         words = lm.draw(rng).split()
         firsts[words[0]] += 1
-        for a, b in itertools.pairwise([*words, "</s>"]):
+        sizes[len(words)] += 1
+        for a, b in itertools.pairwise(words):
             if a == "the":
                 after_the[b] += 1
-    for counts, prev in ((firsts, None), (after_the, "the")):
-        p = _by_word(lm, prev)
+    going_on = {w: v / (1 - reference(LINES, "the")["</s>"]) for w, v in reference(LINES, "the").items() if w != "</s>"}
+    shares = {k: c / len(LINES) for k, c in lm.lengths.items()}
+    for counts, p in ((firsts, _by_word(lm, None)), (after_the, going_on), (sizes, shares)):
         keys = [w for w in p if p[w] > 0]
         observed = np.array([counts[w] for w in keys], dtype=float)
         expected = np.array([p[w] for w in keys]) * observed.sum()
@@ -165,6 +170,9 @@ def _doc(lm, **change):
         ({"bigrams": [[0, 1, 0]]}, "count >= 1"),
         ({"bigrams": [[0, 1, 1], [0, 1, 2]]}, "'bigrams' row [0, 1, 2]"),
         ({"discount": 1.5}, "'discount' must be a number between 0 and 1"),
+        ({"lengths": []}, "'lengths' must be a non-empty list"),
+        ({"lengths": [[0, 3]]}, "'lengths' row [0, 3]"),
+        ({"lengths": [[2, 1], [2, 5]]}, "'lengths' row [2, 5]"),
         ({"steps_per_char": -1}, "'steps_per_char' must be a positive number"),
     ],
 )
@@ -215,6 +223,7 @@ def test_the_command_line_counts_the_train_lines_and_their_pace(corpus, tmp_path
     assert lm.info == {"corpus": corpus.name, "split": "train", "lines": len(texts)}
     words = Counter(w for t in texts for w in t.split())
     assert set(lm.words) == set(words) and sum(lm.starts.values()) == len(texts)
+    assert lm.lengths == dict(Counter(len(t.split()) for t in texts))
     rels = sorted(c.names["train"])
     paces = [len(load_handwriting_file(corpus / rel, rel)) / len(t) for rel, t in zip(rels, texts, strict=True)]
     assert lm.steps_per_char == pytest.approx(np.quantile(paces, 0.95), abs=1e-3)  # tiny checkpoint: stride 1
