@@ -1,7 +1,8 @@
 """docs/RESULTS.md's section on text-conditioned handwriting (issue "Write this text"), from the shipped text
 checkpoints: what each scored on its test split, what the text is worth (the same lines scored with their own text
 and with another line's), the conditional model against the unconditional VRNN-GMM on the same lines, legibility and
-style (`model.textquality`), samples with and without priming, and the attention window of one line.
+style (`model.textquality`), samples with and without priming, the attention window of one line, and the lines it
+makes up from its word model: what the service's default handwriting request writes (`model.wordlm`).
 
 `model.results` calls `text_section`; every number is recomputed with fixed seeds from the checkpoints and the
 corpus they name.
@@ -24,8 +25,9 @@ from .data import NormStats
 from .data.handwriting import offsets_to_strokes
 from .data.texts import corpus_texts
 from .evaluate import evaluate_sequences, load_corpus
-from .inference import generate_text, load
+from .inference import DEFAULT_HANDWRITING_STEPS, generate_text, load
 from .styles import Style, load_styles
+from .wordlm import WordLM, load_wordlm
 
 SCORED_LINES = 48  # test lines scored with their own text and with another's (one-sample ELBO, analytic KL)
 PRIME_TEXT = "a quiet harbour at dawn"  # the primed-samples figure's text (one of textquality.HELD_OUT_TEXTS)
@@ -153,6 +155,32 @@ def quality(
     return textquality.measure(sampler, textquality.HELD_OUT_TEXTS, named, options, stride)
 
 
+MADE_UP_LINES = 96  # the service's default request with seeds 0 .. 95 (four sets of 24 renders)
+MADE_UP_SHEET = 12  # of them in the figure
+
+
+def made_up_lines(
+    model: TextVRNN, meta: dict[str, Any], lm: WordLM, png: Path, num: int = MADE_UP_LINES
+) -> dict[str, Any]:
+    """What the service writes for POST /generate/handwriting {"seed": s} (no text, model or steps: the text model
+    writes the line its word model makes up from s, fitting the default steps, at the text bias), for s = 0 ..
+    num - 1, measured as the issue measures legibility (mean Tesseract word confidence per render, each
+    set of 24 and all) with the CER against the made-up text; the first MADE_UP_SHEET renders as a figure."""
+    texts = [lm.line(s, DEFAULT_HANDWRITING_STEPS) for s in range(num)]
+    if any(t is None for t in texts):
+        raise ValueError(f"the word model fits no line in {DEFAULT_HANDWRITING_STEPS} steps")
+    sampler = textquality.library_sampler(model, meta, bias=defaults.TEXT_BIAS)
+    with tempfile.TemporaryDirectory() as renders:
+        report = textquality.measure_legibility(sampler, [str(t) for t in texts], 0, None, Path(renders))
+        shown = min(num, MADE_UP_SHEET)
+        pngs = [(Path(renders) / f"line-{i:02d}.png").read_bytes() for i in range(shown)]
+    textquality.contact_sheet(pngs, report["lines"][:shown], png)
+    conf = [float(line["confidence"]) for line in report["lines"]]
+    sets = [float(np.mean(conf[i : i + 24])) for i in range(0, len(conf), 24)]
+    words = float(np.mean([len(str(t).split()) for t in texts]))
+    return {**report["summary"], "sets": sets, "words": words, "lines_measured": report["lines"]}
+
+
 SWEEP_BIASES = (0.0, 1.0, 1.5, 2.0, 2.5, 4.0)
 SWEEP_LINES = 12
 
@@ -234,6 +262,24 @@ def text_section(
             + ".",
             "",
         ]
+        lm = load_wordlm(path, model.config.alphabet)
+        if lm is not None:
+            made_png = figs / f"{stem}-made-up.png"
+            made = made_up_lines(model, meta, lm, made_png)
+            sets = ", ".join(f"{v:.1f}" for v in made["sets"])
+            md += [
+                f"**Made-up lines: the service's default handwriting request** (`POST /generate/handwriting "
+                f'{{"seed": S}}`: its word model, {lm.vocabulary} words of {lm.info.get("lines")} lines of '
+                f"{lm.info.get('corpus')}, makes up a line of {made['words']:.1f} words on average, and the model "
+                f"writes it at bias {defaults.TEXT_BIAS:g}; seeds 0 to {MADE_UP_LINES - 1}): mean Tesseract word "
+                f"confidence **{made['mean_confidence']:.1f}** ({sets} for the four sets of 24), mean CER against "
+                f"the made-up text {made['mean_cer']:.2f}, {made['finished_fraction']:.0%} finished. The same with "
+                f"the command line: `python -m model.sample checkpoints/{path.name} --invent --out s.json --num 24 "
+                "--seed S` (S = 0, 24, 48, 72), then `python -m model.quality handwriting s_*.json`.",
+                "",
+                f"![made-up lines](figures/{made_png.name})",
+                "",
+            ]
         primed_png = figs / f"{stem}-primed.png"
         names = primed_figure(model, meta, named, primed_png)
         md += [

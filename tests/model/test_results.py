@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+
+import pytest
 import soundfile as sf
 from modelkit import write_tones
 
@@ -64,3 +67,26 @@ def test_results_document_from_checkpoints(tmp_path, capsys):
 def test_results_without_checkpoints_is_an_error(tmp_path, capsys):
     assert results_main(["--checkpoints", str(tmp_path), "--out", str(tmp_path / "docs")]) == 2
     assert "no finished checkpoints" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not shutil.which("tesseract"), reason="needs tesseract (tesseract-ocr)")
+def test_made_up_lines_are_the_services_default_requests_measured(tmp_path):
+    """textresults.made_up_lines writes what POST /generate/handwriting {"seed": s} writes for s = 0 .. num - 1 (the
+    word model's line for s, written with seed s at the text bias) and measures it."""
+    from tinyckpt import write_tiny_text_checkpoint
+
+    from model import defaults, inference
+    from model.conditional import load_text_checkpoint
+    from model.textresults import made_up_lines
+    from model.wordlm import count_lines
+
+    ckpt = write_tiny_text_checkpoint(tmp_path / "t.safetensors")
+    model, meta = load_text_checkpoint(ckpt)
+    lm = count_lines(["hello world", "a red door", "old bread"])
+    made = made_up_lines(model, meta, lm, tmp_path / "sheet.png", num=3)
+    assert (tmp_path / "sheet.png").is_file() and made["lines"] == 3 and len(made["sets"]) == 1
+    for s, line in enumerate(made["lines_measured"]):
+        assert line["text"] == lm.line(s, 700) and line["seed"] == s
+        raws, _ = inference.generate_text(model, meta, [line["text"]], seed=s, bias=defaults.TEXT_BIAS)
+        assert line["points"] == len(raws[0])
+    assert made["sets"][0] == pytest.approx(made["mean_confidence"], abs=0.01)
