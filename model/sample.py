@@ -211,13 +211,13 @@ def run(args: argparse.Namespace) -> list[str]:
             )
         return _write_text(args, model, meta, out)
     if args.text is not None or args.style is not None or args.prime_text is not None or args.invent:
-        flags = (
+        text_options = (
             ("--text", args.text),
             ("--style", args.style),
             ("--prime-text", args.prime_text),
             ("--invent", True if args.invent else None),
         )
-        text_flags = ", ".join(f for f, v in flags if v is not None)
+        text_flags = ", ".join(f for f, v in text_options if v is not None)
         raise SampleError(
             f"{args.checkpoint}: {name} does not write text (its config has no alphabet); remove "
             f"{text_flags} to sample it freely, or give a text checkpoint (`python -m model.train "
