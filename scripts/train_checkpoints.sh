@@ -11,7 +11,7 @@
 #   HW_VRNN  options of the handwriting VRNNs (default: the ablation winner of docs/RESULTS.md)
 #   STAGES   1: after the first trainings, run the continuations the shipped handwriting checkpoints went through
 #            (docs/RESULTS.md: whole lines, then three and five times the training writers for the VRNN-GMM, 63
-#            more minutes for the VRNN-Gauss, 130 more for the text model), each from the previous stage's weights
+#            more minutes for the VRNN-Gauss, 92 more for the text model), each from the previous stage's weights
 #            (--init-from) and replacing them when it ends (its best validation pass, scored on the test split).
 #            The shipped runs were stopped by hand at their last improving validation pass; here each runs its
 #            minutes and keeps its best pass.
@@ -78,7 +78,7 @@ STAGE_LIST="handwriting-vrnn-gmm handwriting-demo 115 $HW_VRNN $LINES --lr 5e-4
 handwriting-vrnn-gmm handwriting-demo-x3 120 $HW_VRNN $LINES --lr 6e-4
 handwriting-vrnn-gmm handwriting-demo-x5 150 $HW_VRNN $LINES --lr 6e-4
 handwriting-vrnn-gauss handwriting-demo 63 $HW_VRNN
-handwriting-text-vrnn-gmm handwriting-alphabet 130 --condition text --mlp-width 128 --batch-size 16 --free-bits 0.25 --point-stride 2 --test-samples 10"
+handwriting-text-vrnn-gmm handwriting-alphabet 92 --condition text --mlp-width 128 --batch-size 16 --free-bits 0.25 --point-stride 2 --test-samples 10"
 echo "$STAGE_LIST" | while read -r name data minutes rest; do
     echo "$name" | grep -qE "$ONLY" || continue
     [ -f "$OUT/$name.safetensors" ] || { echo "skipping a stage of $name: $OUT/$name.safetensors is missing"; continue; }
