@@ -31,6 +31,23 @@ def _paths(path: str | Path) -> tuple[Path, Path]:
     return p, p.with_suffix(".json")
 
 
+def read_beside(path: Path, max_bytes: int, kind: str, error: type[ValueError]) -> bytes | None:
+    """The bytes of a file that lives beside a checkpoint (its named styles, its word model): None when there is
+    none; `error` naming the file when it cannot be read or is larger than `max_bytes` (then not even read)."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise error(f"{path}: cannot read ({e.strerror or e})") from None
+    if size > max_bytes:
+        raise error(f"{path}: {size} bytes is more than the {max_bytes} {kind} may have")
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise error(f"{path}: cannot read ({e.strerror or e})") from None
+
+
 def save_checkpoint(model: VRNN, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
     """Write `path` (.safetensors, the weights) and the JSON beside it with the same stem.
 

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from . import cli
-from .checkpoint import CheckpointError, read_text_metadata
+from .checkpoint import CheckpointError, read_beside, read_text_metadata
 from .data import DataError
 from .data.corpus import SPLITS, Corpus
 from .data.handwriting import (
@@ -169,18 +169,9 @@ def load_styles(checkpoint: str | Path, alphabet: str) -> dict[str, Style]:
     """The styles beside a text checkpoint ({} when it has no NAME.styles.json); StylesError naming the file when it
     is too large or not a valid styles file for this alphabet."""
     path = styles_path(checkpoint)
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
+    data = read_beside(path, MAX_STYLES_BYTES, "a styles file", StylesError)
+    if data is None:
         return {}
-    except OSError as e:
-        raise StylesError(f"{path}: cannot read ({e.strerror or e})") from None
-    if size > MAX_STYLES_BYTES:  # not even read
-        raise StylesError(f"{path}: {size} bytes is more than the {MAX_STYLES_BYTES} a styles file may have")
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise StylesError(f"{path}: cannot read ({e.strerror or e})") from None
     return parse_styles(data, alphabet, str(path))
 
 

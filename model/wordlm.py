@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from .checkpoint import CheckpointError, read_text_metadata
+from .checkpoint import CheckpointError, read_beside, read_text_metadata
 from .data import DataError
 from .data.corpus import SPLITS
 from .data.handwriting import load_handwriting_corpus, load_handwriting_file
@@ -308,18 +308,9 @@ def load_wordlm(checkpoint: str | Path, alphabet: str) -> WordLM | None:
     """The word model beside a text checkpoint (None when it has no NAME.wordlm.json); WordLMError naming the file
     when it is too large or not a valid word model for this alphabet."""
     path = wordlm_path(checkpoint)
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
+    data = read_beside(path, MAX_WORDLM_BYTES, "a word model file", WordLMError)
+    if data is None:
         return None
-    except OSError as e:
-        raise WordLMError(f"{path}: cannot read ({e.strerror or e})") from None
-    if size > MAX_WORDLM_BYTES:  # not even read
-        raise WordLMError(f"{path}: {size} bytes is more than the {MAX_WORDLM_BYTES} a word model file may have")
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise WordLMError(f"{path}: cannot read ({e.strerror or e})") from None
     return parse_wordlm(data, alphabet, str(path))
 
 

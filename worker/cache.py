@@ -174,36 +174,32 @@ class ModelCache:
     def _load_styles(self, name: str, path: Path, alphabet: str) -> dict[str, Style]:
         """A text model's NAME.styles.json ({} when absent); one that is too large or invalid is left out with a
         warning, and the model serves without named styles."""
-        try:
-            styles = load_styles(path, alphabet)
-        except StylesError as e:
-            message = str(e)
-            if str(styles_path(path)) not in message:
-                message = f"{styles_path(path)}: {message}"
-            message = f"checkpoint {name}: its styles are not loaded: {message}"
-            self.warnings.append(message)
-            log.warning(message)
-            return {}
+        styles = self._sidecar(name, styles_path(path), "its styles are", lambda: load_styles(path, alphabet))
         if styles:
             log.info("checkpoint %s: %d style(s): %s", name, len(styles), ", ".join(styles))
-        return styles
+        return styles or {}
 
     def _load_wordlm(self, name: str, path: Path, alphabet: str) -> WordLM | None:
         """A text model's NAME.wordlm.json (None when absent); one that is too large or invalid is left out with a
         warning, and the model makes up no lines (a request without text then samples an unconditional line)."""
-        try:
-            lm = load_wordlm(path, alphabet)
-        except WordLMError as e:
-            message = str(e)
-            if str(wordlm_path(path)) not in message:
-                message = f"{wordlm_path(path)}: {message}"
-            message = f"checkpoint {name}: its word model is not loaded: {message}"
-            self.warnings.append(message)
-            log.warning(message)
-            return None
+        lm = self._sidecar(name, wordlm_path(path), "its word model is", lambda: load_wordlm(path, alphabet))
         if lm is not None:
             log.info("checkpoint %s: a word model of %d words (%s)", name, lm.vocabulary, lm.info.get("corpus"))
         return lm
+
+    def _sidecar(self, name: str, file: Path, what: str, read: Callable[[], Any]) -> Any:  # what: "its styles are"
+        """`read()` of a file beside checkpoint `name` (its styles, its word model), or None with a warning naming the
+        file when it raises the ValueError of a file that is too large or invalid (StylesError, WordLMError)."""
+        try:
+            return read()
+        except (StylesError, WordLMError) as e:
+            message = str(e)
+            if str(file) not in message:
+                message = f"{file}: {message}"
+            message = f"checkpoint {name}: {what} not loaded: {message}"
+            self.warnings.append(message)
+            log.warning(message)
+            return None
 
     def _pick_default(self, modality: str, wanted: str | None) -> str | None:
         """The setting's model if it is loaded and of this modality, else a preferred one (below)."""

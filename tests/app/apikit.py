@@ -100,3 +100,39 @@ def write_tiny_styles(checkpoint: Path, texts: dict[str, str], alphabet: str = t
         offsets[:, :2] *= np.float32(1 + 0.5 * i)
         styles.append(make_style(name, name, text, offsets, alphabet))
     return write_styles(checkpoint, styles)
+
+
+def through_redis(directory: Path, queue_name: str, body: dict, published: dict) -> tuple[dict, object, object]:
+    """POST /generate/handwriting `body` to an API in Redis mode whose queue an in-process RQ worker drains, after
+    publishing that worker's models as `worker/__main__` does, with `published` over the cache's own description ->
+    (GET /models by name, the job's result response, the worker's ModelCache)."""
+    import json
+
+    from fastapi.testclient import TestClient
+    from rq import SimpleWorker
+
+    from app.main import create_app
+    from worker import queueing
+    from worker.cache import ModelCache, set_cache
+
+    settings = make_settings(directory, redis_url=REDIS_URL, queue_name=queue_name, sync_wait_s=0.2)
+    with redis_db() as db:
+        cache = ModelCache(directory, device="cpu")
+        set_cache(cache)
+        try:
+            queue = queueing.make_queue(db, queue_name)
+            w = SimpleWorker([queue], connection=db, serializer=queueing.SERIALIZER)
+            info = {"models": cache.names, "queue": queue_name, "defaults": cache.defaults}
+            info |= {"text_default": cache.text_default, **published}
+            queueing.publish_models(db, w.name, json.dumps(info), 60)
+            w.register_birth()
+            with TestClient(create_app(settings)) as c:
+                listed = {m["name"]: m for m in c.get("/models").json()["models"]}
+                job = c.post("/generate/handwriting", json=body, headers={"Prefer": "respond-async"})
+                assert job.status_code == 202, job.text
+                w.register_death()
+                w.work(burst=True)
+                result = c.get(f"/jobs/{job.json()['id']}/result")
+        finally:
+            set_cache(None)
+    return listed, result, cache

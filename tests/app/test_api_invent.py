@@ -5,10 +5,8 @@ RQ worker, byte for byte as embedded)."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from apikit import HAND, make_settings, redis_db, write_checkpoints
+from apikit import HAND, make_settings, write_checkpoints
 from fastapi.testclient import TestClient
 from tinyckpt import TEXT, write_tiny_text_checkpoint
 
@@ -76,33 +74,10 @@ def test_models_and_the_openapi_document_say_it(ic, invent_dir):
 
 def test_a_made_up_line_through_redis_gives_the_embedded_bytes(invent_dir, ic):
     pytest.importorskip("redis")
-    from apikit import REDIS_URL
-    from rq import SimpleWorker
+    from apikit import through_redis
 
-    from worker import queueing
-    from worker.cache import ModelCache, set_cache
-
-    settings = make_settings(invent_dir, redis_url=REDIS_URL, queue_name="vrnn-api-invent", sync_wait_s=0.2)
     body = {"seed": 11, "steps": 45}
-    with redis_db() as db:
-        cache = ModelCache(invent_dir, device="cpu")
-        set_cache(cache)
-        try:
-            queue = queueing.make_queue(db, "vrnn-api-invent")
-            w = SimpleWorker([queue], connection=db, serializer=queueing.SERIALIZER)
-            info = {"models": cache.names, "queue": "vrnn-api-invent", "inventors": []}  # as if its file were bad
-            info |= {"defaults": cache.defaults, "text_default": cache.text_default}
-            queueing.publish_models(db, w.name, json.dumps(info), 60)
-            w.register_birth()
-            with TestClient(create_app(settings)) as c:
-                listed = {m["name"]: m for m in c.get("/models").json()["models"]}
-                job = c.post("/generate/handwriting", json=body, headers={"Prefer": "respond-async"})
-                assert job.status_code == 202
-                w.register_death()
-                w.work(burst=True)
-                result = c.get(f"/jobs/{job.json()['id']}/result")
-        finally:
-            set_cache(None)
+    listed, result, _ = through_redis(invent_dir, "vrnn-api-invent", body, {"inventors": []})  # as if its file were bad
     assert listed[TEXT]["invents_text"] is False  # the workers' word over the catalog's
     embedded = ic.post("/generate/handwriting", json=body)
     assert result.status_code == 200 and result.content == embedded.content

@@ -9,7 +9,7 @@ import base64
 import json
 
 import pytest
-from apikit import HAND, SPEECH, make_settings, redis_db, write_checkpoints, write_tiny_styles
+from apikit import HAND, SPEECH, make_settings, write_checkpoints, write_tiny_styles
 from fastapi.testclient import TestClient
 from tinyckpt import TEXT, write_tiny_text_checkpoint
 
@@ -119,33 +119,12 @@ def test_redis_modes_catalog_lists_the_styles_without_torch(style_dir, tmp_path)
 def test_a_style_through_redis_gives_the_embedded_bytes(style_dir, sc):
     """A style request queued on Redis and run by an in-process RQ worker; /models there lists what it published."""
     pytest.importorskip("redis")
-    from apikit import REDIS_URL
-    from rq import SimpleWorker
+    from apikit import through_redis
 
-    from worker import queueing
-    from worker.cache import ModelCache, set_cache
-
-    settings = make_settings(style_dir, redis_url=REDIS_URL, queue_name="vrnn-api-styles", sync_wait_s=0.2)
     body = {"text": "hello", "seed": 9, "steps": 20, "style": "w002"}
-    with redis_db() as db:
-        cache = ModelCache(style_dir, device="cpu")
-        set_cache(cache)
-        try:
-            queue = queueing.make_queue(db, "vrnn-api-styles")
-            w = SimpleWorker([queue], connection=db, serializer=queueing.SERIALIZER)
-            info = {"models": [TEXT], "queue": "vrnn-api-styles", "styles": {TEXT: ["w002"]}}
-            info |= {"defaults": cache.defaults, "text_default": cache.text_default}  # as worker/__main__ publishes
-            queueing.publish_models(db, w.name, json.dumps(info), 60)
-            w.register_birth()
-            with TestClient(create_app(settings)) as c:
-                listed = {m["name"]: m for m in c.get("/models").json()["models"]}
-                job = c.post("/generate/handwriting", json=body, headers={"Prefer": "respond-async"})
-                assert job.status_code == 202
-                w.register_death()
-                w.work(burst=True)
-                result = c.get(f"/jobs/{job.json()['id']}/result")
-        finally:
-            set_cache(None)
+    listed, result, cache = through_redis(
+        style_dir, "vrnn-api-styles", body, {"models": [TEXT], "styles": {TEXT: ["w002"]}}
+    )
     assert listed[TEXT]["styles"] == ["w002"]  # the workers' word over the catalog's
     assert listed[TEXT]["text_default"] is True and listed[TEXT]["default"] is False
     assert cache.style_names()[TEXT] == ["w001", "w002"]

@@ -29,14 +29,6 @@ from model.styles import (
 from model.text import DEFAULT_ALPHABET
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    out = tmp_path_factory.mktemp("alphabet-small")
-    prepare = [sys.executable, "-m", "model.prepare", "handwriting-demo", "--out", str(out)]
-    subprocess.run([*prepare, "--size", "small", "--texts", "alphabet"], check=True, capture_output=True)
-    return out
-
-
 @pytest.fixture
 def ckpt(tmp_path):
     return write_tiny_text_checkpoint(tmp_path / "text.safetensors", alphabet=DEFAULT_ALPHABET)

@@ -21,15 +21,6 @@ from model.text import DEFAULT_ALPHABET
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    from model.prepare import main as prepare
-
-    out = tmp_path_factory.mktemp("alphabet-small")
-    assert prepare(["handwriting-demo", "--out", str(out), "--size", "small", "--texts", "alphabet", "--quiet"]) == 0
-    return out
-
-
-@pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     return write_tiny_text_checkpoint(tmp_path_factory.mktemp("tq") / "text.safetensors", alphabet=DEFAULT_ALPHABET)
 

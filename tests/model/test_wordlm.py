@@ -8,8 +8,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import subprocess
-import sys
 from collections import Counter
 
 import numpy as np
@@ -202,14 +200,6 @@ def test_the_service_contract_holds_the_same_file_name_and_bound():
 
 
 # The command line, on a corpus ------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    out = tmp_path_factory.mktemp("alphabet-small")
-    prepare = [sys.executable, "-m", "model.prepare", "handwriting-demo", "--out", str(out)]
-    subprocess.run([*prepare, "--size", "small", "--texts", "alphabet"], check=True, capture_output=True)
-    return out
 
 
 def test_the_command_line_counts_the_train_lines_and_their_pace(corpus, tmp_path, capsys):
