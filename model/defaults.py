@@ -76,10 +76,11 @@ PAIRED_MIN_ROWS = 4
 PAIRED_PROBE_ROWS = 16
 
 # Graves' sampling bias of an unconditional handwriting line when none is given (the service's `bias` for a line of a
-# model that writes no text, `model.sample` for a handwriting model; a made-up line is text: TEXT_BIAS): every handwriting checkpoint measured so far read better to Tesseract at 1
-# than at 0 (24 lines of 700 steps, seed 1, mean word confidence: the shipped VRNN-GMM 18.4 at 0, 20.2 at 1, 18.5 at
-# 2; the recipe ablation's hw-cle-fb 35.3 at 0, 46.8 at 1, 46.2 at 2, 35.6 at 3; docs/RESULTS.md), and bias
-# 1 keeps a line's letters from the wild strokes of a plain draw. worker/contract.py holds the same number.
+# model that writes no text, `model.sample` for a handwriting model; a made-up line is text: TEXT_BIAS): every
+# handwriting checkpoint measured so far read better to Tesseract at 1 than at 0 (24 lines of 700 steps, seed 1, mean
+# word confidence: the shipped VRNN-GMM 18.4 at 0, 20.2 at 1, 18.5 at 2; the recipe ablation's hw-cle-fb 35.3 at 0,
+# 46.8 at 1, 46.2 at 2, 35.6 at 3; docs/RESULTS.md), and bias 1 keeps a line's letters from the wild strokes of a
+# plain draw. worker/contract.py holds the same number.
 HANDWRITING_BIAS = 1.0
 
 # Graves' sampling bias a text model writes with when none is given (the service's `bias` with `text`, `model.sample
