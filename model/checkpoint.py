@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,22 @@ def _paths(path: str | Path) -> tuple[Path, Path]:
     elif p.suffix != ".safetensors":
         p = p.with_name(p.name + ".safetensors")
     return p, p.with_suffix(".json")
+
+
+def path_beside(checkpoint: str | Path, suffix: str) -> Path:
+    """NAME + `suffix` beside the checkpoint NAME.safetensors (or NAME.json, or NAME): where its named styles
+    (".styles.json") and its word model (".wordlm.json") live."""
+    p = Path(checkpoint)
+    stem = p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
+    return stem.with_name(stem.name + suffix)
+
+
+def write_beside(path: Path, text: str) -> Path:
+    """Write a file beside a checkpoint atomically (a temporary file, then a rename): a reader never sees half."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
 
 
 def read_beside(path: Path, max_bytes: int, kind: str, error: type[ValueError]) -> bytes | None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from . import cli
-from .checkpoint import CheckpointError, read_beside, read_text_metadata
+from .checkpoint import CheckpointError, path_beside, read_beside, read_text_metadata, write_beside
 from .data import DataError
 from .data.corpus import SPLITS, Corpus
 from .data.handwriting import (
@@ -86,9 +85,7 @@ def _number(v: float) -> int | float:
 
 def styles_path(checkpoint: str | Path) -> Path:
     """NAME.styles.json beside the checkpoint NAME.safetensors (or NAME.json, or NAME)."""
-    p = Path(checkpoint)
-    stem = p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
-    return stem.with_name(stem.name + SUFFIX)
+    return path_beside(checkpoint, SUFFIX)
 
 
 def check_name(name: Any, label: str = "style") -> str:
@@ -193,11 +190,7 @@ def write_styles(checkpoint: str | Path, styles: list[Style]) -> Path:
         raise StylesError(
             f"the styles take {len(text.encode())} bytes, more than the {MAX_STYLES_BYTES} allowed; add fewer"
         )
-    path = styles_path(checkpoint)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_beside(styles_path(checkpoint), text)
 
 
 # From a corpus ------------------------------------------------------------------------------------

@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -49,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from .checkpoint import CheckpointError, read_beside, read_text_metadata
+from .checkpoint import CheckpointError, path_beside, read_beside, read_text_metadata, write_beside
 from .data import DataError
 from .data.corpus import SPLITS
 from .data.handwriting import load_handwriting_corpus, load_handwriting_file
@@ -239,9 +238,7 @@ def count_lines(texts: list[str], discount: float = DISCOUNT, **info: Any) -> Wo
 
 def wordlm_path(checkpoint: str | Path) -> Path:
     """NAME.wordlm.json beside the checkpoint NAME.safetensors (or NAME.json, or NAME)."""
-    p = Path(checkpoint)
-    stem = p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
-    return stem.with_name(stem.name + SUFFIX)
+    return path_beside(checkpoint, SUFFIX)
 
 
 def _whole(v: Any, low: int, high: int) -> bool:
@@ -319,11 +316,7 @@ def write_wordlm(checkpoint: str | Path, lm: WordLM) -> Path:
     text = json.dumps(lm.to_json(), separators=(",", ":")) + "\n"
     if len(text.encode()) > MAX_WORDLM_BYTES:
         raise WordLMError(f"the word model takes {len(text.encode())} bytes, more than {MAX_WORDLM_BYTES}")
-    path = wordlm_path(checkpoint)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_beside(wordlm_path(checkpoint), text)
 
 
 # From a corpus ----------------------------------------------------------------------------------------------------
@@ -347,10 +340,10 @@ def corpus_wordlm(data: str | Path, checkpoint: str | Path, split: str = "train"
     paces: list[float] = []
     for rel in sorted(corpus.names[split]):
         try:
-            text = line_text(base / rel)
-            if text is None or not normalise(text).strip():
+            raw = line_text(base / rel)
+            text = normalise(raw or "")
+            if not text:
                 continue
-            text = normalise(text)
             encode(text, alphabet)
             points = len(load_handwriting_file(base / rel, rel))
         except (DataError, UnsupportedCharactersError):
