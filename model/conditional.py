@@ -36,6 +36,8 @@ from .attention import GravesWindow, Window, positions, window
 from .checkpoint import CheckpointError, _paths, load_weights, read_metadata
 from .config import ModelConfig
 from .distributions import gaussian_kl, gaussian_log_prob, standard_normal_kl
+from .fused import FusedTextSampler
+from .fused import supports_text as fused_supports_text
 from .networks import MLP, BivariateOutput, LoopProduct, lstm_pointwise
 from .stepper import Stepper
 from .text import encode, one_hot_batch
@@ -314,33 +316,33 @@ class TextVRNN(Recurrence):
         prime: tuple[Tensor, str] | None = None,
         steps_per_char: float = MAX_STEPS_PER_CHAR,
         reference: bool = False,
+        fused: bool | None = None,
     ) -> TextSample:
         """Write each text (one line each) until the stopping rule fires, or `max_steps` (default
         `steps_per_char` x characters). `prime` = (offsets (T0, 3) in normalised space, its text): read first
-        through the posterior; each line then continues in its style. Modes and bias as `VRNN.sample`. The steps run
-        through `model.stepper` (the modules' bits); `reference` runs them through the modules instead."""
+        through the posterior; each line then continues in its style. Modes and bias as `VRNN.sample`.
+
+        Where `model.native`'s library runs, the steps are one native call per 64 steps (`model.fused`'s
+        `FusedTextSampler`: every row the same alone or in any batch, as `model.engine.TextEngine` batches requests;
+        `fused=None` picks it there); else (`fused=False`) they run through `model.stepper` (the modules' bits), and
+        with `reference` through the modules themselves. A seed's lines differ between the two (other products,
+        other uses of the random stream); both are exact samples of the model."""
         mode = sampling_mode(None, temperature, bias, mean)
-        if not texts:
-            raise ValueError("give at least one text")
-        full = [f"{prime[1]} {t}" for t in texts] if prime is not None else list(texts)
-        chars, char_mask = self.encode_texts(full)
-        B = len(texts)
-        state = self._start(B)
-        if prime is not None:
-            x0 = prime[0].to(self.device, self._dtype())
-            if x0.dim() != 2 or x0.shape[1] != self.config.x_dim or len(x0) == 0:
-                raise ValueError(f"a prime must be (T0, {self.config.x_dim}) offsets, got {tuple(x0.shape)}")
-            for t in range(len(x0)):
-                _, state, _ = self._step(x0[t].expand(B, -1), state, chars, char_mask, self._noise(generator, B))
-        lengths = char_mask.sum(1)
-        own = torch.tensor([len(encode(t, self.config.alphabet)) for t in texts])
-        cap = max_steps if max_steps is not None else math.ceil(steps_per_char * int(own.max()))
-        if cap < 1:
-            raise ValueError(f"max_steps must be positive, got {cap}")
+        lines = self.begin_lines(texts, max_steps, generator, prime, steps_per_char)
+        if fused is None:
+            fused = not reference and fused_supports_text(self)
+        if fused:
+            h, c, kappa = (t.clone().contiguous() for t in lines.state)
+            xs, phis, ended, done = FusedTextSampler(self).lines(
+                (h, c, kappa), lines.codes, lines.cap, generator, mode, temperature, bias
+            )
+            return self.finish_lines(lines, xs, phis, ended, done)
+        B, cap, state = len(texts), lines.cap, lines.state
+        chars, char_mask = lines.chars, lines.char_mask
         head = self.decoder.head
         outs: list[Tensor] = []
-        phis: list[Tensor] = []
-        done = torch.zeros(B, dtype=torch.bool, device=self.device)
+        phis_t: list[Tensor] = []
+        done_t = torch.zeros(B, dtype=torch.bool, device=self.device)
         ended_at = torch.full((B,), cap, dtype=torch.long)
         lean = None if reference else Stepper(self)  # the modules' operations off the weights (model.stepper)
         win_w, win_b = self.window.params.weight, self.window.params.bias
@@ -364,12 +366,12 @@ class TextVRNN(Recurrence):
                 params, pz = lean.emit(h, self._noise(generator, B), win.w)
             x, emitted = draw(head, params, mode, generator, temperature, bias)
             outs.append(emitted)
-            phis.append(win.phi)
+            phis_t.append(win.phi)
             finished = win.finished
-            newly = finished & ~done
+            newly = finished & ~done_t
             ended_at[newly.cpu()] = t + 1
-            done |= finished
-            if bool(done.all()):
+            done_t |= finished
+            if bool(done_t.all()):
                 break
             if lean is None:
                 px = self.phi_x(x)
@@ -378,14 +380,65 @@ class TextVRNN(Recurrence):
             else:
                 h, c = lean.advance(x, pz, h, c, win.w)
             state = (h, c, win.kappa)
-        xs, ph = torch.stack(outs, 1), torch.stack(phis, 1)
-        start = (lengths - own.to(lengths.device)).tolist()  # the primed characters come first
-        first = [_new_text_start(xs[b, : int(ended_at[b])], ph[b], int(start[b])) for b in range(B)]
+        xs, ph = torch.stack(outs, 1), torch.stack(phis_t, 1)
+        return self.finish_lines(lines, xs, list(ph), ended_at.tolist(), done_t.tolist())
+
+    def begin_lines(
+        self,
+        texts: list[str],
+        max_steps: int | None,
+        generator: torch.Generator | None,
+        prime: tuple[Tensor, str] | None,
+        steps_per_char: float = MAX_STEPS_PER_CHAR,
+    ) -> Lines:
+        """What `sample` does before its steps: the lines' characters (after the prime's text, if any), the state
+        after reading the prime through the posterior (its noise from `generator`), and the step cap."""
+        if not texts:
+            raise ValueError("give at least one text")
+        full = [f"{prime[1]} {t}" for t in texts] if prime is not None else list(texts)
+        codes = [encode(t, self.config.alphabet) for t in full]
+        chars, char_mask = one_hot_batch(codes, len(self.config.alphabet))
+        chars, char_mask = chars.to(self.device, self._dtype()), char_mask.to(self.device)
+        B = len(texts)
+        state = self._start(B)
+        if prime is not None:
+            x0 = prime[0].to(self.device, self._dtype())
+            if x0.dim() != 2 or x0.shape[1] != self.config.x_dim or len(x0) == 0:
+                raise ValueError(f"a prime must be (T0, {self.config.x_dim}) offsets, got {tuple(x0.shape)}")
+            for t in range(len(x0)):
+                _, state, _ = self._step(x0[t].expand(B, -1), state, chars, char_mask, self._noise(generator, B))
+        own = [len(encode(t, self.config.alphabet)) for t in texts]
+        cap = max_steps if max_steps is not None else math.ceil(steps_per_char * max(own))
+        if cap < 1:
+            raise ValueError(f"max_steps must be positive, got {cap}")
+        return Lines(codes, chars, char_mask, state, cap, [len(cd) - n for cd, n in zip(codes, own, strict=True)])
+
+    def finish_lines(
+        self, lines: Lines, xs: Tensor, phis: list[Tensor], ended_at: list[int], done: list[bool]
+    ) -> TextSample:
+        """The TextSample of `sample`'s steps: frames xs (B, T, 3), each row's window weights (T, >= U_b), the
+        steps each row wrote and whether its rule fired; a primed line's new text cut from its prime's tail."""
+        B = len(lines.codes)
+        ends = [int(e) for e in ended_at]
+        first = [_new_text_start(xs[b, : ends[b]], phis[b], lines.start[b]) for b in range(B)]
         return TextSample(
-            offsets=[xs[b, first[b] : int(ended_at[b])] for b in range(B)],
-            finished=[bool(done[b]) for b in range(B)],
-            phi=[ph[b, first[b] : int(ended_at[b]), int(start[b]) : int(lengths[b])] for b in range(B)],
+            offsets=[xs[b, first[b] : ends[b]] for b in range(B)],
+            finished=[bool(d) for d in done],
+            phi=[phis[b][first[b] : ends[b], lines.start[b] : len(lines.codes[b])] for b in range(B)],
         )
+
+
+@dataclass
+class Lines:
+    """Lines about to be written (`TextVRNN.begin_lines`): each row's characters (prime text first), their one-hot
+    batch, the state (h, c, kappa) after the prime, the step cap, and where each row's own text starts."""
+
+    codes: list[Tensor]
+    chars: Tensor
+    char_mask: Tensor
+    state: tuple[Tensor, Tensor, Tensor]
+    cap: int
+    start: list[int]
 
 
 def _new_text_start(offsets: Tensor, phi: Tensor, start: int) -> int:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import ctypes
 import math
 import threading
 import time
@@ -36,8 +37,9 @@ from typing import Any, Self, cast
 import torch
 from torch import Tensor
 
+from .conditional import TextVRNN
 from .distributions import RowGenerators, randn
-from .fused import CHUNK, FusedSampler
+from .fused import CHUNK, FusedSampler, FusedTextSampler, supports_text
 from .fused import supports as fused_supports
 from .rowwise import rowwise_copy
 from .runtime import apply_threads
@@ -156,7 +158,52 @@ class BatchThread:
         raise NotImplementedError
 
 
-class SamplingEngine(BatchThread):
+class StepEngine(BatchThread):
+    """The step loop the sampling engines share: admit waiting requests at a step boundary, run one step of every
+    row, finish the rows that are done (`_admit`, `_step`, `_fail`: the subclass's; `_rows`: what it runs)."""
+
+    threads: int
+    max_wait_s: float
+    _rows: list
+
+    # ------------------------------------------------------------------ the batch loop
+
+    def _loop(self) -> None:
+        apply_threads(self.threads)  # this thread's own OpenMP setting (model.runtime): its creator's
+        while True:
+            with self._cond:
+                while not self._waiting and not self._rows and not self._stopping:
+                    self._cond.wait()
+                if self._stopping and not self._waiting and not self._rows:
+                    return
+                first = self._waiting[0] if self._waiting and not self._rows else None
+            if first is not None and self.max_wait_s > 0:  # an idle engine lets companions arrive
+                time.sleep(max(0.0, first.submitted + self.max_wait_s - time.monotonic()))
+            self.step()
+
+    def _admit(self) -> None:
+        raise NotImplementedError
+
+    def _step(self) -> None:
+        raise NotImplementedError
+
+    def _fail(self, e: Exception) -> None:
+        raise NotImplementedError
+
+    def step(self) -> bool:
+        """Admit waiting requests, run one step for every row, finish rows that are done. False when idle."""
+        with torch.inference_mode():  # (once per step: entering it costs as much as a small product)
+            self._admit()
+            if not self._rows:
+                return False
+            try:
+                self._step()
+            except Exception as e:
+                self._fail(e)
+        return True
+
+
+class SamplingEngine(StepEngine):
     thread_name = "vrnn-sampling-engine"
 
     def __init__(self, model: VRNN, max_batch: int = 16, max_wait_s: float = 0.0, paired: bool | None = None):
@@ -207,33 +254,6 @@ class SamplingEngine(BatchThread):
             if seed is not None:
                 generator.manual_seed(seed)
         return self._enqueue(_Request(steps, generator, float(temperature), float(bias), mode, prime, Future()))
-
-    # ------------------------------------------------------------------ the batch loop
-
-    def _loop(self) -> None:
-        apply_threads(self.threads)  # this thread's own OpenMP setting (model.runtime): its creator's
-        while True:
-            with self._cond:
-                while not self._waiting and not self._rows and not self._stopping:
-                    self._cond.wait()
-                if self._stopping and not self._waiting and not self._rows:
-                    return
-                first = self._waiting[0] if self._waiting and not self._rows else None
-            if first is not None and self.max_wait_s > 0:  # an idle engine lets companions arrive
-                time.sleep(max(0.0, first.submitted + self.max_wait_s - time.monotonic()))
-            self.step()
-
-    def step(self) -> bool:
-        """Admit waiting requests, run one step for every row, finish rows that are done. False when idle."""
-        with torch.inference_mode():  # (once per step: entering it costs as much as a small product)
-            self._admit()
-            if not self._rows:
-                return False
-            try:
-                self._step()
-            except Exception as e:
-                self._fail(e)
-        return True
 
     def _fail(self, e: Exception) -> None:
         """A fault of a step fails the requests in it; the engine keeps serving."""
@@ -401,3 +421,181 @@ def _rows_of(params: tuple, idx: list[int]) -> tuple:
     """The rows `idx` of an output head's parameter tuple (a NamedTuple of tensors, some None)."""
     index = torch.tensor(idx, dtype=torch.long)
     return type(params)(*(None if f is None else f.index_select(0, index.to(f.device)) for f in params))
+
+
+@dataclass
+class _TextRequest:
+    texts: list[str]
+    max_steps: int | None
+    generator: torch.Generator
+    temperature: float
+    bias: float
+    mode: str
+    prime: tuple[Tensor, str] | None
+    future: Future
+    submitted: float = field(default_factory=time.monotonic)
+    # set when it joins: its lines (model.conditional.Lines), their int32 characters, frames and window weights (filled
+    # in place), each line's done flag and steps written, the steps run, the current chunk of random numbers
+    lines: Any = None
+    codes: list[Tensor] = field(default_factory=list)
+    out: Tensor | None = None
+    phis: list[Tensor] = field(default_factory=list)
+    done: list[int] = field(default_factory=list)
+    ended: list[int] = field(default_factory=list)
+    t: int = 0
+    chunk: tuple[Tensor, Tensor] | None = None
+
+    @property
+    def rows(self) -> int:
+        return len(self.texts)
+
+
+class TextEngine(StepEngine):
+    """Continuous batching of a text model's requests (`TextVRNN.sample`'s arguments, each a Future of its
+    TextSample): a request's lines join the running batch at a step boundary (its prime read alone first, through the
+    posterior, with its own generator) and leave when all of them are written or its cap is reached. The step is
+    `model.fused`'s `text_sample`, one native call for every line of every request, each line reading its request's
+    random numbers and writing in place, so a request gets bit for bit what `TextVRNN.sample` gives it alone. A
+    request with more lines than `max_batch` runs when the batch is empty. Needs the native library
+    (`fused.supports_text`)."""
+
+    thread_name = "vrnn-text-engine"
+
+    def __init__(self, model: TextVRNN, max_batch: int = 16, max_wait_s: float = 0.0):
+        if max_batch < 1 or not (max_wait_s >= 0 and math.isfinite(max_wait_s)):
+            raise ValueError(f"need max_batch >= 1 and max_wait_s >= 0, got {max_batch}, {max_wait_s}")
+        if not supports_text(model):
+            raise ValueError("this text model does not sample through the fused step here (fused.supports_text)")
+        super().__init__()
+        self.model = model.eval()
+        self.threads = torch.get_num_threads()
+        self.fused = FusedTextSampler(self.model)
+        self.max_batch, self.max_wait_s = max_batch, max_wait_s
+        self.stats = EngineStats()
+        self._rows: list[_TextRequest] = []  # the requests running (each with one row per line)
+        self._state: tuple[Tensor, Tensor, Tensor] | None = None
+        self._settings: Any = None
+
+    def submit(
+        self,
+        texts: list[str],
+        max_steps: int | None = None,
+        seed: int | None = None,
+        temperature: float = 1.0,
+        bias: float = 0.0,
+        mean: bool | str = False,
+        prime: tuple[Tensor, str] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Future:
+        """Queue `TextVRNN.sample(texts, max_steps, temperature, bias, generator, mean, prime)`; its Future's result
+        is that TextSample (`seed` makes the generator when none is given). Bad texts fail the Future with the
+        sampler's ValueError."""
+        mode = sampling_mode(None, temperature, bias, mean)
+        if generator is None:
+            generator = torch.Generator(device=self.model.device)
+            if seed is not None:
+                generator.manual_seed(seed)
+        request = _TextRequest(
+            list(texts), max_steps, generator, float(temperature), float(bias), mode, prime, Future()
+        )
+        return self._enqueue(request)
+
+    def _admit(self) -> None:
+        joined: list[_TextRequest] = []
+        rows = sum(r.rows for r in self._rows)
+        while True:
+            with self._cond:
+                if not self._waiting:
+                    break
+                nxt = self._waiting[0]
+                if rows and rows + nxt.rows > self.max_batch:
+                    break
+                self._waiting.popleft()
+            if not nxt.future.set_running_or_notify_cancel():
+                continue
+            try:
+                self._start(nxt)
+            except Exception as e:
+                nxt.future.set_exception(e)
+                continue
+            self.stats.record_wait(time.monotonic() - nxt.submitted)
+            self.stats.requests += 1
+            joined.append(nxt)
+            rows += nxt.rows
+        if not joined:
+            return
+        parts = ([] if self._state is None else [self._state]) + [r.lines.state for r in joined]
+        h, c, kappa = (torch.cat(p).contiguous() for p in zip(*parts, strict=True))
+        self._state = (h, c, kappa)
+        self._rows.extend(joined)
+        self._settings = None
+
+    def _start(self, r: _TextRequest) -> None:
+        """Read the request's prime and set up its buffers (TextVRNN.begin_lines: its checks, its errors)."""
+        lines = self.model.begin_lines(r.texts, r.max_steps, r.generator, r.prime)
+        h, c, kappa = (t.clone() for t in lines.state)  # (h and c start as one zero tensor)
+        lines.state = (h, c, kappa)
+        r.lines = lines
+        r.codes = [cd.to(torch.int32).contiguous() for cd in lines.codes]
+        r.out = torch.empty(r.rows, lines.cap, self.fused.x_dim, dtype=torch.float32)
+        r.phis = [torch.empty(lines.cap, len(cd), dtype=torch.float32) for cd in r.codes]
+        r.done, r.ended = [0] * r.rows, [lines.cap] * r.rows
+
+    def _fail(self, e: Exception) -> None:
+        for r in self._rows:
+            if not r.future.done():
+                r.future.set_exception(e)
+        self._rows, self._state, self._settings = [], None, None
+
+    def _step(self) -> None:
+        fused, requests, state = self.fused, self._rows, self._state
+        assert state is not None
+        n = sum(r.rows for r in requests)
+        self.stats.steps += 1
+        self.stats.batch_sizes[n] += 1
+        codes, lengths, done, normals, uniforms, outs, phis = [], [], [], [], [], [], []
+        for r in requests:
+            at = r.t % CHUNK
+            if at == 0:  # the next chunk of the request's numbers, all its lines at once (as TextVRNN.sample)
+                r.chunk = fused.randoms(r.generator, r.rows, CHUNK)
+            assert r.chunk is not None and r.out is not None
+            nrm, uni = r.chunk
+            for i, cd in enumerate(r.codes):
+                codes.append(cd.data_ptr())
+                lengths.append(len(cd))
+                done.append(r.done[i])
+                normals.append(nrm[i].data_ptr() + at * fused.normals * 4)
+                uniforms.append(uni[i].data_ptr() + at * fused.uniforms * 4)
+                outs.append(r.out[i].data_ptr() + r.t * fused.x_dim * 4)
+                phis.append(r.phis[i].data_ptr() + r.t * len(cd) * 4)
+        if self._settings is None:  # (made again when requests come or go)
+            rows = [fused.settings(r.mode, r.temperature, r.bias) for r in requests for _ in range(r.rows)]
+            self._settings = fused.arrays(rows)
+        flags, ended = (ctypes.c_int * n)(*done), (ctypes.c_int * n)()
+        fused.call_text(
+            state, 1, codes, (ctypes.c_int * n)(*lengths), flags, ended, normals, uniforms, outs, phis, self._settings
+        )
+        keep: list[int] = []
+        kept: list[_TextRequest] = []
+        row = 0
+        for r in requests:
+            for i in range(r.rows):
+                if flags[row + i] and not r.done[i]:
+                    r.done[i], r.ended[i] = 1, r.t + 1
+            r.t += 1
+            if all(r.done) or r.t == r.lines.cap:
+                assert r.out is not None
+                sample = self.model.finish_lines(
+                    r.lines, r.out[:, : r.t], [p[: r.t] for p in r.phis], r.ended, [bool(d) for d in r.done]
+                )
+                r.future.set_result(sample)
+            else:
+                kept.append(r)
+                keep.extend(range(row, row + r.rows))
+            row += r.rows
+        if len(kept) < len(requests):
+            self._rows = kept
+            self._settings = None
+            index = torch.tensor(keep, dtype=torch.long)
+            h, c, kappa = (t.index_select(0, index) for t in state)
+            self._state = (h, c, kappa) if keep else None

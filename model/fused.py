@@ -32,6 +32,7 @@ from .distributions import RowGenerators
 from .networks import MLP, BivariateOutput, DiagonalGaussianOutput
 
 if TYPE_CHECKING:
+    from .conditional import TextVRNN
     from .vrnn import VRNN
 
 CHUNK = 64  # steps of random numbers a row draws at a time
@@ -51,6 +52,13 @@ class _Net(ctypes.Structure):
         *((name, _Ptr) for name in ("prior_head", "head", "lstm")),
         *((name, ctypes.c_float) for name in ("prior_floor", "floor", "rho_limit")),
     ]
+
+
+class _TextNet(ctypes.Structure):
+    """The kernel's `text_net`: a text model's `net` (its LSTM's input product over [phi_x | phi_z | w] as one
+    block), the alphabet's size, the window's components and its layer."""
+
+    _fields_ = [("base", _Net), ("A", ctypes.c_int), ("C", ctypes.c_int), ("win", _Ptr)]
 
 
 def _mlp_fits(net: MLP | None, width: int) -> bool:
@@ -82,6 +90,91 @@ def supports(model: Any) -> bool:
     )
 
 
+def supports_text(model: Any) -> bool:
+    """Whether a text model samples through the fused step here (`text_sample`): a plain `TextVRNN` in float32 on
+    the CPU, with the native library, and MLPs the kernel takes."""
+    from .conditional import TextVRNN
+    from .stepper import reads
+
+    if type(model) is not TextVRNN or not reads(model):
+        return False
+    like = torch.empty(0, dtype=model._dtype(), device=model.device)
+    if not native.usable(like):
+        return False
+    W = model.config.mlp_width
+    nets = [model.phi_x, model.decoder.net]
+    if model.phi_z is not None:
+        nets += [model.phi_z] + ([model.prior.net] if model.prior is not None else [])
+    return (
+        all(_mlp_fits(n, W) for n in nets)
+        and isinstance(model.decoder.head, BivariateOutput)
+        and isinstance(model.window.params, nn.Linear)
+    )
+
+
+class _Weights:
+    """The kernel's layers of one model (`native.product`s, kept alive while a net points at them)."""
+
+    def __init__(self, model: Any):
+        self.model = model
+        self.products: list[native.Product] = []
+
+    def layer(self, blocks: Sequence[Tensor], bias: Any, relu: bool) -> int:
+        p = native.product(self.model, blocks, bias, relu=relu)
+        self.products.append(p)
+        return ctypes.addressof(p._layer)
+
+    def mlp(self, net: MLP | None) -> tuple[int, Any]:
+        """(layers, the kernel's array of their addresses) of an MLP (ReLU after each), its first layer by blocks."""
+        if net is None:
+            return 0, (_Ptr * MAX_LAYERS)()
+        layers = [m for m in net.layers if isinstance(m, nn.Linear)]
+        first = self.layer(net.first_layer_blocks(), layers[0].bias, True)
+        ptrs = [first, *(self.layer([m.weight], m.bias, True) for m in layers[1:])]
+        return len(ptrs), (_Ptr * MAX_LAYERS)(*ptrs)
+
+    def net(self, lstm_blocks: Sequence[Tensor]) -> _Net:
+        """The kernel's `net` of a VRNN or TextVRNN, its LSTM's input product over `lstm_blocks` (then h)."""
+        model = self.model
+        cfg, head, rnn = model.config, model.decoder.head, model.rnn
+        assert isinstance(head, BivariateOutput | DiagonalGaussianOutput)
+        n_phi_x, phi_x = self.mlp(model.phi_x)
+        n_phi_z, phi_z = self.mlp(model.phi_z)
+        n_prior, prior = self.mlp(None if model.prior is None else model.prior.net)
+        n_dec, dec = self.mlp(model.decoder.net)
+        prior_head = 0
+        if model.prior is not None:
+            lin = model.prior.hidden_to_params
+            prior_head = self.layer([lin.weight], lin.bias, False)
+        head_linear = head.hidden_to_params
+        assert isinstance(head_linear, nn.Linear)
+        return _Net(
+            H=cfg.h_dim,
+            Z=cfg.z_dim,
+            D=cfg.x_dim,
+            W=cfg.mlp_width,
+            K=int(head.k),
+            P=head_linear.out_features,
+            speech=int(isinstance(head, DiagonalGaussianOutput)),
+            latent=int(model.phi_z is not None),
+            prior=int(model.prior is not None),
+            n_phi_x=n_phi_x,
+            n_phi_z=n_phi_z,
+            n_prior=n_prior,
+            n_dec=n_dec,
+            phi_x=phi_x,
+            phi_z=phi_z,
+            prior_net=prior,
+            dec=dec,
+            prior_head=prior_head,
+            head=self.layer([head_linear.weight], head_linear.bias, False),
+            lstm=self.layer([*lstm_blocks, rnn.weight_hh], (rnn.bias_ih, rnn.bias_hh), False),
+            prior_floor=model.prior.std_floor if model.prior is not None else 0.0,
+            floor=head.std_floor,
+            rho_limit=defaults.RHO_LIMIT,
+        )
+
+
 class FusedSampler:
     """`vrnn_sample` for one model's weights as they are when it is made (make a new one after they change:
     `native.product` keeps the products, so that is cheap)."""
@@ -89,6 +182,13 @@ class FusedSampler:
     def __init__(self, model: VRNN):
         if not supports(model):
             raise ValueError("this model does not sample through the fused step here (fused.supports)")
+        self._setup(model)
+        W = model.config.mlp_width
+        rnn = model.rnn
+        self._net = self._weights.net(list(rnn.weight_ih.split([W, W], dim=1)) if self.latent else [rnn.weight_ih])
+        self._ref = ctypes.byref(self._net)
+
+    def _setup(self, model: Any) -> None:
         lib = native.library()
         assert lib is not None
         self._lib = lib
@@ -101,61 +201,7 @@ class FusedSampler:
         k = int(head.k)
         self.normals = (self.z_dim if self.latent else 0) + (self.x_dim if self.speech else 2)
         self.uniforms = max(1, (k if k > 1 else 0) + (0 if self.speech else 1))
-        self._products: list[native.Product] = []  # (alive while the net points at their layers)
-
-        def layer(blocks: Sequence[Tensor], bias: Any, relu: bool) -> int:
-            p = native.product(model, blocks, bias, relu=relu)
-            self._products.append(p)
-            return ctypes.addressof(p._layer)
-
-        def mlp(net: MLP | None) -> tuple[int, list[int]]:
-            if net is None:
-                return 0, [0] * MAX_LAYERS
-            layers = [m for m in net.layers if isinstance(m, nn.Linear)]
-            first = layer(net.first_layer_blocks(), layers[0].bias, True)
-            ptrs = [first, *(layer([m.weight], m.bias, True) for m in layers[1:])]
-            return len(ptrs), ptrs + [0] * (MAX_LAYERS - len(ptrs))
-
-        rnn = model.rnn
-        W = cfg.mlp_width
-        n_phi_x, phi_x = mlp(model.phi_x)
-        n_phi_z, phi_z = mlp(model.phi_z)
-        n_prior, prior = mlp(None if model.prior is None else model.prior.net)
-        n_dec, dec = mlp(model.decoder.net)
-        prior_head = 0
-        if model.prior is not None:
-            lin = model.prior.hidden_to_params
-            prior_head = layer([lin.weight], lin.bias, False)
-        head_linear = head.hidden_to_params
-        assert isinstance(head_linear, nn.Linear)
-        ih = list(rnn.weight_ih.split([W, W], dim=1)) if self.latent else [rnn.weight_ih]
-        lstm = layer([*ih, rnn.weight_hh], (rnn.bias_ih, rnn.bias_hh), False)
-        self._net = _Net(
-            H=self.h_dim,
-            Z=self.z_dim,
-            D=self.x_dim,
-            W=W,
-            K=k,
-            P=head_linear.out_features,
-            speech=int(self.speech),
-            latent=int(self.latent),
-            prior=int(model.prior is not None),
-            n_phi_x=n_phi_x,
-            n_phi_z=n_phi_z,
-            n_prior=n_prior,
-            n_dec=n_dec,
-            phi_x=(_Ptr * MAX_LAYERS)(*phi_x),
-            phi_z=(_Ptr * MAX_LAYERS)(*phi_z),
-            prior_net=(_Ptr * MAX_LAYERS)(*prior),
-            dec=(_Ptr * MAX_LAYERS)(*dec),
-            prior_head=prior_head,
-            head=layer([head_linear.weight], head_linear.bias, False),
-            lstm=lstm,
-            prior_floor=model.prior.std_floor if model.prior is not None else 0.0,
-            floor=head.std_floor,
-            rho_limit=defaults.RHO_LIMIT,
-        )
-        self._ref = ctypes.byref(self._net)
+        self._weights = _Weights(model)
 
     # ------------------------------------------------------------------ random numbers
 
@@ -254,6 +300,132 @@ class FusedSampler:
             n = min(CHUNK, steps - start)
             self.call(h, c, n, row_addresses(nrm), row_addresses(uni), row_addresses(out, start * self.x_dim), settings)
         return out
+
+
+class FusedTextSampler(FusedSampler):
+    """`text_sample` for one text model's weights as they are when it is made: T steps of B rows, each row writing
+    its own line (its characters, its window), the random numbers drawn as `FusedSampler` draws them."""
+
+    def __init__(self, model: TextVRNN):
+        if not supports_text(model):
+            raise ValueError("this model does not sample through the fused step here (fused.supports_text)")
+        self._setup(model)
+        base = self._weights.net([model.rnn.weight_ih])  # [phi_x | phi_z | w], the kernel's rnn_in
+        win = model.window.params
+        self.alphabet, self.components = len(model.config.alphabet), model.window.components
+        self._text = _TextNet(
+            base=base, A=self.alphabet, C=self.components, win=self._weights.layer([win.weight], win.bias, False)
+        )
+        self._ref = ctypes.byref(self._text)
+
+    def call_text(
+        self,
+        state: tuple[Tensor, Tensor, Tensor],
+        steps: int,
+        codes: Sequence[int],
+        lengths: Any,
+        done: Any,
+        ended: Any,
+        normals: Sequence[int],
+        uniforms: Sequence[int],
+        outs: Sequence[int],
+        phis: Sequence[int],
+        settings: tuple[Any, Any, Any],
+    ) -> int:
+        """`steps` steps of the rows of state = (h, c, kappa) (B, H), (B, H), (B, C) float32, contiguous, updated in
+        place -> the steps run (fewer once every row is done). codes: each row's int32 characters' address; lengths,
+        done, ended: ctypes int arrays (done in and out, ended written for rows that finish); normals, uniforms,
+        outs, phis: each row's addresses (phis: its first step's U floats). The caller vouches for every address."""
+        h, c, kappa = state
+        b = h.shape[0]
+        scratch = torch.empty(int(self._lib.text_sample_scratch(self._ref, b)), dtype=torch.float32)
+        ptrs = _Ptr * b
+        ran = self._lib.text_sample(
+            self._ref,
+            b,
+            steps,
+            h.data_ptr(),
+            c.data_ptr(),
+            kappa.data_ptr(),
+            ptrs(*codes),
+            lengths,
+            done,
+            ended,
+            ptrs(*normals),
+            self.normals,
+            ptrs(*uniforms),
+            self.uniforms,
+            *settings,
+            ptrs(*outs),
+            self.x_dim,
+            ptrs(*phis),
+            scratch.data_ptr(),
+        )
+        if ran < 0:
+            raise RuntimeError("text_sample refused the model")
+        return int(ran)
+
+    def check_state(self, state: tuple[Tensor, Tensor, Tensor]) -> None:
+        h, c, kappa = state
+        self._check_state(h, c)
+        if kappa.dtype != torch.float32 or not kappa.is_cpu or tuple(kappa.shape) != (h.shape[0], self.components):
+            raise ValueError(
+                f"kappa {tuple(kappa.shape)} {kappa.dtype}: need ({h.shape[0]}, {self.components}) float32"
+            )
+        if not kappa.is_contiguous():
+            raise ValueError("kappa must be contiguous (it is updated in place)")
+
+    def lines(
+        self,
+        state: tuple[Tensor, Tensor, Tensor],
+        codes: Sequence[Tensor],
+        cap: int,
+        generator: torch.Generator | RowGenerators | None,
+        mode: str,
+        temperature: float,
+        bias: float,
+    ) -> tuple[Tensor, list[Tensor], list[int], list[bool]]:
+        """Write B lines (row b: the characters `codes[b]`, indices into the alphabet) from state = (h, c, kappa)
+        (updated in place) for at most `cap` steps, until every line's stopping rule has fired -> (frames (B, T, 3)
+        of the T steps run, each row's window weights (T, U_b), the steps each row wrote (its rule's step + 1, or
+        cap), whether its rule fired). The random numbers CHUNK steps at a time, as `sample` draws them."""
+        self.check_state(state)
+        b = state[0].shape[0]
+        if len(codes) != b or any(cd.dim() != 1 or not len(cd) >= 1 for cd in codes):
+            raise ValueError(f"need {b} lines of at least one character")
+        held = [cd.to(torch.int32).contiguous() for cd in codes]
+        if any(int(cd.min()) < 0 or int(cd.max()) >= self.alphabet for cd in held):
+            raise ValueError(f"character indices must be in [0, {self.alphabet})")
+        out = torch.empty(b, cap, self.x_dim, dtype=torch.float32)
+        phis = [torch.empty(cap, len(cd), dtype=torch.float32) for cd in held]
+        lengths = (ctypes.c_int * b)(*(len(cd) for cd in held))
+        done, ended = (ctypes.c_int * b)(), (ctypes.c_int * b)()
+        ended_at = [cap] * b
+        settings = self.arrays([self.settings(mode, temperature, bias)] * b)
+        ran = 0
+        for start in range(0, cap, CHUNK):
+            nrm, uni = self.randoms(generator, b, CHUNK)
+            before = list(done)
+            n = self.call_text(
+                state,
+                min(CHUNK, cap - start),
+                [cd.data_ptr() for cd in held],
+                lengths,
+                done,
+                ended,
+                row_addresses(nrm),
+                row_addresses(uni),
+                row_addresses(out, start * self.x_dim),
+                [p.data_ptr() + start * p.shape[1] * 4 for p in phis],
+                settings,
+            )
+            ran = start + n
+            for r in range(b):
+                if done[r] and not before[r]:
+                    ended_at[r] = start + ended[r] + 1
+            if all(done):
+                break
+        return out[:, :ran], [p[:ran] for p in phis], ended_at, [bool(d) for d in done]
 
 
 def row_addresses(t: Tensor, first: int = 0) -> list[int]:

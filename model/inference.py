@@ -236,6 +236,7 @@ def generate_text(
     mean: bool | str = False,
     prime: np.ndarray | None = None,
     prime_text: str | None = None,
+    engine: Any = None,
 ) -> tuple[list[np.ndarray], list[bool]]:
     """Write each of `texts` (one line each, in one batch) with a text-conditioned model -> (raw (T_i, 3) float32
     pen offsets per line, y up; whether each line's stopping rule fired before `max_steps`).
@@ -243,7 +244,8 @@ def generate_text(
     `max_steps` caps every line (None: the model's cap, `conditional.MAX_STEPS_PER_CHAR` steps per character of the
     longest line). `prime` is a raw (T0, 3) line (from `read_input`) whose text is `prime_text`: normalised as
     `generate` normalises a prime, read through the posterior first, and each line is written in its style. The same
-    `seed` gives the same arrays on the same device. Characters outside the model's alphabet raise
+    `seed` gives the same arrays on the same device, whether sampled alone or through the model's running
+    `model.engine.TextEngine` (`engine`, shared with concurrent requests). Characters outside the model's alphabet raise
     `model.text.UnsupportedCharactersError` (a ValueError naming them); other bad arguments InferenceError."""
     if (prime is None) != (prime_text is None):
         raise InferenceError("a prime needs its text and a prime text needs its line: give both or neither")
@@ -257,16 +259,14 @@ def generate_text(
         x0 = torch.as_tensor(np.asarray(stats.preprocess(prime), dtype=np.float32)).to(model.device)
         primed = (x0, prime_text)
     generator = torch.Generator(device=model.device).manual_seed(int(seed))
+    kwargs: dict[str, Any] = dict(
+        max_steps=max_steps, temperature=temperature, bias=bias, generator=generator, mean=mean, prime=primed
+    )
     try:
-        out = model.sample(
-            list(texts),
-            max_steps=max_steps,
-            temperature=temperature,
-            bias=bias,
-            generator=generator,
-            mean=mean,
-            prime=primed,
-        )
+        if engine is not None:
+            out = wait_result(engine, engine.submit(list(texts), **kwargs))
+        else:
+            out = model.sample(list(texts), **kwargs)
     except UnsupportedCharactersError:
         raise
     except ValueError as e:  # temperature, bias, an empty or too long text: the model checks them

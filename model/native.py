@@ -139,6 +139,8 @@ class Kernels(NamedTuple):
     lanes: int  # floats per vector: the weights' panels are 4 * lanes columns wide, the last ones lanes
     sample: Callable[..., int]  # vrnn_sample(net*, B, T, h, c, nrm, ., uni, ., mode, factor, scale, out, ., scratch)
     sample_scratch: Callable[..., int]  # vrnn_sample_scratch(net*, B): floats
+    text_sample: Callable[..., int]  # text_sample(text_net*, B, T, h, c, kappa, codes, len, done, ended, nrm, ...)
+    text_sample_scratch: Callable[..., int]  # text_sample_scratch(text_net*, B): floats
 
 
 def _load(path: Path) -> Kernels:
@@ -153,7 +155,19 @@ def _load(path: Path) -> Kernels:
     lib.vrnn_sample.restype = i
     lib.vrnn_sample_scratch.argtypes = [p, i]
     lib.vrnn_sample_scratch.restype = lng
-    return Kernels(lib.vrnn_layer, lib.vrnn_lstm, int(lib.vrnn_lanes()), lib.vrnn_sample, lib.vrnn_sample_scratch)
+    lib.text_sample.argtypes = [p, i, i, p, p, p, p, p, p, p, p, lng, p, lng, p, p, p, p, lng, p, p]
+    lib.text_sample.restype = i
+    lib.text_sample_scratch.argtypes = [p, i]
+    lib.text_sample_scratch.restype = lng
+    return Kernels(
+        lib.vrnn_layer,
+        lib.vrnn_lstm,
+        int(lib.vrnn_lanes()),
+        lib.vrnn_sample,
+        lib.vrnn_sample_scratch,
+        lib.text_sample,
+        lib.text_sample_scratch,
+    )
 
 
 def _levels(best: str) -> list[str]:

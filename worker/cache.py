@@ -415,10 +415,18 @@ class ModelCache:
         return self.batch_max > 1 and self.device == "cpu"
 
     def engine(self, name: str) -> Any:
-        """The running SamplingEngine of a loaded model (created and started on first use), or None when batching
-        is off (batch_max 0 or 1) or the cache is closed: then sample under `lock(name)` as before."""
-        from model.engine import SamplingEngine
+        """The running sampling engine of a loaded model (created and started on first use): a SamplingEngine, or a
+        text model's TextEngine (where the native library runs: `model.fused.supports_text`), or None when batching
+        is off (batch_max 0 or 1), the cache is closed or a text model cannot batch here: then sample under
+        `lock(name)` as before."""
+        from model.engine import SamplingEngine, TextEngine
+        from model.fused import supports_text
 
+        entry = self._models.get(name)
+        if entry is not None and entry.takes_text:
+            if not supports_text(entry.model):
+                return None
+            return self._batcher(self._engines, name, "text engine", TextEngine)
         return self._batcher(self._engines, name, "sampling engine", SamplingEngine)
 
     def scorer(self, name: str) -> Any:

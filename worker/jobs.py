@@ -339,19 +339,21 @@ class Jobs:
             prime = _read_upload(meta, prime_data, "the prime")
         # `steps` at its default: the model's cap (40 per character; 700 would cut a long line short).
         cap = None if p.steps == contract.DEFAULT_STEPS else p.steps
+        kwargs = dict(
+            max_steps=cap,
+            seed=seed,
+            temperature=p.temperature,
+            bias=contract.TEXT_BIAS if p.bias is None else p.bias,
+            prime=prime,
+            prime_text=prime_text,
+        )
         try:
-            with self.cache.lock(name):
-                raws, finished = inference.generate_text(
-                    model,
-                    meta,
-                    lines,
-                    max_steps=cap,
-                    seed=seed,
-                    temperature=p.temperature,
-                    bias=contract.TEXT_BIAS if p.bias is None else p.bias,
-                    prime=prime,
-                    prime_text=prime_text,
-                )
+            engine = self.cache.engine(name)  # (a text model's TextEngine: the same bytes, steps shared, no lock)
+            if engine is not None:
+                raws, finished = inference.generate_text(model, meta, lines, engine=engine, **kwargs)
+            else:
+                with self.cache.lock(name):
+                    raws, finished = inference.generate_text(model, meta, lines, **kwargs)
         except inference.InferenceError as e:
             raise JobInputError(str(e)) from None
         _check_sampled(raws, name, seed, "pen offsets")

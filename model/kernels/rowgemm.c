@@ -256,9 +256,9 @@ typedef struct {
 
 /* An MLP of n layers (ReLU each) on B rows: the first layer over x0 (and x1 when given), the others over the last
    output, ping-ponging between a and b (each B x W); the output's buffer. */
-static const float *mlp(const layer *const *ls, int n, int B, const float *x0, int ld0, const float *x1, int ld1,
-                        float *a, float *b) {
-    vrnn_layer(ls[0], B, x0, ld0, x1, ld1, 0, 0, 0, 0, a);
+static const float *mlp3(const layer *const *ls, int n, int B, const float *x0, int ld0, const float *x1, int ld1,
+                         const float *x2, int ld2, float *a, float *b) {
+    vrnn_layer(ls[0], B, x0, ld0, x1, ld1, x2, ld2, 0, 0, a);
     for (int i = 1; i < n; i++) {
         vrnn_layer(ls[i], B, a, ls[i - 1]->n, 0, 0, 0, 0, 0, 0, b);
         float *t = a;
@@ -266,6 +266,11 @@ static const float *mlp(const layer *const *ls, int n, int B, const float *x0, i
         b = t;
     }
     return a;
+}
+
+static const float *mlp(const layer *const *ls, int n, int B, const float *x0, int ld0, const float *x1, int ld1,
+                        float *a, float *b) {
+    return mlp3(ls, n, B, x0, ld0, x1, ld1, 0, 0, a, b);
 }
 
 static inline float softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); } /* torch's threshold */
@@ -404,4 +409,146 @@ int vrnn_sample(const net *m, int B, int T, float *h, float *c, const float *con
         if (rc) return rc;
     }
     return 0;
+}
+
+/* ------------------------------------------------------------------------------------------------------------------
+ * The sampling step of a text-conditioned model (model/conditional.py's TextVRNN) in one call: T steps for B rows,
+ * each row writing its own line. A step from the state (h, c, kappa), as TextVRNN.sample:
+ *
+ *   Graves' window: (a_hat, b_hat, k_hat) = win(h) (C components each), kappa += exp(k_hat), and for the row's
+ *   characters u = 1 .. U (and U + 1, one past its last) phi(u) = exp(logsumexp_k(a_hat_k - exp(b_hat_k)
+ *   (kappa_k - u)^2)); w = sum_u phi(u) onehot(char_u) (A wide); the row has finished when phi(U + 1) exceeds every
+ *   phi(u) (Graves' stopping rule);
+ *   then as vrnn_sample with w beside h in every network: z from the prior over [h | w], phi_z(z), the decoder over
+ *   [phi_z(z) | h | w], the head's draw, phi_x(x) and the LSTM over [phi_x(x) | phi_z(z) | w] and h (an RNN: no z;
+ *   its decoder over [h | w], its LSTM over [phi_x(x) | w]). The LSTM's input blocks come as one: `lstm`'s blocks
+ *   are [rnn_in | h], rnn_in a row's [phi_x(x) | phi_z(z) | w] side by side.
+ *
+ * Row b's characters are codes[b][0 .. len[b]) (indices into the alphabet, 0 <= code < A). done[b] (in and out) is 1
+ * once the row's rule has fired; the step at which it first fires in this call is written to ended[b] (t, 0-based;
+ * the row's frame of that step is written). The call returns the steps it ran: T, or fewer when after some step's
+ * draw every row is done (that step's LSTM update is skipped, as the sampler stops there). phi_out (or NULL): row b
+ * writes phi(1 .. len[b]) of step t at phi_out[b] + t * len[b].
+ * ------------------------------------------------------------------------------------------------------------------ */
+
+typedef struct {
+    net base;           /* base.lstm: blocks [rnn_in | h]; base.prior_net, base.dec: first layers with w as the last block */
+    int A, C;           /* alphabet size, window components */
+    const layer *win;   /* h -> (a_hat, b_hat, k_hat), 3C */
+} text_net;
+
+long text_sample_scratch(const text_net *m, int B) {
+    const net *n = &m->base;
+    return vrnn_sample_scratch(n, B) + (long)B * (3L * m->C + m->C + 3L * n->W + 2L * m->A + 16);
+}
+
+/* One row's window: wp (3C: a_hat, b_hat, k_hat), kappa (C, updated), its characters; w (A) written; returns
+   whether the rule fires. beta: C floats of scratch. */
+static int text_window(const float *wp, int C, float *kappa, const int *codes, int U, int A, float *w, float *beta,
+                       float *phi_row) {
+    for (int k = 0; k < C; k++) {
+        kappa[k] += expf(wp[2 * C + k]);
+        beta[k] = expf(wp[C + k]);
+    }
+    for (int a = 0; a < A; a++) w[a] = 0.0f;
+    float top = -INFINITY, end = 0.0f;
+    for (int u = 1; u <= U + 1; u++) {
+        float mx = -INFINITY;
+        for (int k = 0; k < C; k++) {
+            float d = kappa[k] - (float)u;
+            float l = wp[k] - beta[k] * (d * d);
+            mx = l > mx ? l : mx;
+        }
+        float s = 0.0f;
+        for (int k = 0; k < C; k++) {
+            float d = kappa[k] - (float)u;
+            s += expf(wp[k] - beta[k] * (d * d) - mx);
+        }
+        float phi = isfinite(mx) ? expf(mx + logf(s)) : 0.0f;
+        if (u <= U) {
+            w[codes[u - 1]] += phi;
+            if (phi_row) phi_row[u - 1] = phi;
+            top = phi > top ? phi : top;
+        } else {
+            end = phi;
+        }
+    }
+    return end > top;
+}
+
+int text_sample(const text_net *m, int B, int T, float *h, float *c, float *kappa, const int *const *codes,
+                const int *len, int *done, int *ended, const float *const *nrm, long nrm_step,
+                const float *const *uni, long uni_step, const int *mode, const float *factor, const float *scale,
+                float *const *out, long out_step, float *const *phi_out, float *scratch) {
+    const net *n = &m->base;
+    const int H = n->H, Z = n->Z, D = n->D, W = n->W, P = n->P, A = m->A, C = m->C;
+    if (B < 0 || T < 0 || n->speech || D != 3 || A < 1 || C < 1 || m->win->n != 3 * C || n->n_phi_x < 1 ||
+        n->n_phi_x > MAX_LAYERS || n->n_dec < 1 || n->n_dec > MAX_LAYERS ||
+        (n->latent && (n->n_phi_z < 1 || n->n_phi_z > MAX_LAYERS)) ||
+        (n->latent && n->prior && (n->n_prior < 1 || n->n_prior > MAX_LAYERS)) || n->head->n != P ||
+        n->lstm->n != 4 * H || n->K < 1)
+        return -1;
+    for (int b = 0; b < B; b++)
+        if (len[b] < 1) return -1;
+    const int R = (n->latent ? 2 * W : W) + A; /* rnn_in's width */
+    float *ping = scratch, *pong = ping + (long)B * W, *pz_buf = pong + (long)B * W;
+    float *zp = pz_buf + (long)B * W, *z = zp + (long)B * 2 * Z, *a = z + (long)B * Z;
+    float *gates = a + (long)B * P, *x = gates + (long)B * 4 * H, *tmp = x + (long)B * D;
+    float *wp = tmp + (long)B * (2 * n->K + 16), *beta = wp + (long)B * 3 * C, *rnn_in = beta + (long)B * C;
+    float *w = rnn_in + (long)B * R;
+    for (int t = 0; t < T; t++) {
+        vrnn_layer(m->win, B, h, H, 0, 0, 0, 0, 0, 0, wp);
+        for (int b = 0; b < B; b++) {
+            float *wr = w + (long)b * A;
+            float *phi_row = phi_out ? phi_out[b] + (long)t * len[b] : 0;
+            if (text_window(wp + (long)b * 3 * C, C, kappa + (long)b * C, codes[b], len[b], A, wr, beta + (long)b * C,
+                            phi_row) &&
+                !done[b]) {
+                done[b] = 1;
+                ended[b] = t;
+            }
+        }
+        const float *pz = 0;
+        if (n->latent) {
+            if (n->prior) {
+                const float *hid = mlp3(n->prior_net, n->n_prior, B, h, H, w, A, 0, 0, ping, pong);
+                vrnn_layer(n->prior_head, B, hid, n->prior_net[n->n_prior - 1]->n, 0, 0, 0, 0, 0, 0, zp);
+            }
+            for (int b = 0; b < B; b++) {
+                const float *nz = nrm[b] + t * nrm_step;
+                float *zr = z + (long)b * Z;
+                if (!n->prior) {
+                    for (int j = 0; j < Z; j++) zr[j] = nz[j];
+                    continue;
+                }
+                const float *mu = zp + (long)b * 2 * Z, *raw = mu + Z;
+                for (int j = 0; j < Z; j++) zr[j] = mu[j] + (softplus(raw[j]) + n->prior_floor) * nz[j];
+            }
+            const float *o = mlp(n->phi_z, n->n_phi_z, B, z, Z, 0, 0, ping, pong);
+            memcpy(pz_buf, o, sizeof(float) * B * W);
+            pz = pz_buf;
+        }
+        const float *hid = pz ? mlp3(n->dec, n->n_dec, B, pz, W, h, H, w, A, ping, pong)
+                              : mlp3(n->dec, n->n_dec, B, h, H, w, A, 0, 0, ping, pong);
+        vrnn_layer(n->head, B, hid, n->dec[n->n_dec - 1]->n, 0, 0, 0, 0, 0, 0, a);
+        for (int b = 0; b < B; b++) {
+            const float *nx = nrm[b] + t * nrm_step + (n->latent ? Z : 0);
+            const float *u = uni[b] + t * uni_step;
+            draw(n, a + (long)b * P, nx, u, mode[b], factor[b], scale[b], x + (long)b * D, out[b] + t * out_step,
+                 tmp + (long)b * (2 * n->K + 16));
+        }
+        int all = 1;
+        for (int b = 0; b < B; b++) all &= done[b];
+        if (all) return t + 1;
+        const float *px = mlp(n->phi_x, n->n_phi_x, B, x, D, 0, 0, ping, pong);
+        for (int b = 0; b < B; b++) { /* rnn_in = [phi_x(x) | phi_z(z) | w] */
+            float *r = rnn_in + (long)b * R;
+            memcpy(r, px + (long)b * W, sizeof(float) * W);
+            if (pz) memcpy(r + W, pz + (long)b * W, sizeof(float) * W);
+            memcpy(r + (pz ? 2 * W : W), w + (long)b * A, sizeof(float) * A);
+        }
+        int rc = vrnn_lstm(n->lstm, B, rnn_in, R, h, H, 0, 0, c, H, gates, h, c);
+        if (rc) return rc;
+    }
+    return T;
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import pickle
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
+import torch.nn.functional as F
 
 from model import ModelConfig, build_model
 from model import train as train_mod
@@ -96,3 +98,36 @@ class _Exploit:
 def exploit_pickle(marker: Path) -> bytes:
     """A pickle whose loading creates the directory `marker`."""
     return pickle.dumps({"w": _Exploit(str(marker))})
+
+
+def reference_draw(model, params, nx, uniforms, mode, temperature, bias):
+    """The fused kernel's draw (`model/kernels/rowgemm.c`), written with PyTorch from the head's parameters and the
+    kernel's random numbers (nx: each row's normals after z's, uniforms: its uniforms) -> (frames fed back, frames
+    written), each (B, D)."""
+    head = model.decoder.head
+    speech, k_all = model.config.modality == "speech", head.k
+    factor, scale = temperature * math.exp(-bias), (1.0 + bias) / temperature
+    fed, written = [], []
+    for b in range(nx.shape[0]):
+        if mode == "mean":
+            row = type(params)(*(None if f is None else f[b : b + 1] for f in params))
+            x = head.mean(row)[0]
+            fed.append(x), written.append(x)
+            continue
+        k = 0
+        if k_all > 1:
+            probs = F.softmax(params.logits[b].double() * scale, -1)
+            k = int(torch.argmax(probs / -torch.log1p(-uniforms[b, :k_all].double())))
+        mu, std = params.mu[b, k], params.std[b, k] * factor
+        if speech:
+            x = mu + std * nx[b]
+            out = mu if mode == "component-mean" else x
+        else:
+            rho = params.rho[b, k]
+            e1 = nx[b, 0]
+            e2 = rho * e1 + torch.sqrt(1 - rho**2) * nx[b, 1]
+            pen = (uniforms[b, k_all if k_all > 1 else 0] < torch.sigmoid(params.pen_logit[b])).float()[None]
+            x = torch.cat([mu + std * torch.stack([e1, e2]), pen])
+            out = torch.cat([mu, pen]) if mode == "component-mean" else x
+        fed.append(x), written.append(out)
+    return torch.stack(fed), torch.stack(written)

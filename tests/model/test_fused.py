@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from modelkit import ALL_KINDS, build, perturb, small_config
+from modelkit import ALL_KINDS, build, perturb, reference_draw, small_config
 from scipy import stats
 
 from model import fused, native
@@ -35,7 +35,7 @@ needs_native = pytest.mark.skipif(native.library() is None, reason=f"native prod
 
 def reference_step(model, h, c, normals, uniforms, mode, temperature, bias):
     """One step of every row from (h, c) with the kernel's random numbers, in PyTorch: (frames written, h', c')."""
-    cfg, head = model.config, model.decoder.head
+    cfg = model.config
     pz, nx = None, normals
     if model.phi_z is not None:
         nz, nx = normals[:, : cfg.z_dim], normals[:, cfg.z_dim :]
@@ -48,34 +48,10 @@ def reference_step(model, h, c, normals, uniforms, mode, temperature, bias):
         params = model.decoder(pz, h)
     else:
         params = model.decoder(h)
-    speech, k_all = cfg.modality == "speech", head.k
-    factor, scale = temperature * math.exp(-bias), (1.0 + bias) / temperature
-    fed, written = [], []
-    for b in range(h.shape[0]):
-        if mode == "mean":
-            row = type(params)(*(None if f is None else f[b : b + 1] for f in params))
-            x = head.mean(row)[0]
-            fed.append(x), written.append(x)
-            continue
-        k = 0
-        if k_all > 1:
-            probs = F.softmax(params.logits[b].double() * scale, -1)
-            k = int(torch.argmax(probs / -torch.log1p(-uniforms[b, :k_all].double())))
-        mu, std = params.mu[b, k], params.std[b, k] * factor
-        if speech:
-            x = mu + std * nx[b]
-            out = mu if mode == "component-mean" else x
-        else:
-            rho = params.rho[b, k]
-            e1 = nx[b, 0]
-            e2 = rho * e1 + torch.sqrt(1 - rho**2) * nx[b, 1]
-            pen = (uniforms[b, k_all if k_all > 1 else 0] < torch.sigmoid(params.pen_logit[b])).float()[None]
-            x = torch.cat([mu + std * torch.stack([e1, e2]), pen])
-            out = torch.cat([mu, pen]) if mode == "component-mean" else x
-        fed.append(x), written.append(out)
-    px = model.phi_x(torch.stack(fed))
+    fed, written = reference_draw(model, params, nx, uniforms, mode, temperature, bias)
+    px = model.phi_x(fed)
     h2, c2 = model.rnn(px if pz is None else torch.cat([px, pz], -1), (h, c))
-    return torch.stack(written), h2, c2
+    return written, h2, c2
 
 
 def one_step(sampler, h, c, normals, uniforms, settings):

@@ -56,6 +56,42 @@ def test_concurrent_generation_jobs_share_the_engine_and_keep_their_bytes(conn, 
 
 
 @pytest.mark.slow
+def test_concurrent_text_jobs_share_the_text_engine_and_keep_their_bytes(conn, tmp_path: Path):
+    """Lines of text through a worker's slots (Redis mode) join the text model's engine (model.engine.TextEngine)
+    and each job returns what it returns alone, in this process, without batching."""
+    from rq.job import JobStatus
+    from tinyckpt import TEXT, write_tiny_text_checkpoint
+
+    from model import native
+    from worker.cache import ModelCache
+    from worker.jobs import Jobs
+
+    if native.library() is None:
+        pytest.skip(f"no native library: {native.status()}")
+    directory = tmp_path / "ckpts"
+    directory.mkdir()
+    write_tiny_text_checkpoint(directory / f"{TEXT}.safetensors")
+    queue = queueing.make_queue(conn, "text-slots")
+    params = [{"text": t, "seed": s, "steps": 60} for s, t in enumerate(["hello", "world", "he\nrode", "low"] * 2)]
+    ids = [queueing.enqueue(queue, "generate_handwriting", p, 120, 600, 600, 0) for p in params]
+    log_path = tmp_path / "worker.log"
+    proc = start_worker(
+        worker_env(directory, "text-slots"), "--burst", "--slots", "4", "--name", "t", log_path=log_path
+    )
+    try:
+        assert proc.wait(timeout=120) == 0, log_path.read_text()
+    finally:
+        kill(proc)
+    jobs = [queueing.fetch_job(conn, i) for i in ids]
+    assert all(j.get_status() == JobStatus.FINISHED for j in jobs), log_path.read_text()
+    solo = Jobs(ModelCache(directory, device="cpu"))
+    for job, p in zip(jobs, params, strict=True):
+        assert job.return_value() == solo.run("generate_handwriting", p), p
+    stats = next(e for e in events(log_path) if e.get("event") == "engine_stats")["engines"]
+    assert max(int(r) for r in stats[TEXT]["batch_sizes"]) > 1, stats  # lines of several jobs per step
+
+
+@pytest.mark.slow
 def test_a_slot_times_out_its_own_job_and_the_others_go_on(conn, ckpt_dir: Path, tmp_path: Path) -> None:
     from rq.job import JobStatus
 
