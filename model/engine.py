@@ -39,7 +39,7 @@ from torch import Tensor
 
 from .conditional import TextVRNN
 from .distributions import RowGenerators, randn
-from .fused import CHUNK, FusedSampler, FusedTextSampler, supports_text
+from .fused import FusedSampler, FusedTextSampler, supports_text
 from .fused import supports as fused_supports
 from .rowwise import rowwise_copy
 from .runtime import apply_threads
@@ -58,12 +58,15 @@ class _Request:
     future: Future
     submitted: float = field(default_factory=time.monotonic)
     out: list[Tensor] = field(default_factory=list)
-    # the fused step's (model.fused): the result, filled in place, and the current chunk of random numbers
+    # the fused step's (model.fused): the result, filled in place, and the random numbers of all its steps
     result: Tensor | None = None
     done: int = 0
     chunk: tuple[Tensor, Tensor] | None = None
 
 
+# The most steps one native call of an engine runs (model.fused: one call per step costs Python's overhead per step;
+# several in one call cost a waiting request at most this many steps before it joins).
+MAX_CALL_STEPS = 16
 WAIT_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 RECENT_WAITS = 1000
 
@@ -164,6 +167,7 @@ class StepEngine(BatchThread):
 
     threads: int
     max_wait_s: float
+    max_batch: int
     _rows: list
 
     # ------------------------------------------------------------------ the batch loop
@@ -180,6 +184,15 @@ class StepEngine(BatchThread):
             if first is not None and self.max_wait_s > 0:  # an idle engine lets companions arrive
                 time.sleep(max(0.0, first.submitted + self.max_wait_s - time.monotonic()))
             self.step()
+
+    def _steps_now(self, left: int, rows: int) -> int:
+        """How many steps the next native call runs: up to MAX_CALL_STEPS, no more than any row has left, and one
+        while a request waits for a free row (it joins at the next step boundary)."""
+        if self.max_batch > rows:
+            with self._cond:
+                if self._waiting:
+                    return 1
+        return max(1, min(left, MAX_CALL_STEPS))
 
     def _admit(self) -> None:
         raise NotImplementedError
@@ -305,9 +318,9 @@ class SamplingEngine(StepEngine):
             self._step_torch()
 
     def _step_fused(self, fused: FusedSampler) -> None:
-        """One step of every row in one native call (`model.fused`): each row reads its own random numbers, drawn
-        CHUNK steps at a time from its generator (as `VRNN.sample` draws them), and writes its frame into its result
-        in place."""
+        """Steps of every row in one native call (`model.fused`; `_steps_now` says how many): each row reads its own
+        random numbers, all drawn from its generator when it joins (chunk by chunk, as `VRNN.sample` draws them), and
+        writes its frames into its result in place."""
         rows, h, c = self._rows, self._h, self._c
         assert h is not None and c is not None
         n = len(rows)
@@ -315,22 +328,23 @@ class SamplingEngine(StepEngine):
         self.stats.batch_sizes[n] += 1
         normals, uniforms, outs = [], [], []
         for r in rows:
-            at = r.done % CHUNK
-            if at == 0:  # the next chunk of this row's numbers
-                r.chunk = fused.randoms(r.generator, 1, CHUNK)
-            if r.result is None:
+            if r.chunk is None:  # all its numbers now (as VRNN.sample draws them, chunk by chunk)
+                r.chunk = fused.randoms_ahead(r.generator, 1, r.steps)
                 r.result = torch.empty(r.steps, fused.x_dim, dtype=torch.float32)
-            assert r.chunk is not None
+            assert r.result is not None
             nrm, uni = r.chunk
-            normals.append(nrm.data_ptr() + at * fused.normals * 4)
-            uniforms.append(uni.data_ptr() + at * fused.uniforms * 4)
+            normals.append(nrm.data_ptr() + r.done * fused.normals * 4)
+            uniforms.append(uni.data_ptr() + r.done * fused.uniforms * 4)
             outs.append(r.result.data_ptr() + r.done * fused.x_dim * 4)
         if self._settings is None:  # (the rows' draw settings, made again when rows come or go)
             self._settings = fused.arrays([fused.settings(r.mode, r.temperature, r.bias) for r in rows])
-        fused.call(h, c, 1, normals, uniforms, outs, self._settings)
+        steps = self._steps_now(min(r.steps - r.done for r in rows), n)
+        self.stats.steps += steps - 1
+        self.stats.batch_sizes[n] += steps - 1
+        fused.call(h, c, steps, normals, uniforms, outs, self._settings)
         keep = []
         for i, r in enumerate(rows):
-            r.done += 1
+            r.done += steps
             if r.done == r.steps:
                 r.future.set_result(r.result)
             else:
@@ -540,6 +554,7 @@ class TextEngine(StepEngine):
         r.out = torch.empty(r.rows, lines.cap, self.fused.x_dim, dtype=torch.float32)
         r.phis = [torch.empty(lines.cap, len(cd), dtype=torch.float32) for cd in r.codes]
         r.done, r.ended = [0] * r.rows, [lines.cap] * r.rows
+        r.chunk = self.fused.randoms_ahead(r.generator, r.rows, lines.cap)  # (as TextVRNN.sample draws them)
 
     def _fail(self, e: Exception) -> None:
         for r in self._rows:
@@ -555,34 +570,35 @@ class TextEngine(StepEngine):
         self.stats.batch_sizes[n] += 1
         codes, lengths, done, normals, uniforms, outs, phis = [], [], [], [], [], [], []
         for r in requests:
-            at = r.t % CHUNK
-            if at == 0:  # the next chunk of the request's numbers, all its lines at once (as TextVRNN.sample)
-                r.chunk = fused.randoms(r.generator, r.rows, CHUNK)
             assert r.chunk is not None and r.out is not None
             nrm, uni = r.chunk
             for i, cd in enumerate(r.codes):
                 codes.append(cd.data_ptr())
                 lengths.append(len(cd))
                 done.append(r.done[i])
-                normals.append(nrm[i].data_ptr() + at * fused.normals * 4)
-                uniforms.append(uni[i].data_ptr() + at * fused.uniforms * 4)
+                normals.append(nrm[i].data_ptr() + r.t * fused.normals * 4)
+                uniforms.append(uni[i].data_ptr() + r.t * fused.uniforms * 4)
                 outs.append(r.out[i].data_ptr() + r.t * fused.x_dim * 4)
                 phis.append(r.phis[i].data_ptr() + r.t * len(cd) * 4)
         if self._settings is None:  # (made again when requests come or go)
             rows = [fused.settings(r.mode, r.temperature, r.bias) for r in requests for _ in range(r.rows)]
             self._settings = fused.arrays(rows)
         flags, ended = (ctypes.c_int * n)(*done), (ctypes.c_int * n)()
-        fused.call_text(
-            state, 1, codes, (ctypes.c_int * n)(*lengths), flags, ended, normals, uniforms, outs, phis, self._settings
-        )
+        steps = self._steps_now(min(r.lines.cap - r.t for r in requests), n)
+        ran = fused.call_text(
+            state, steps, codes, (ctypes.c_int * n)(*lengths), flags, ended, normals, uniforms, outs, phis,
+            self._settings,
+        )  # fmt: skip
+        self.stats.steps += ran - 1
+        self.stats.batch_sizes[n] += ran - 1
         keep: list[int] = []
         kept: list[_TextRequest] = []
         row = 0
         for r in requests:
             for i in range(r.rows):
                 if flags[row + i] and not r.done[i]:
-                    r.done[i], r.ended[i] = 1, r.t + 1
-            r.t += 1
+                    r.done[i], r.ended[i] = 1, r.t + ended[row + i] + 1
+            r.t += ran
             if all(r.done) or r.t == r.lines.cap:
                 assert r.out is not None
                 sample = self.model.finish_lines(

@@ -218,6 +218,13 @@ class FusedSampler:
         normals = torch.randn((rows, steps, self.normals), generator=generator)
         return normals, torch.rand((rows, steps, self.uniforms), generator=generator)
 
+    def randoms_ahead(self, generator: torch.Generator, rows: int, steps: int) -> tuple[Tensor, Tensor]:
+        """The numbers of the first `steps` steps (rounded up to whole chunks) drawn now: the chunks `randoms` draws
+        one after another, side by side, so each row's numbers are contiguous over its steps (a call of several
+        steps reads them in order). The same numbers as drawing each chunk when it is reached."""
+        parts = [self.randoms(generator, rows, CHUNK) for _ in range(max(1, -(-steps // CHUNK)))]
+        return torch.cat([p[0] for p in parts], 1), torch.cat([p[1] for p in parts], 1)
+
     @staticmethod
     def settings(mode: str, temperature: float, bias: float) -> tuple[int, float, float]:
         """The kernel's (mode, factor, scale) for a draw: stds times temperature * exp(-bias), logits times
