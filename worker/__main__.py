@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import re
 import socket
@@ -54,6 +55,7 @@ log = logging.getLogger("worker")
 DEFAULT_MAINTENANCE_S = 30
 DEFAULT_HEARTBEAT_S = 10
 DEFAULT_HEARTBEAT_GRACE_S = 60  # RQ's own slack on top of the monitoring interval
+BEAT_MIN_S = 1.0  # a worker's heartbeats come at most this often (ModelWorker.heartbeat)
 
 
 class ForbiddenJobError(RuntimeError):
@@ -111,6 +113,7 @@ class ModelWorker(SimpleWorker):
         super().__init__(*args, **kwargs)
         self.heartbeat_grace = heartbeat_grace
         self._models_payload = json.dumps({**models_info, "worker": self.name, "queue": self.queue_names()[0]})
+        self._beat_at, self._beat_until = -math.inf, -math.inf  # the last heartbeat, and until when its TTL lasts
         self._beat_stop: threading.Event | None = None
         self._beat_thread: threading.Thread | None = None
         self.push_exc_handler(self._record_error)
@@ -127,13 +130,21 @@ class ModelWorker(SimpleWorker):
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
         """RQ's heartbeat, the worker registered again and its models published, in one round trip (RQ calls it
         before and after every dequeue and after every job: alone, its two commands and the two steps below were
-        four round trips each time, a fifth of a busy worker's CPU)."""
+        four round trips each time, a fifth of a busy worker's CPU). At most one every BEAT_MIN_S seconds unless it
+        must make the worker's key live longer than the last one did: RQ calls it five times a job, which was eight
+        of every twenty Redis commands of a busy worker's (a busy worker beats once a second; every TTL it keeps is
+        tens of seconds)."""
+        ttl = timeout or self.worker_ttl + 60  # (RQ's default)
+        at = time.monotonic()
+        if at - self._beat_at < BEAT_MIN_S and at + ttl <= self._beat_until + BEAT_MIN_S:
+            return
         if pipeline is not None:  # (the caller's pipeline: its owner executes it)
             self._beat_into(timeout, pipeline)
-            return
-        with self.connection.pipeline(transaction=True) as pipe:
-            self._beat_into(timeout, pipe)
-            pipe.execute()
+        else:
+            with self.connection.pipeline(transaction=True) as pipe:
+                self._beat_into(timeout, pipe)
+                pipe.execute()
+        self._beat_at, self._beat_until = at, at + ttl
 
     def _beat_into(self, timeout: int | None, pipe: Any) -> None:
         SimpleWorker.heartbeat(self, timeout, pipe)
