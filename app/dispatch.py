@@ -77,17 +77,24 @@ def result_response(result: dict[str, Any], job_id: str) -> Response:
 async def run_job(
     request: Request, backend: Backend, settings: Settings, metrics: Metrics, kind: str, params: dict[str, Any]
 ) -> Response:
-    job_id = await run_in_threadpool(backend.submit, kind, params, client_id(request, settings))
-    metrics.submitted.labels(kind).inc()
+    client = client_id(request, settings)
     asynchronous, wait = prefers(request)
     if asynchronous:
+        job_id = await run_in_threadpool(backend.submit, kind, params, client)
+        metrics.submitted.labels(kind).inc()
         info = await run_in_threadpool(backend.status, job_id)
         response = accepted(request, info)
         response.headers["Preference-Applied"] = "respond-async"
         return response
     timeout = settings.sync_wait_s if wait is None else min(wait, settings.sync_wait_s)
-    info = await run_in_threadpool(backend.wait, job_id, timeout)
-    if info["status"] not in ("finished", "failed"):
+
+    def submit_and_wait() -> tuple[str, dict[str, Any], dict[str, Any] | None]:
+        # one trip to the thread pool for the whole synchronous call (each trip costs a thread handoff)
+        job_id = backend.submit(kind, params, client)
+        metrics.submitted.labels(kind).inc()
+        return job_id, *backend.wait_result(job_id, timeout)  # raises JobFailedError for a failed job
+
+    job_id, info, result = await run_in_threadpool(submit_and_wait)
+    if result is None:
         return accepted(request, info)
-    result = await run_in_threadpool(backend.result, job_id)  # raises JobFailedError for a failed job
     return result_response(result, job_id)

@@ -80,6 +80,10 @@ class Backend(Protocol):
     def wait(self, job_id: str, timeout: float) -> dict[str, Any]:
         """Block up to `timeout` seconds for the job to finish or fail -> its state then."""
 
+    def wait_result(self, job_id: str, timeout: float) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """`wait`, then (its state, the result dict when it finished, else None). Raises JobFailedError for a failed
+        job, as `result` does (a synchronous call's path: one call where `wait` and `result` were two)."""
+
     def ready(self) -> tuple[bool, list[str]]:
         """(whether jobs can run now, the reasons they cannot)."""
 

@@ -155,6 +155,10 @@ class EmbeddedBackend:
         job.done.wait(timeout)
         return job.info()
 
+    def wait_result(self, job_id: str, timeout: float) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        info = self.wait(job_id, timeout)
+        return info, (self.result(job_id) if info["status"] in ("finished", "failed") else None)
+
     def queue_depth(self) -> int:
         with self._lock:
             return self._queued()

@@ -65,7 +65,29 @@ _SEEN_MAX = 10_000  # finished jobs remembered so that each is counted once in t
 _CLEANUP_EVERY_S = 1.0  # the API runs RQ's abandoned-job cleanup at most this often (while someone polls a job)
 # Per-client job ids (a sorted set by submission time) for MAX_JOBS_PER_CLIENT, shared by every API process.
 CLIENT_KEY_PREFIX = "vrnn:client:"
-_ACTIVE_RQ_STATES = {b"created", b"queued", b"deferred", b"scheduled", b"started"}
+# Reserves a place for a job among the client's active jobs -> the count with it (above the cap: not added).
+# KEYS[1]: the client's set; ARGV: job id, now (s), the cap, the set's TTL (s), RQ's job key prefix. A member whose
+# job has ended (a status other than RQ's active ones) or whose job is gone after its minute of grace (an id
+# reserved a moment ago by another request has no job yet) no longer counts.
+_RESERVE = """
+local key, id, now, cap = KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local active = {created = true, queued = true, deferred = true, scheduled = true, started = true}
+local members = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+for i = 1, #members, 2 do
+    local member, score = members[i], tonumber(members[i + 1])
+    local status = redis.call('HGET', ARGV[5] .. member, 'status')
+    if (status and not active[status]) or (not status and score < now - 60) then
+        redis.call('ZREM', key, member)
+    end
+end
+redis.call('ZADD', key, now, id)
+local count = redis.call('ZCARD', key)
+redis.call('EXPIRE', key, tonumber(ARGV[4]))
+if count > cap then
+    redis.call('ZREM', key, id)
+end
+return count
+"""
 
 
 class RedisBackend:
@@ -85,6 +107,7 @@ class RedisBackend:
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
         self.queue = queueing.make_queue(self.connection, settings.queue_name)
+        self._reserve_script = self.connection.register_script(_RESERVE)
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._last_cleanup = 0.0
 
@@ -135,34 +158,18 @@ class RedisBackend:
 
     def _reserve(self, client: str, job_id: str) -> str:
         """Add `job_id` to the client's set of active jobs, or raise ClientLimitError when it has
-        MAX_JOBS_PER_CLIENT active already. Ended or expired jobs are pruned first. Add-then-count keeps the cap
-        under concurrent submissions from several API processes (a race refuses one too many, never admits)."""
+        MAX_JOBS_PER_CLIENT active already. Ended or expired jobs are pruned first. One Lua script (`_RESERVE`), so
+        one round trip, atomic: concurrent submissions from several API processes never admit one too many."""
         s = self.settings
         key = self._client_key(client)
-        members = self.connection.zrange(key, 0, -1)
-        if members:
-            with self.connection.pipeline(transaction=False) as pipe:
-                for m in members:
-                    pipe.hget(Job.key_for(m.decode()), "status")
-                states = pipe.execute()
-            # An id reserved a moment ago by another request has no job yet: kept for a minute. An id whose job
-            # ended, or expired, no longer counts.
-            young = {m for m, _ in self.connection.zrangebyscore(key, time.time() - 60, "+inf", withscores=True)}
-            ended = [
-                m
-                for m, st in zip(members, states, strict=True)
-                if (st is not None and st not in _ACTIVE_RQ_STATES) or (st is None and m not in young)
-            ]
-            if ended:
-                self.connection.zrem(key, *ended)
-        with self.connection.pipeline() as pipe:
-            pipe.zadd(key, {job_id: time.time()})
-            pipe.zcard(key)
-            # The set outlives no job: a client idle for the longest a job can live is forgotten.
-            pipe.expire(key, s.job_timeout_s * (s.job_retries + 1) + s.failure_ttl_s + 3600)
-            _, count, _ = pipe.execute()
+        # The set outlives no job: a client idle for the longest a job can live is forgotten.
+        expire = s.job_timeout_s * (s.job_retries + 1) + s.failure_ttl_s + 3600
+        count = int(
+            self._reserve_script(
+                keys=[key], args=[job_id, time.time(), s.max_jobs_per_client, expire, Job.redis_job_namespace_prefix]
+            )
+        )
         if count > s.max_jobs_per_client:
-            self.connection.zrem(key, job_id)
             raise ClientLimitError(f"you have {count - 1} jobs queued or running, the most allowed per client")
         return key
 
@@ -172,22 +179,26 @@ class RedisBackend:
             if _state(job.get_status(refresh=False)) in ("queued", "started") and self._recover(job):
                 job = self._fetch(job_id)
             state = _state(job.get_status(refresh=False))
-            info = {
-                "id": job.id,
-                "kind": _kind(job),
-                "status": state,
-                "enqueued_at": iso(job.enqueued_at),
-                "started_at": iso(job.started_at),
-                "ended_at": iso(job.ended_at) if state in ("finished", "failed") else None,
-                "error": None,
-                "error_status": None,
-            }
+            info = self._info(job, state)
             if state == "failed":
                 info["error_status"], info["error"] = self._failure(job)
         except RedisError as e:
             raise UnavailableError(f"the job queue (Redis) is unreachable: {type(e).__name__}") from None
         self._observe(job, info)
         return info
+
+    @staticmethod
+    def _info(job: Job, state: str) -> dict[str, Any]:
+        return {
+            "id": job.id,
+            "kind": _kind(job),
+            "status": state,
+            "enqueued_at": iso(job.enqueued_at),
+            "started_at": iso(job.started_at),
+            "ended_at": iso(job.ended_at) if state in ("finished", "failed") else None,
+            "error": None,
+            "error_status": None,
+        }
 
     def _recover(self, job: Job) -> bool:
         """Bring a job that nobody will finish to its end, so that a client polling it always sees one (True: the
@@ -264,6 +275,36 @@ class RedisBackend:
         except RedisError as e:
             raise UnavailableError(f"the job queue (Redis) is unreachable: {type(e).__name__}") from None
         return self.status(job_id)
+
+    def wait_result(self, job_id: str, timeout: float) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """`wait` and `result` in fewer round trips: the successful result's entry that the blocking XREAD returns
+        carries the return value itself, so the job's hash is read once (its state and times, for the metrics)
+        instead of four times and the stream once more. Any other outcome (a failed attempt, a retry, no result
+        within the slice) takes `wait`'s and `result`'s path."""
+        deadline, seen = time.monotonic() + timeout, "0-0"
+        stream = Result.get_key(job_id)
+        slice_s = min(_WAIT_SLICE_S, self.settings.redis_timeout_s / 2)
+        try:
+            left = deadline - time.monotonic()
+            # (the job was enqueued a moment ago: the first read blocks on its stream without reading the job first)
+            entries = self.connection.xread({stream: seen}, block=max(1, int(1000 * min(slice_s, left))))
+            if entries:
+                entry_id, payload = entries[0][1][-1]
+                seen = entry_id
+                done = Result.restore(job_id, entry_id.decode(), payload, self.connection, queueing.SERIALIZER)
+                value = done.return_value if done.type == Result.Type.SUCCESSFUL else None
+                if isinstance(value, dict):  # the worker wrote it with the job's finished status, in one transaction
+                    job = self._fetch(job_id)
+                    if _state(job.get_status(refresh=False)) == "finished":
+                        info = self._info(job, "finished")
+                        self._observe(job, info)
+                        return info, value
+        except InvalidJobOperation:
+            raise UnknownJobError(job_id) from None
+        except RedisError as e:
+            raise UnavailableError(f"the job queue (Redis) is unreachable: {type(e).__name__}") from None
+        info = self.wait(job_id, max(0.0, deadline - time.monotonic()))
+        return info, (self.result(job_id) if info["status"] in ("finished", "failed") else None)
 
     def queue_depth(self) -> int:
         try:

@@ -152,6 +152,9 @@ class FakeBackend:
     def wait(self, job_id, timeout):
         return self.status(job_id)
 
+    def wait_result(self, job_id, timeout):
+        return self.wait(job_id, timeout), None
+
     def result(self, job_id):
         from app.backends import JobPendingError
 

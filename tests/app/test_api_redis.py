@@ -190,3 +190,48 @@ def test_wait_blocks_on_the_result_stream_for_finished_and_failed_jobs(checkpoin
     assert ends == {ok: "finished", bad: "failed"}
     assert (ok, True) in reads and (bad, True) in reads  # each woken by its result
     backend.close()
+
+
+def test_wait_result_takes_the_result_from_the_stream_and_reads_the_job_once(checkpoint_dir, rq_worker, monkeypatch):
+    """The synchronous path (`wait_result`): a finished job's result comes from the XREAD entry that woke the wait,
+    the job's hash read once (for its state and the metrics), and equals what GET /jobs/{id}/result reads; a failed
+    job raises JobFailedError with its status; a job nobody runs comes back pending, without a result."""
+    import threading
+
+    from app.backends import JobFailedError
+    from app.backends.redis import RedisBackend
+
+    observed: list[tuple] = []
+    backend = RedisBackend(redis_settings(checkpoint_dir), observer=lambda *a: observed.append(a))
+    ok = backend.submit("generate_speech", {"model": SPEECH, "duration_s": 0.1, "seed": 3})
+    bad = backend.submit("generate_speech", {"model": "missing"})
+    info, result = backend.wait_result(ok, timeout=0.3)
+    assert info["status"] == "queued" and result is None
+    fetched: list[str] = []
+    hgetall = backend.connection.hgetall
+    monkeypatch.setattr(backend.connection, "hgetall", lambda key: fetched.append(key) or hgetall(key))
+    outcome: dict = {}
+
+    def wait_ok() -> None:
+        outcome["ok"] = backend.wait_result(ok, 60)
+
+    def wait_bad() -> None:
+        try:
+            backend.wait_result(bad, 60)
+        except JobFailedError as e:
+            outcome["bad"] = e
+
+    waits = [threading.Thread(target=wait_ok), threading.Thread(target=wait_bad)]
+    for t in waits:
+        t.start()
+    rq_worker()
+    for t in waits:
+        t.join(60)
+    reads_of_ok = fetched.count(f"rq:job:{ok}")
+    info, result = outcome["ok"]
+    assert info["status"] == "finished" and result == backend.result(ok)
+    assert result["media_type"] == "audio/wav" and result["body_b64"]
+    assert reads_of_ok == 1
+    assert outcome["bad"].status_code == 404
+    assert [a[:2] for a in observed].count(("generate_speech", "finished")) == 1
+    backend.close()
