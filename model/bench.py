@@ -29,6 +29,7 @@ from .fused import supports as fused_supports
 from .reference import reference_forward
 from .runtime import resolve_device, tune_malloc
 from .stepper import Stepper
+from .text import DEFAULT_ALPHABET
 from .vrnn import VRNN, build_model
 
 # The issue's benchmark setting: paper-like speech frames, a mid-sized VRNN-Gauss.
@@ -252,6 +253,53 @@ def bench_engine(cfg: ModelConfig, steps: int, requests: int, repeats: int, devi
     }
 
 
+# The shipped text model's shape (handwriting-text-vrnn-gmm: Graves' window of 10 components over 77 characters).
+TEXT_CONFIG = dict(HANDWRITING_CONFIG, mlp_width=128, n_components=20, window_components=10, alphabet=DEFAULT_ALPHABET)
+TEXT_LINE = "the quick brown fox jumps over a lazy dog"  # (a fresh model's window reads it for longer than the cap)
+
+
+@torch.no_grad()
+def bench_text(steps: int, requests: int, repeats: int, device: torch.device) -> dict:
+    """A line of text at batch 1 (`steps` steps: the cap) through the stepper (`fused=False`) and, where the
+    native library runs, the fused step (`model.fused.FusedTextSampler`, TextVRNN.sample's default there); then
+    `requests` concurrent lines one after another against the text engine (`model.engine.TextEngine`, every request
+    bit for bit its solo sample)."""
+    from .conditional import build_text_model
+    from .engine import TextEngine
+    from .fused import supports_text
+
+    torch.manual_seed(0)
+    model = build_text_model(ModelConfig.from_dict(TEXT_CONFIG)).to(device).eval()
+    fused = supports_text(model)
+
+    def line(use_fused: bool, seed: int = 1) -> None:
+        g = torch.Generator(device=device).manual_seed(seed)
+        model.sample([TEXT_LINE], max_steps=steps, bias=2.0, generator=g, fused=use_fused)
+
+    n = max(3, repeats)
+    out: dict[str, Any] = {"steps": steps, "params": sum(p.numel() for p in model.parameters()), "fused": fused}
+    out["seconds"] = {"stepper": statistics.median(_timed(lambda: line(False), device) for _ in range(n))}
+    if not fused:
+        return out
+    out["seconds"]["fused"] = statistics.median(_timed(lambda: line(True), device) for _ in range(n))
+    out["speedup"] = out["seconds"]["stepper"] / out["seconds"]["fused"]
+
+    def one_by_one() -> None:
+        for s in range(requests):
+            line(True, s)
+
+    def batched() -> None:
+        engine = TextEngine(model, max_batch=requests)
+        for s in range(requests):
+            engine.submit([TEXT_LINE], max_steps=steps, bias=2.0, seed=s)
+        engine.run_until_idle()
+
+    t_seq = statistics.median(_timed(one_by_one, device) for _ in range(max(1, repeats // 2)))
+    t_eng = statistics.median(_timed(batched, device) for _ in range(max(1, repeats // 2)))
+    out["engine"] = {"requests": requests, "one_by_one": t_seq, "engine": t_eng, "throughput_ratio": t_seq / t_eng}
+    return out
+
+
 def pick_device(name: str) -> torch.device:
     try:
         return resolve_device(name)
@@ -302,6 +350,7 @@ def main(argv: list[str] | None = None) -> dict:
             ModelConfig.from_dict(HANDWRITING_CONFIG), 50 if args.quick else 700, repeats, device
         ),
         "engine": bench_engine(cfg, 20 if args.quick else 160, 4 if args.quick else 16, repeats, device),
+        "text": bench_text(30 if args.quick else 400, 4 if args.quick else 16, repeats, device),
     }
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write("\n")
@@ -424,6 +473,23 @@ def markdown_report(r: dict, command: list[str]) -> str:
             f"{'row by row' if en['paired'] else 'paired'}: {en['seconds']['engine_other_way']:.3f} s, "
             f"{en['throughput_ratio_other_way']:.1f}x)."
         )
+    if "text" in r:
+        tx = r["text"]
+        text = (
+            f"- A line of text at batch 1 ({tx['steps']} steps, the shipped text model's shape, {tx['params']:,} "
+            f"parameters): {1000 * tx['seconds']['stepper']:.0f} ms through the stepper (`fused=False`)"
+        )
+        if tx["fused"]:
+            en = tx["engine"]
+            text += (
+                f", {1000 * tx['seconds']['fused']:.0f} ms in the fused step (`model.fused.FusedTextSampler`, "
+                f"`TextVRNN.sample`'s default here): **{tx['speedup']:.1f}x**. {en['requests']} concurrent lines: "
+                f"one after another {en['one_by_one']:.3f} s, batched by `model.engine.TextEngine` (each request bit "
+                f"for bit its solo sample) {en['engine']:.3f} s: **{en['throughput_ratio']:.1f}x** the throughput."
+            )
+        else:
+            text += " (no native library here: the text engine does not run)."
+        lines.append(text)
     lines.append("")
     return "\n".join(lines)
 
