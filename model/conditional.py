@@ -328,13 +328,12 @@ class TextVRNN(Recurrence):
         with `reference` through the modules themselves. A seed's lines differ between the two (other products,
         other uses of the random stream); both are exact samples of the model."""
         mode = sampling_mode(None, temperature, bias, mean)
-        lines = self.begin_lines(texts, max_steps, generator, prime, steps_per_char)
         if fused is None:
             fused = not reference and fused_supports_text(self)
+        lines = self.begin_lines(texts, max_steps, generator, prime, steps_per_char, fused=fused)
         if fused:
-            h, c, kappa = (t.clone().contiguous() for t in lines.state)
             xs, phis, ended, done = FusedTextSampler(self).lines(
-                (h, c, kappa), lines.codes, lines.cap, generator, mode, temperature, bias
+                lines.state, lines.codes, lines.cap, generator, mode, temperature, bias
             )
             return self.finish_lines(lines, xs, phis, ended, done)
         B, cap, state = len(texts), lines.cap, lines.state
@@ -390,9 +389,12 @@ class TextVRNN(Recurrence):
         generator: torch.Generator | None,
         prime: tuple[Tensor, str] | None,
         steps_per_char: float = MAX_STEPS_PER_CHAR,
+        fused: bool = False,
     ) -> Lines:
         """What `sample` does before its steps: the lines' characters (after the prime's text, if any), the state
-        after reading the prime through the posterior (its noise from `generator`), and the step cap."""
+        after reading the prime through the posterior (its noise from `generator`), and the step cap. `fused`: the
+        prime read by `FusedTextSampler.prime` (its noise for all its steps drawn at once, (B, T0, Z)), and the state
+        as the fused sampler takes it (contiguous, h and c separate); else by `_step`, one step's noise at a time."""
         if not texts:
             raise ValueError("give at least one text")
         full = [f"{prime[1]} {t}" for t in texts] if prime is not None else list(texts)
@@ -401,12 +403,21 @@ class TextVRNN(Recurrence):
         chars, char_mask = chars.to(self.device, self._dtype()), char_mask.to(self.device)
         B = len(texts)
         state = self._start(B)
+        if fused:
+            h, c, kappa = (t.clone().contiguous() for t in state)
+            state = (h, c, kappa)
         if prime is not None:
             x0 = prime[0].to(self.device, self._dtype())
             if x0.dim() != 2 or x0.shape[1] != self.config.x_dim or len(x0) == 0:
                 raise ValueError(f"a prime must be (T0, {self.config.x_dim}) offsets, got {tuple(x0.shape)}")
-            for t in range(len(x0)):
-                _, state, _ = self._step(x0[t].expand(B, -1), state, chars, char_mask, self._noise(generator, B))
+            if fused:
+                eps = None
+                if self.config.has_latent:
+                    eps = torch.randn((B, len(x0), self.config.z_dim), generator=generator, dtype=self._dtype())
+                FusedTextSampler(self).prime(state, codes, x0.contiguous(), eps)
+            else:
+                for t in range(len(x0)):
+                    _, state, _ = self._step(x0[t].expand(B, -1), state, chars, char_mask, self._noise(generator, B))
         own = [len(encode(t, self.config.alphabet)) for t in texts]
         cap = max_steps if max_steps is not None else math.ceil(steps_per_char * max(own))
         if cap < 1:

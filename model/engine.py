@@ -512,6 +512,11 @@ class TextEngine(StepEngine):
         request = _TextRequest(
             list(texts), max_steps, generator, float(temperature), float(bias), mode, prime, Future()
         )
+        try:  # (in the caller's thread: a prime is read without holding up the batch's steps)
+            self._start(request)
+        except Exception as e:
+            request.future.set_exception(e)
+            return request.future
         return self._enqueue(request)
 
     def _admit(self) -> None:
@@ -527,11 +532,6 @@ class TextEngine(StepEngine):
                 self._waiting.popleft()
             if not nxt.future.set_running_or_notify_cancel():
                 continue
-            try:
-                self._start(nxt)
-            except Exception as e:
-                nxt.future.set_exception(e)
-                continue
             self.stats.record_wait(time.monotonic() - nxt.submitted)
             self.stats.requests += 1
             joined.append(nxt)
@@ -545,10 +545,9 @@ class TextEngine(StepEngine):
         self._settings = None
 
     def _start(self, r: _TextRequest) -> None:
-        """Read the request's prime and set up its buffers (TextVRNN.begin_lines: its checks, its errors)."""
-        lines = self.model.begin_lines(r.texts, r.max_steps, r.generator, r.prime)
-        h, c, kappa = (t.clone() for t in lines.state)  # (h and c start as one zero tensor)
-        lines.state = (h, c, kappa)
+        """Read the request's prime and set up its buffers (TextVRNN.begin_lines: its checks, its errors), before it
+        waits for a place in the batch."""
+        lines = self.model.begin_lines(r.texts, r.max_steps, r.generator, r.prime, fused=True)
         r.lines = lines
         r.codes = [cd.to(torch.int32).contiguous() for cd in lines.codes]
         r.out = torch.empty(r.rows, lines.cap, self.fused.x_dim, dtype=torch.float32)

@@ -58,7 +58,16 @@ class _TextNet(ctypes.Structure):
     """The kernel's `text_net`: a text model's `net` (its LSTM's input product over [phi_x | phi_z | w] as one
     block), the alphabet's size, the window's components and its layer."""
 
-    _fields_ = [("base", _Net), ("A", ctypes.c_int), ("C", ctypes.c_int), ("win", _Ptr)]
+    _fields_ = [
+        ("base", _Net),
+        ("A", ctypes.c_int),
+        ("C", ctypes.c_int),
+        ("win", _Ptr),
+        ("n_enc", ctypes.c_int),
+        ("enc", _Ptr * MAX_LAYERS),
+        ("enc_head", _Ptr),
+        ("enc_floor", ctypes.c_float),
+    ]
 
 
 def _mlp_fits(net: MLP | None, width: int) -> bool:
@@ -320,10 +329,63 @@ class FusedTextSampler(FusedSampler):
         base = self._weights.net([model.rnn.weight_ih])  # [phi_x | phi_z | w], the kernel's rnn_in
         win = model.window.params
         self.alphabet, self.components = len(model.config.alphabet), model.window.components
+        enc = model.encoder
+        n_enc, enc_layers = self._weights.mlp(None if enc is None else enc.net)
+        enc_head = 0
+        if enc is not None:
+            enc_head = self._weights.layer([enc.hidden_to_params.weight], enc.hidden_to_params.bias, False)
         self._text = _TextNet(
-            base=base, A=self.alphabet, C=self.components, win=self._weights.layer([win.weight], win.bias, False)
+            base=base,
+            A=self.alphabet,
+            C=self.components,
+            win=self._weights.layer([win.weight], win.bias, False),
+            n_enc=n_enc,
+            enc=enc_layers,
+            enc_head=enc_head,
+            enc_floor=0.0 if enc is None else enc.std_floor,
         )
         self._ref = ctypes.byref(self._text)
+
+    def prime(
+        self, state: tuple[Tensor, Tensor, Tensor], codes: Sequence[Tensor], x: Tensor, eps: Tensor | None
+    ) -> None:
+        """Read the prime x (T, 3) float32 (the same line for every row) through the posterior from state = (h, c,
+        kappa) (B rows, updated in place), row b's window over `codes[b]` and its noise eps[b] (B, T, Z; None
+        without a latent): `text_prime`, as `TextVRNN._step` reads a prime."""
+        self.check_state(state)
+        h, c, kappa = state
+        b, steps = h.shape[0], x.shape[0]
+        if x.dtype != torch.float32 or x.dim() != 2 or x.shape[1] != self.x_dim or not x.is_contiguous():
+            raise ValueError(f"the prime must be contiguous ({steps}, {self.x_dim}) float32")
+        if self.latent and (eps is None or tuple(eps.shape) != (b, steps, self.z_dim) or not eps.is_contiguous()):
+            raise ValueError(f"the prime's noise must be contiguous ({b}, {steps}, {self.z_dim}) float32")
+        held = self._codes(codes, b)
+        scratch = torch.empty(int(self._lib.text_sample_scratch(self._ref, b)), dtype=torch.float32)
+        ptrs = _Ptr * b
+        rc = self._lib.text_prime(
+            self._ref,
+            b,
+            steps,
+            h.data_ptr(),
+            c.data_ptr(),
+            kappa.data_ptr(),
+            ptrs(*(cd.data_ptr() for cd in held)),
+            (ctypes.c_int * b)(*(len(cd) for cd in held)),
+            x.data_ptr(),
+            ptrs(*(row_addresses(eps) if eps is not None else [0] * b)),
+            scratch.data_ptr(),
+        )
+        if rc != 0:
+            raise RuntimeError("text_prime refused the model")
+
+    def _codes(self, codes: Sequence[Tensor], b: int) -> list[Tensor]:
+        """Each row's characters as contiguous int32, checked (the kernel indexes w by them)."""
+        if len(codes) != b or any(cd.dim() != 1 or not len(cd) >= 1 for cd in codes):
+            raise ValueError(f"need {b} lines of at least one character")
+        held = [cd.to(torch.int32).contiguous() for cd in codes]
+        if any(int(cd.min()) < 0 or int(cd.max()) >= self.alphabet for cd in held):
+            raise ValueError(f"character indices must be in [0, {self.alphabet})")
+        return held
 
     def call_text(
         self,
@@ -398,11 +460,7 @@ class FusedTextSampler(FusedSampler):
         cap), whether its rule fired). The random numbers CHUNK steps at a time, as `sample` draws them."""
         self.check_state(state)
         b = state[0].shape[0]
-        if len(codes) != b or any(cd.dim() != 1 or not len(cd) >= 1 for cd in codes):
-            raise ValueError(f"need {b} lines of at least one character")
-        held = [cd.to(torch.int32).contiguous() for cd in codes]
-        if any(int(cd.min()) < 0 or int(cd.max()) >= self.alphabet for cd in held):
-            raise ValueError(f"character indices must be in [0, {self.alphabet})")
+        held = self._codes(codes, b)
         out = torch.empty(b, cap, self.x_dim, dtype=torch.float32)
         phis = [torch.empty(cap, len(cd), dtype=torch.float32) for cd in held]
         lengths = (ctypes.c_int * b)(*(len(cd) for cd in held))

@@ -141,6 +141,7 @@ class Kernels(NamedTuple):
     sample_scratch: Callable[..., int]  # vrnn_sample_scratch(net*, B): floats
     text_sample: Callable[..., int]  # text_sample(text_net*, B, T, h, c, kappa, codes, len, done, ended, nrm, ...)
     text_sample_scratch: Callable[..., int]  # text_sample_scratch(text_net*, B): floats
+    text_prime: Callable[..., int]  # text_prime(text_net*, B, T, h, c, kappa, codes, len, x, eps, scratch)
 
 
 def _load(path: Path) -> Kernels:
@@ -159,6 +160,8 @@ def _load(path: Path) -> Kernels:
     lib.text_sample.restype = i
     lib.text_sample_scratch.argtypes = [p, i]
     lib.text_sample_scratch.restype = lng
+    lib.text_prime.argtypes = [p, i, i, p, p, p, p, p, p, p, p]
+    lib.text_prime.restype = i
     return Kernels(
         lib.vrnn_layer,
         lib.vrnn_lstm,
@@ -167,6 +170,7 @@ def _load(path: Path) -> Kernels:
         lib.vrnn_sample_scratch,
         lib.text_sample,
         lib.text_sample_scratch,
+        lib.text_prime,
     )
 
 

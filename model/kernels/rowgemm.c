@@ -435,6 +435,9 @@ typedef struct {
     net base;           /* base.lstm: blocks [rnn_in | h]; base.prior_net, base.dec: first layers with w as the last block */
     int A, C;           /* alphabet size, window components */
     const layer *win;   /* h -> (a_hat, b_hat, k_hat), 3C */
+    int n_enc;          /* the encoder q(z | x, h, w) (a latent model's; text_prime): its MLP over [phi_x(x) | h | w] */
+    const layer *enc[MAX_LAYERS], *enc_head;
+    float enc_floor;
 } text_net;
 
 long text_sample_scratch(const text_net *m, int B) {
@@ -551,4 +554,55 @@ int text_sample(const text_net *m, int B, int T, float *h, float *c, float *kapp
         if (rc) return rc;
     }
     return T;
+}
+
+/* Reading a prime (style priming, as TextVRNN.begin_lines): T steps for B rows of the posterior pass over the given
+   offsets x (T x D, the same line for every row: x[t] is step t's), from the state (h, c, kappa) (updated in place):
+   the window as text_sample's, z = mu_q + std_q * eps from the encoder over [phi_x(x_t) | h | w] (row b's eps of step
+   t at eps[b] + t * Z), phi_z(z) and the LSTM over [phi_x(x_t) | phi_z(z) | w] and h (an RNN: no z). Returns 0, or -1
+   for a model it cannot take. scratch: text_sample_scratch(m, B) floats. */
+int text_prime(const text_net *m, int B, int T, float *h, float *c, float *kappa, const int *const *codes,
+               const int *len, const float *x, const float *const *eps, float *scratch) {
+    const net *n = &m->base;
+    const int H = n->H, Z = n->Z, D = n->D, W = n->W, A = m->A, C = m->C;
+    if (B < 0 || T < 0 || n->speech || D != 3 || A < 1 || C < 1 || m->win->n != 3 * C || n->n_phi_x < 1 ||
+        n->n_phi_x > MAX_LAYERS || n->lstm->n != 4 * H ||
+        (n->latent && (m->n_enc < 1 || m->n_enc > MAX_LAYERS || !m->enc_head || m->enc_head->n != 2 * Z ||
+                       n->n_phi_z < 1 || n->n_phi_z > MAX_LAYERS)))
+        return -1;
+    for (int b = 0; b < B; b++)
+        if (len[b] < 1) return -1;
+    const int R = (n->latent ? 2 * W : W) + A;
+    float *ping = scratch, *pong = ping + (long)B * W, *px = pong + (long)B * W;
+    float *zp = px + (long)B * W, *z = zp + (long)B * 2 * Z, *gates = z + (long)B * Z;
+    float *wp = gates + (long)B * 4 * H, *beta = wp + (long)B * 3 * C, *rnn_in = beta + (long)B * C;
+    float *w = rnn_in + (long)B * R;
+    for (int t = 0; t < T; t++) {
+        vrnn_layer(m->win, B, h, H, 0, 0, 0, 0, 0, 0, wp);
+        for (int b = 0; b < B; b++)
+            text_window(wp + (long)b * 3 * C, C, kappa + (long)b * C, codes[b], len[b], A, w + (long)b * A,
+                        beta + (long)b * C, 0);
+        const float *o = mlp(n->phi_x, n->n_phi_x, B, x + (long)t * D, 0, 0, 0, ping, pong); /* ld 0: one line */
+        memcpy(px, o, sizeof(float) * B * W);
+        const float *pz = 0;
+        if (n->latent) {
+            const float *hid = mlp3(m->enc, m->n_enc, B, px, W, h, H, w, A, ping, pong);
+            vrnn_layer(m->enc_head, B, hid, m->enc[m->n_enc - 1]->n, 0, 0, 0, 0, 0, 0, zp);
+            for (int b = 0; b < B; b++) {
+                const float *e = eps[b] + (long)t * Z, *mu = zp + (long)b * 2 * Z, *raw = mu + Z;
+                float *zr = z + (long)b * Z;
+                for (int j = 0; j < Z; j++) zr[j] = mu[j] + (softplus(raw[j]) + m->enc_floor) * e[j];
+            }
+            pz = mlp(n->phi_z, n->n_phi_z, B, z, Z, 0, 0, ping, pong);
+        }
+        for (int b = 0; b < B; b++) {
+            float *r = rnn_in + (long)b * R;
+            memcpy(r, px + (long)b * W, sizeof(float) * W);
+            if (pz) memcpy(r + W, pz + (long)b * W, sizeof(float) * W);
+            memcpy(r + (pz ? 2 * W : W), w + (long)b * A, sizeof(float) * A);
+        }
+        int rc = vrnn_lstm(n->lstm, B, rnn_in, R, h, H, 0, 0, c, H, gates, h, c);
+        if (rc) return rc;
+    }
+    return 0;
 }

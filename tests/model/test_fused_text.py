@@ -284,3 +284,27 @@ def test_the_engine_thread_serves_concurrent_requests_and_refuses_bad_text():
         _same(engine.submit(["bead"], seed=3).result(timeout=30), _solo(model, dict(texts=["bead"], seed=3)))
     finally:
         engine.stop(timeout=10)
+
+
+@needs_native
+@pytest.mark.parametrize("kind", KINDS, ids="-".join)
+def test_reading_a_prime_is_the_posterior_pass_with_the_same_noise(kind):
+    """`FusedTextSampler.prime` against `TextVRNN._step` (the modules' posterior step) given the same noise: the
+    state (h, c and the window's centres) after a prime of 9 steps, two rows with their own characters."""
+    model, cfg = text_model(kind, seed=10)
+    fused = FusedTextSampler(model)
+    texts = ["bed abc", "bed e"]
+    codes = [encode(t, ALPHABET) for t in texts]
+    chars, mask = model.encode_texts(texts)
+    x0 = make_x(cfg, 1, 9, seed=3)[0].contiguous()
+    eps = torch.randn(2, 9, cfg.z_dim, generator=torch.Generator().manual_seed(4)) if cfg.has_latent else None
+    h = torch.zeros(2, cfg.h_dim)
+    state = (h, h.clone(), torch.zeros(2, fused.components))
+    ref = model._start(2)
+    with torch.no_grad():
+        for t in range(9):
+            _, ref, _ = model._step(x0[t].expand(2, -1), ref, chars, mask, None if eps is None else eps[:, t])
+        fused.prime(state, codes, x0, eps)
+    for got, want in zip(state, ref, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    assert not torch.equal(state[0][0], state[0][1])  # (the rows' own characters steer their windows)
