@@ -251,13 +251,15 @@ def test_the_engine_gives_every_request_its_solo_sample(kind):
         dict(texts=["abcde"], seed=5, max_steps=7),
         dict(texts=["a", "b", "c"], seed=6, mean="mean"),
         dict(texts=["dead bead " * 2], seed=7, bias=1.0),
+        dict(texts=["a", "bad", "cab", "e"], seed=8),  # more lines than the batch takes: it runs alone
     ]
     engine = TextEngine(model, max_batch=3)
     futures = [engine.submit(**kw) for kw in requests]
     engine.run_until_idle()
     for kw, f in zip(requests, futures, strict=True):
         _same(f.result(timeout=0), _solo(model, kw))
-    assert max(engine.stats.batch_sizes) == 3 and engine.stats.requests == len(requests)
+    assert max(engine.stats.batch_sizes) == 4 and engine.stats.requests == len(requests)
+    assert max(n for n in engine.stats.batch_sizes if n != 4) == 3
 
 
 @needs_native
