@@ -308,14 +308,21 @@ def pick_device(name: str) -> torch.device:
 
 
 def cpu_name() -> str:
-    """The CPU's model name (/proc/cpuinfo on Linux; the kernels' speed and rounding depend on it), or a generic one."""
+    """The CPU's model name (/proc/cpuinfo on Linux; the kernels' speed and rounding depend on it), or a generic one,
+    with its vector instructions where the native library builds for them (one model name covers CPUs with and
+    without AVX-512: "AMD EPYC" VMs have been both)."""
+    from . import native
+
+    name = platform.processor() or "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                return "cpu: " + line.split(":", 1)[1].strip()
+                name = line.split(":", 1)[1].strip()
+                break
     except OSError:
         pass
-    return "cpu: " + (platform.processor() or "unknown")
+    isa = {"x86-64-v4": "AVX-512", "x86-64-v3": "AVX2"}.get(native.level() or "")
+    return f"cpu: {name}" + (f" ({isa})" if isa else "")
 
 
 def main(argv: list[str] | None = None) -> dict:
