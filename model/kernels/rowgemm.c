@@ -446,7 +446,10 @@ long text_sample_scratch(const text_net *m, int B) {
 }
 
 /* One row's window: wp (3C: a_hat, b_hat, k_hat), kappa (C, updated), its characters; w (A) written; returns
-   whether the rule fires. beta: C floats of scratch. */
+   whether the rule fires. beta: C floats of scratch. The sum over the components runs for L positions u at a time,
+   on the kernel's vexp (every lane by the same operations: a row's numbers do not depend on the batch); each
+   position's phi = exp(max + log(sum)) in scalar libm, as torch.logsumexp's exp, so that a window far from every
+   character still gives 0 where it underflows. */
 static int text_window(const float *wp, int C, float *kappa, const int *codes, int U, int A, float *w, float *beta,
                        float *phi_row) {
     for (int k = 0; k < C; k++) {
@@ -455,25 +458,32 @@ static int text_window(const float *wp, int C, float *kappa, const int *codes, i
     }
     for (int a = 0; a < A; a++) w[a] = 0.0f;
     float top = -INFINITY, end = 0.0f;
-    for (int u = 1; u <= U + 1; u++) {
-        float mx = -INFINITY;
+    vf iota;
+    for (int j = 0; j < L; j++) iota[j] = (float)j;
+    for (int u0 = 1; u0 <= U + 1; u0 += L) {
+        const vf u = splat((float)u0) + iota;
+        vf mx = splat(-INFINITY);
         for (int k = 0; k < C; k++) {
-            float d = kappa[k] - (float)u;
-            float l = wp[k] - beta[k] * (d * d);
-            mx = l > mx ? l : mx;
+            const vf d = splat(kappa[k]) - u;
+            const vf l = splat(wp[k]) - splat(beta[k]) * (d * d);
+            mx = (vf)(((vi)l & (l > mx)) | ((vi)mx & ~(l > mx)));
         }
-        float s = 0.0f;
+        vf sum = {0};
         for (int k = 0; k < C; k++) {
-            float d = kappa[k] - (float)u;
-            s += expf(wp[k] - beta[k] * (d * d) - mx);
+            const vf d = splat(kappa[k]) - u;
+            sum = sum + vexp(splat(wp[k]) - splat(beta[k]) * (d * d) - mx);
         }
-        float phi = isfinite(mx) ? expf(mx + logf(s)) : 0.0f;
-        if (u <= U) {
-            w[codes[u - 1]] += phi;
-            if (phi_row) phi_row[u - 1] = phi;
-            top = phi > top ? phi : top;
-        } else {
-            end = phi;
+        const int n = U + 1 - u0 + 1 < L ? U + 1 - u0 + 1 : L;
+        for (int j = 0; j < n; j++) {
+            const float phi = isfinite(mx[j]) ? expf(mx[j] + logf(sum[j])) : 0.0f;
+            const int at = u0 + j;
+            if (at <= U) {
+                w[codes[at - 1]] += phi;
+                if (phi_row) phi_row[at - 1] = phi;
+                top = phi > top ? phi : top;
+            } else {
+                end = phi;
+            }
         }
     }
     return end > top;
