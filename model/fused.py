@@ -79,13 +79,12 @@ def _mlp_fits(net: MLP | None, width: int) -> bool:
     )
 
 
-def supports(model: Any) -> bool:
-    """Whether `model` samples through the fused step here: a plain `VRNN` (not a text model, not a `model.rowwise`
-    copy) in float32 on the CPU, with the native library, and MLPs the kernel takes."""
+def _fits(model: Any, cls: Any, heads: Any) -> bool:
+    """A plain `cls` (not a `model.rowwise` copy) in float32 on the CPU, with the native library, MLPs the kernel
+    takes and an output head of `heads`."""
     from .stepper import reads
-    from .vrnn import VRNN
 
-    if type(model) is not VRNN or not reads(model):
+    if type(model) is not cls or not reads(model):
         return False
     like = torch.empty(0, dtype=model._dtype(), device=model.device)
     if not native.usable(like):
@@ -94,31 +93,23 @@ def supports(model: Any) -> bool:
     nets = [model.phi_x, model.decoder.net]
     if model.phi_z is not None:
         nets += [model.phi_z] + ([model.prior.net] if model.prior is not None else [])
-    return all(_mlp_fits(n, W) for n in nets) and isinstance(
-        model.decoder.head, BivariateOutput | DiagonalGaussianOutput
-    )
+    return all(_mlp_fits(n, W) for n in nets) and isinstance(model.decoder.head, heads)
+
+
+def supports(model: Any) -> bool:
+    """Whether `model` samples through the fused step here: a plain `VRNN` (not a text model, not a `model.rowwise`
+    copy) in float32 on the CPU, with the native library, and MLPs the kernel takes."""
+    from .vrnn import VRNN
+
+    return _fits(model, VRNN, BivariateOutput | DiagonalGaussianOutput)
 
 
 def supports_text(model: Any) -> bool:
     """Whether a text model samples through the fused step here (`text_sample`): a plain `TextVRNN` in float32 on
     the CPU, with the native library, and MLPs the kernel takes."""
     from .conditional import TextVRNN
-    from .stepper import reads
 
-    if type(model) is not TextVRNN or not reads(model):
-        return False
-    like = torch.empty(0, dtype=model._dtype(), device=model.device)
-    if not native.usable(like):
-        return False
-    W = model.config.mlp_width
-    nets = [model.phi_x, model.decoder.net]
-    if model.phi_z is not None:
-        nets += [model.phi_z] + ([model.prior.net] if model.prior is not None else [])
-    return (
-        all(_mlp_fits(n, W) for n in nets)
-        and isinstance(model.decoder.head, BivariateOutput)
-        and isinstance(model.window.params, nn.Linear)
-    )
+    return _fits(model, TextVRNN, BivariateOutput) and isinstance(model.window.params, nn.Linear)
 
 
 class _Weights:

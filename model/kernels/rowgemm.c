@@ -351,6 +351,31 @@ static void draw(const net *m, const float *a, const float *n, const float *u, i
     out[2] = x[2];
 }
 
+/* A step's latent, phi_z(z) into pz_buf (B x W), z = mu_p + std_p * n_z from the prior over [h | extra] (extra, of
+   width ld, as a text model's window vector; NULL for none), or n_z itself without a prior (VRNN-I); row b's n_z at
+   nrm[b] + off. ping, pong: B x W; zp: B x 2Z; z: B x Z of scratch. */
+static const float *latent(const net *m, int B, const float *h, const float *extra, int ld, const float *const *nrm,
+                           long off, float *ping, float *pong, float *zp, float *z, float *pz_buf) {
+    const int H = m->H, Z = m->Z, W = m->W;
+    if (m->prior) {
+        const float *hid = mlp3(m->prior_net, m->n_prior, B, h, H, extra, ld, 0, 0, ping, pong);
+        vrnn_layer(m->prior_head, B, hid, m->prior_net[m->n_prior - 1]->n, 0, 0, 0, 0, 0, 0, zp);
+    }
+    for (int b = 0; b < B; b++) {
+        const float *nz = nrm[b] + off;
+        float *zr = z + (long)b * Z;
+        if (!m->prior) {
+            for (int j = 0; j < Z; j++) zr[j] = nz[j];
+            continue;
+        }
+        const float *mu = zp + (long)b * 2 * Z, *raw = mu + Z;
+        for (int j = 0; j < Z; j++) zr[j] = mu[j] + (softplus(raw[j]) + m->prior_floor) * nz[j];
+    }
+    const float *o = mlp(m->phi_z, m->n_phi_z, B, z, Z, 0, 0, ping, pong);
+    memcpy(pz_buf, o, sizeof(float) * B * W);
+    return pz_buf;
+}
+
 /* The floats of scratch vrnn_sample needs for B rows. */
 long vrnn_sample_scratch(const net *m, int B) {
     return (long)B * (3L * m->W + 3L * m->Z + m->P + 4L * m->H + m->D + 2L * m->K + 16);
@@ -374,26 +399,7 @@ int vrnn_sample(const net *m, int B, int T, float *h, float *c, const float *con
     float *zp = pz_buf + (long)B * W, *z = zp + (long)B * 2 * Z, *a = z + (long)B * Z;
     float *gates = a + (long)B * P, *x = gates + (long)B * 4 * H, *tmp = x + (long)B * D;
     for (int t = 0; t < T; t++) {
-        const float *pz = 0;
-        if (m->latent) {
-            if (m->prior) {
-                const float *hid = mlp(m->prior_net, m->n_prior, B, h, H, 0, 0, ping, pong);
-                vrnn_layer(m->prior_head, B, hid, m->prior_net[m->n_prior - 1]->n, 0, 0, 0, 0, 0, 0, zp);
-            }
-            for (int b = 0; b < B; b++) {
-                const float *nz = nrm[b] + t * nrm_step;
-                float *zr = z + (long)b * Z;
-                if (!m->prior) {
-                    for (int j = 0; j < Z; j++) zr[j] = nz[j];
-                    continue;
-                }
-                const float *mu = zp + (long)b * 2 * Z, *raw = mu + Z;
-                for (int j = 0; j < Z; j++) zr[j] = mu[j] + (softplus(raw[j]) + m->prior_floor) * nz[j];
-            }
-            const float *o = mlp(m->phi_z, m->n_phi_z, B, z, Z, 0, 0, ping, pong);
-            memcpy(pz_buf, o, sizeof(float) * B * W);
-            pz = pz_buf;
-        }
+        const float *pz = m->latent ? latent(m, B, h, 0, 0, nrm, t * nrm_step, ping, pong, zp, z, pz_buf) : 0;
         const float *hid = pz ? mlp(m->dec, m->n_dec, B, pz, W, h, H, ping, pong)
                               : mlp(m->dec, m->n_dec, B, h, H, 0, 0, ping, pong);
         vrnn_layer(m->head, B, hid, m->dec[m->n_dec - 1]->n, 0, 0, 0, 0, 0, 0, a);
@@ -439,6 +445,17 @@ typedef struct {
     const layer *enc[MAX_LAYERS], *enc_head;
     float enc_floor;
 } text_net;
+
+/* A text model's LSTM input, rows of [phi_x(x) | phi_z(z) | w] (no phi_z(z) when pz is NULL) into rnn_in. */
+static void rnn_input(int B, int W, int A, const float *px, const float *pz, const float *w, float *rnn_in) {
+    const int R = (pz ? 2 * W : W) + A;
+    for (int b = 0; b < B; b++) {
+        float *r = rnn_in + (long)b * R;
+        memcpy(r, px + (long)b * W, sizeof(float) * W);
+        if (pz) memcpy(r + W, pz + (long)b * W, sizeof(float) * W);
+        memcpy(r + (pz ? 2 * W : W), w + (long)b * A, sizeof(float) * A);
+    }
+}
 
 long text_sample_scratch(const text_net *m, int B) {
     const net *n = &m->base;
@@ -521,26 +538,7 @@ int text_sample(const text_net *m, int B, int T, float *h, float *c, float *kapp
                 ended[b] = t;
             }
         }
-        const float *pz = 0;
-        if (n->latent) {
-            if (n->prior) {
-                const float *hid = mlp3(n->prior_net, n->n_prior, B, h, H, w, A, 0, 0, ping, pong);
-                vrnn_layer(n->prior_head, B, hid, n->prior_net[n->n_prior - 1]->n, 0, 0, 0, 0, 0, 0, zp);
-            }
-            for (int b = 0; b < B; b++) {
-                const float *nz = nrm[b] + t * nrm_step;
-                float *zr = z + (long)b * Z;
-                if (!n->prior) {
-                    for (int j = 0; j < Z; j++) zr[j] = nz[j];
-                    continue;
-                }
-                const float *mu = zp + (long)b * 2 * Z, *raw = mu + Z;
-                for (int j = 0; j < Z; j++) zr[j] = mu[j] + (softplus(raw[j]) + n->prior_floor) * nz[j];
-            }
-            const float *o = mlp(n->phi_z, n->n_phi_z, B, z, Z, 0, 0, ping, pong);
-            memcpy(pz_buf, o, sizeof(float) * B * W);
-            pz = pz_buf;
-        }
+        const float *pz = n->latent ? latent(n, B, h, w, A, nrm, t * nrm_step, ping, pong, zp, z, pz_buf) : 0;
         const float *hid = pz ? mlp3(n->dec, n->n_dec, B, pz, W, h, H, w, A, ping, pong)
                               : mlp3(n->dec, n->n_dec, B, h, H, w, A, 0, 0, ping, pong);
         vrnn_layer(n->head, B, hid, n->dec[n->n_dec - 1]->n, 0, 0, 0, 0, 0, 0, a);
@@ -554,12 +552,7 @@ int text_sample(const text_net *m, int B, int T, float *h, float *c, float *kapp
         for (int b = 0; b < B; b++) all &= done[b];
         if (all) return t + 1;
         const float *px = mlp(n->phi_x, n->n_phi_x, B, x, D, 0, 0, ping, pong);
-        for (int b = 0; b < B; b++) { /* rnn_in = [phi_x(x) | phi_z(z) | w] */
-            float *r = rnn_in + (long)b * R;
-            memcpy(r, px + (long)b * W, sizeof(float) * W);
-            if (pz) memcpy(r + W, pz + (long)b * W, sizeof(float) * W);
-            memcpy(r + (pz ? 2 * W : W), w + (long)b * A, sizeof(float) * A);
-        }
+        rnn_input(B, W, A, px, pz, w, rnn_in);
         int rc = vrnn_lstm(n->lstm, B, rnn_in, R, h, H, 0, 0, c, H, gates, h, c);
         if (rc) return rc;
     }
@@ -605,12 +598,7 @@ int text_prime(const text_net *m, int B, int T, float *h, float *c, float *kappa
             }
             pz = mlp(n->phi_z, n->n_phi_z, B, z, Z, 0, 0, ping, pong);
         }
-        for (int b = 0; b < B; b++) {
-            float *r = rnn_in + (long)b * R;
-            memcpy(r, px + (long)b * W, sizeof(float) * W);
-            if (pz) memcpy(r + W, pz + (long)b * W, sizeof(float) * W);
-            memcpy(r + (pz ? 2 * W : W), w + (long)b * A, sizeof(float) * A);
-        }
+        rnn_input(B, W, A, px, pz, w, rnn_in);
         int rc = vrnn_lstm(n->lstm, B, rnn_in, R, h, H, 0, 0, c, H, gates, h, c);
         if (rc) return rc;
     }
