@@ -330,9 +330,10 @@ class TextVRNN(Recurrence):
         mode = sampling_mode(None, temperature, bias, mean)
         if fused is None:
             fused = not reference and fused_supports_text(self)
-        lines = self.begin_lines(texts, max_steps, generator, prime, steps_per_char, fused=fused)
-        if fused:
-            xs, phis, ended, done = FusedTextSampler(self).lines(
+        sampler = FusedTextSampler(self) if fused else None
+        lines = self.begin_lines(texts, max_steps, generator, prime, steps_per_char, sampler=sampler)
+        if sampler is not None:
+            xs, phis, ended, done = sampler.lines(
                 lines.state, lines.codes, lines.cap, generator, mode, temperature, bias
             )
             return self.finish_lines(lines, xs, phis, ended, done)
@@ -389,12 +390,13 @@ class TextVRNN(Recurrence):
         generator: torch.Generator | None,
         prime: tuple[Tensor, str] | None,
         steps_per_char: float = MAX_STEPS_PER_CHAR,
-        fused: bool = False,
+        sampler: FusedTextSampler | None = None,
     ) -> Lines:
         """What `sample` does before its steps: the lines' characters (after the prime's text, if any), the state
-        after reading the prime through the posterior (its noise from `generator`), and the step cap. `fused`: the
-        prime read by `FusedTextSampler.prime` (its noise for all its steps drawn at once, (B, T0, Z)), and the state
-        as the fused sampler takes it (contiguous, h and c separate); else by `_step`, one step's noise at a time."""
+        after reading the prime through the posterior (its noise from `generator`), and the step cap. With the fused
+        `sampler` (this model's), the prime is read by its `prime` (its noise for all its steps drawn at once,
+        (B, T0, Z)) and the state is as the sampler takes it (contiguous, h and c separate); else by `_step`, one
+        step's noise at a time."""
         if not texts:
             raise ValueError("give at least one text")
         full = [f"{prime[1]} {t}" for t in texts] if prime is not None else list(texts)
@@ -403,18 +405,18 @@ class TextVRNN(Recurrence):
         chars, char_mask = chars.to(self.device, self._dtype()), char_mask.to(self.device)
         B = len(texts)
         state = self._start(B)
-        if fused:
+        if sampler is not None:
             h, c, kappa = (t.clone().contiguous() for t in state)
             state = (h, c, kappa)
         if prime is not None:
             x0 = prime[0].to(self.device, self._dtype())
             if x0.dim() != 2 or x0.shape[1] != self.config.x_dim or len(x0) == 0:
                 raise ValueError(f"a prime must be (T0, {self.config.x_dim}) offsets, got {tuple(x0.shape)}")
-            if fused:
+            if sampler is not None:
                 eps = None
                 if self.config.has_latent:
                     eps = torch.randn((B, len(x0), self.config.z_dim), generator=generator, dtype=self._dtype())
-                FusedTextSampler(self).prime(state, codes, x0.contiguous(), eps)
+                sampler.prime(state, codes, x0.contiguous(), eps)
             else:
                 for t in range(len(x0)):
                     _, state, _ = self._step(x0[t].expand(B, -1), state, chars, char_mask, self._noise(generator, B))

@@ -448,8 +448,8 @@ class _TextRequest:
     prime: tuple[Tensor, str] | None
     future: Future
     submitted: float = field(default_factory=time.monotonic)
-    # set when it joins: its lines (model.conditional.Lines), their int32 characters, frames and window weights (filled
-    # in place), each line's done flag and steps written, the steps run, the current chunk of random numbers
+    # set when it is submitted: its lines (model.conditional.Lines), their int32 characters, frames and window weights
+    # (filled in place), each line's done flag and steps written, the steps run, the random numbers of all its steps
     lines: Any = None
     codes: list[Tensor] = field(default_factory=list)
     out: Tensor | None = None
@@ -547,11 +547,9 @@ class TextEngine(StepEngine):
     def _start(self, r: _TextRequest) -> None:
         """Read the request's prime and set up its buffers (TextVRNN.begin_lines: its checks, its errors), before it
         waits for a place in the batch."""
-        lines = self.model.begin_lines(r.texts, r.max_steps, r.generator, r.prime, fused=True)
+        lines = self.model.begin_lines(r.texts, r.max_steps, r.generator, r.prime, sampler=self.fused)
         r.lines = lines
-        r.codes = [cd.to(torch.int32).contiguous() for cd in lines.codes]
-        r.out = torch.empty(r.rows, lines.cap, self.fused.x_dim, dtype=torch.float32)
-        r.phis = [torch.empty(lines.cap, len(cd), dtype=torch.float32) for cd in r.codes]
+        r.codes, r.out, r.phis = self.fused.buffers(lines.codes, lines.cap)
         r.done, r.ended = [0] * r.rows, [lines.cap] * r.rows
         r.chunk = self.fused.randoms_ahead(r.generator, r.rows, lines.cap)  # (as TextVRNN.sample draws them)
 

@@ -378,6 +378,13 @@ class FusedTextSampler(FusedSampler):
             raise ValueError(f"character indices must be in [0, {self.alphabet})")
         return held
 
+    def buffers(self, codes: Sequence[Tensor], cap: int) -> tuple[list[Tensor], Tensor, list[Tensor]]:
+        """What `text_sample` reads and writes for lines of these characters over at most `cap` steps: each row's
+        characters (`_codes`), the frames (B, cap, 3) and each row's window weights (cap, U_b), to be filled."""
+        held = self._codes(codes, len(codes))
+        out = torch.empty(len(held), cap, self.x_dim, dtype=torch.float32)
+        return held, out, [torch.empty(cap, len(cd), dtype=torch.float32) for cd in held]
+
     def call_text(
         self,
         state: tuple[Tensor, Tensor, Tensor],
@@ -451,9 +458,9 @@ class FusedTextSampler(FusedSampler):
         cap), whether its rule fired). The random numbers CHUNK steps at a time, as `sample` draws them."""
         self.check_state(state)
         b = state[0].shape[0]
-        held = self._codes(codes, b)
-        out = torch.empty(b, cap, self.x_dim, dtype=torch.float32)
-        phis = [torch.empty(cap, len(cd), dtype=torch.float32) for cd in held]
+        if len(codes) != b:
+            raise ValueError(f"need {b} lines of at least one character")
+        held, out, phis = self.buffers(codes, cap)
         lengths = (ctypes.c_int * b)(*(len(cd) for cd in held))
         done, ended = (ctypes.c_int * b)(), (ctypes.c_int * b)()
         ended_at = [cap] * b
