@@ -86,6 +86,11 @@ class EngineStats:
         total = sum(self.batch_sizes.values())
         return sum(k * v for k, v in self.batch_sizes.items()) / total if total else 0.0
 
+    def record_steps(self, rows: int, steps: int = 1) -> None:
+        """`steps` steps of a batch of `rows` rows ran."""
+        self.steps += steps
+        self.batch_sizes[rows] += steps
+
     def record_wait(self, seconds: float) -> None:
         self.queue_wait_s.append(seconds)
         self.wait_counts[bisect.bisect_left(WAIT_BUCKETS_S, seconds)] += 1
@@ -163,7 +168,7 @@ class BatchThread:
 
 class StepEngine(BatchThread):
     """The step loop the sampling engines share: admit waiting requests at a step boundary, run one step of every
-    row, finish the rows that are done (`_admit`, `_step`, `_fail`: the subclass's; `_rows`: what it runs)."""
+    row, finish the rows that are done (`_admit`, `_step`, `_clear`: the subclass's; `_rows`: what it runs)."""
 
     threads: int
     max_wait_s: float
@@ -201,6 +206,13 @@ class StepEngine(BatchThread):
         raise NotImplementedError
 
     def _fail(self, e: Exception) -> None:
+        """A fault of a step fails the requests in it; the engine keeps serving, its batch emptied (`_clear`)."""
+        for r in self._rows:
+            if not r.future.done():
+                r.future.set_exception(e)
+        self._clear()
+
+    def _clear(self) -> None:
         raise NotImplementedError
 
     def step(self) -> bool:
@@ -268,11 +280,7 @@ class SamplingEngine(StepEngine):
                 generator.manual_seed(seed)
         return self._enqueue(_Request(steps, generator, float(temperature), float(bias), mode, prime, Future()))
 
-    def _fail(self, e: Exception) -> None:
-        """A fault of a step fails the requests in it; the engine keeps serving."""
-        for r in self._rows:
-            if not r.future.done():
-                r.future.set_exception(e)
+    def _clear(self) -> None:
         self._rows, self._h, self._c, self._settings = [], None, None, None
 
     def _admit(self) -> None:
@@ -324,8 +332,6 @@ class SamplingEngine(StepEngine):
         rows, h, c = self._rows, self._h, self._c
         assert h is not None and c is not None
         n = len(rows)
-        self.stats.steps += 1
-        self.stats.batch_sizes[n] += 1
         normals, uniforms, outs = [], [], []
         for r in rows:
             if r.chunk is None:  # all its numbers now (as VRNN.sample draws them, chunk by chunk)
@@ -339,8 +345,7 @@ class SamplingEngine(StepEngine):
         if self._settings is None:  # (the rows' draw settings, made again when rows come or go)
             self._settings = fused.arrays([fused.settings(r.mode, r.temperature, r.bias) for r in rows])
         steps = self._steps_now(min(r.steps - r.done for r in rows), n)
-        self.stats.steps += steps - 1
-        self.stats.batch_sizes[n] += steps - 1
+        self.stats.record_steps(n, steps)
         fused.call(h, c, steps, normals, uniforms, outs, self._settings)
         keep = []
         for i, r in enumerate(rows):
@@ -361,8 +366,7 @@ class SamplingEngine(StepEngine):
         assert self._h is not None and self._c is not None
         h, c = self._h, self._c
         n = len(rows)
-        self.stats.steps += 1
-        self.stats.batch_sizes[n] += 1
+        self.stats.record_steps(n)
         noise = None
         if fast.phi_z is not None:
             gens = _generators(rows, range(n))
@@ -553,18 +557,13 @@ class TextEngine(StepEngine):
         r.done, r.ended = [0] * r.rows, [lines.cap] * r.rows
         r.chunk = self.fused.randoms_ahead(r.generator, r.rows, lines.cap)  # (as TextVRNN.sample draws them)
 
-    def _fail(self, e: Exception) -> None:
-        for r in self._rows:
-            if not r.future.done():
-                r.future.set_exception(e)
+    def _clear(self) -> None:
         self._rows, self._state, self._settings = [], None, None
 
     def _step(self) -> None:
         fused, requests, state = self.fused, self._rows, self._state
         assert state is not None
         n = sum(r.rows for r in requests)
-        self.stats.steps += 1
-        self.stats.batch_sizes[n] += 1
         codes, lengths, done, normals, uniforms, outs, phis = [], [], [], [], [], [], []
         for r in requests:
             assert r.chunk is not None and r.out is not None
@@ -586,8 +585,7 @@ class TextEngine(StepEngine):
             state, steps, codes, (ctypes.c_int * n)(*lengths), flags, ended, normals, uniforms, outs, phis,
             self._settings,
         )  # fmt: skip
-        self.stats.steps += ran - 1
-        self.stats.batch_sizes[n] += ran - 1
+        self.stats.record_steps(n, ran)
         keep: list[int] = []
         kept: list[_TextRequest] = []
         row = 0

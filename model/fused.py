@@ -187,6 +187,7 @@ class FusedSampler:
         rnn = model.rnn
         self._net = self._weights.net(list(rnn.weight_ih.split([W, W], dim=1)) if self.latent else [rnn.weight_ih])
         self._ref = ctypes.byref(self._net)
+        self._scratch_floats = self._lib.sample_scratch
 
     def _setup(self, model: Any) -> None:
         lib = native.library()
@@ -202,6 +203,10 @@ class FusedSampler:
         self.normals = (self.z_dim if self.latent else 0) + (self.x_dim if self.speech else 2)
         self.uniforms = max(1, (k if k > 1 else 0) + (0 if self.speech else 1))
         self._weights = _Weights(model)
+
+    def _scratch(self, rows: int) -> Tensor:
+        """The kernel's working memory for a call over `rows` rows (its `*_scratch` function says how many floats)."""
+        return torch.empty(int(self._scratch_floats(self._ref, rows)), dtype=torch.float32)
 
     # ------------------------------------------------------------------ random numbers
 
@@ -247,7 +252,7 @@ class FusedSampler:
         each row's addresses (its first step's numbers; its first step's frame, written); settings: ctypes arrays of
         the rows' modes, factors and scales (`arrays`). The caller vouches for every address (`sample` checks)."""
         b = h.shape[0]
-        scratch = torch.empty(int(self._lib.sample_scratch(self._ref, b)), dtype=torch.float32)
+        scratch = self._scratch(b)
         ptrs = _Ptr * b
         rc = self._lib.sample(
             self._ref,
@@ -336,6 +341,7 @@ class FusedTextSampler(FusedSampler):
             enc_floor=0.0 if enc is None else enc.std_floor,
         )
         self._ref = ctypes.byref(self._text)
+        self._scratch_floats = self._lib.text_sample_scratch  # (text_prime's too)
 
     def prime(
         self, state: tuple[Tensor, Tensor, Tensor], codes: Sequence[Tensor], x: Tensor, eps: Tensor | None
@@ -351,7 +357,7 @@ class FusedTextSampler(FusedSampler):
         if self.latent and (eps is None or tuple(eps.shape) != (b, steps, self.z_dim) or not eps.is_contiguous()):
             raise ValueError(f"the prime's noise must be contiguous ({b}, {steps}, {self.z_dim}) float32")
         held = self._codes(codes, b)
-        scratch = torch.empty(int(self._lib.text_sample_scratch(self._ref, b)), dtype=torch.float32)
+        scratch = self._scratch(b)
         ptrs = _Ptr * b
         rc = self._lib.text_prime(
             self._ref,
@@ -405,7 +411,7 @@ class FusedTextSampler(FusedSampler):
         outs, phis: each row's addresses (phis: its first step's U floats). The caller vouches for every address."""
         h, c, kappa = state
         b = h.shape[0]
-        scratch = torch.empty(int(self._lib.text_sample_scratch(self._ref, b)), dtype=torch.float32)
+        scratch = self._scratch(b)
         ptrs = _Ptr * b
         ran = self._lib.text_sample(
             self._ref,

@@ -141,8 +141,7 @@ class ScoringBatcher(BatchThread):
         for r in batch:
             self.stats.record_wait(now - r.submitted)
         self.stats.requests += len(batch)
-        self.stats.steps += 1
-        self.stats.batch_sizes[len(batch)] += 1
+        self.stats.record_steps(len(batch))
         try:
             results = score_batch(self.model, [r.x for r in batch], batch[0].k, [r.seed for r in batch])
         except Exception as e:  # this batch's requests fail; the batcher keeps serving
